@@ -1,0 +1,193 @@
+//! Input formats. [`parse`] looks at the content (never the file name), picks
+//! the format, and turns it into a valid canonical [`JobSpec`] or reports every
+//! problem with the path of its field.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Issue, SpecError};
+use crate::model::{JobSpec, RestartPolicy};
+use crate::validate::{validate, Paths};
+use reader::Reader;
+
+pub mod kubeflow;
+pub mod native;
+pub mod openpai_v1;
+pub mod openpai_v2;
+pub(crate) mod reader;
+
+/// Largest spec accepted. Real specs are a few KiB; refusing early keeps a
+/// hostile 10 MB body from costing parse time or memory.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// kiln's own YAML/JSON.
+    Kiln,
+    /// OpenPAI job protocol v1 (JSON with `jobName` and a `taskRoles` list).
+    OpenpaiV1,
+    /// OpenPAI job protocol v2 (YAML with `protocolVersion: 2`).
+    OpenpaiV2,
+    /// Kubeflow `PyTorchJob` (kubeflow.org/v1).
+    KubeflowPytorchjob,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Kiln => "kiln",
+            Format::OpenpaiV1 => "openpai-v1",
+            Format::OpenpaiV2 => "openpai-v2",
+            Format::KubeflowPytorchjob => "kubeflow-pytorchjob",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job that passed every rule, with what kiln had to say about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Parsed {
+    pub job: JobSpec,
+    pub format: Format,
+    /// Fields kiln ignored or could not honour exactly, each named.
+    pub warnings: Vec<Issue>,
+}
+
+/// Parses a job in any supported format.
+pub fn parse(input: &[u8]) -> Result<Parsed, SpecError> {
+    let doc = load(input)?;
+    let Value::Object(doc) = &doc else {
+        return Err(SpecError::Invalid {
+            issues: vec![Issue::new(
+                "",
+                format!(
+                    "a job spec must be a mapping of fields, got {}",
+                    reader::type_name(&doc)
+                ),
+            )],
+        });
+    };
+    let format = detect(doc);
+    let mut r = Reader::default();
+    let (job, paths): (JobSpec, Box<dyn Paths>) = match format {
+        Format::Kiln => native::read(doc, &mut r),
+        Format::OpenpaiV1 => openpai_v1::read(doc, &mut r),
+        Format::OpenpaiV2 => openpai_v2::read(doc, &mut r),
+        Format::KubeflowPytorchjob => kubeflow::read(doc, &mut r),
+    };
+    let skip = r.failed_paths();
+    let mut issues = r.errors;
+    // A document kiln could not make sense of as a whole gets that one error,
+    // not a rule-by-rule list about placeholders.
+    if !skip.contains("") {
+        issues.extend(validate(&job, paths.as_ref(), &skip));
+    }
+    if issues.is_empty() {
+        Ok(Parsed {
+            job,
+            format,
+            warnings: r.warnings,
+        })
+    } else {
+        Err(SpecError::Invalid { issues })
+    }
+}
+
+/// Bytes to a JSON/YAML tree: size, encoding and syntax checks.
+fn load(input: &[u8]) -> Result<Value, SpecError> {
+    if input.len() > MAX_SPEC_BYTES {
+        return Err(SpecError::TooLarge {
+            size: input.len(),
+            max: MAX_SPEC_BYTES,
+        });
+    }
+    let text = std::str::from_utf8(input).map_err(|e| SpecError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err(SpecError::Empty);
+    }
+    if trimmed.starts_with('{') {
+        serde_json::from_str(text).map_err(|e| SpecError::Syntax {
+            format: "JSON",
+            line: e.line(),
+            column: e.column(),
+            message: strip_position(&e.to_string()),
+        })
+    } else {
+        serde_norway::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            SpecError::Syntax {
+                format: "YAML",
+                line,
+                column,
+                message: strip_position(&e.to_string()),
+            }
+        })
+    }
+}
+
+/// serde's messages carry " at line L column C"; the position is kept in its
+/// own fields, so drop it from the text.
+fn strip_position(msg: &str) -> String {
+    let Some(i) = msg.find(" at line ") else {
+        return msg.to_owned();
+    };
+    let rest = &msg[i + " at line ".len()..];
+    let skip = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == ' ' || c.is_ascii_lowercase() && "column".contains(c)))
+        .unwrap_or(rest.len());
+    format!("{}{}", &msg[..i], &rest[skip..])
+}
+
+fn detect(doc: &Map<String, Value>) -> Format {
+    let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if api.starts_with("kubeflow.org/")
+        || doc.get("kind").and_then(Value::as_str) == Some("PyTorchJob")
+    {
+        Format::KubeflowPytorchjob
+    } else if doc.contains_key("protocolVersion") {
+        Format::OpenpaiV2
+    } else if doc.contains_key("jobName") {
+        Format::OpenpaiV1
+    } else {
+        Format::Kiln
+    }
+}
+
+/// Restart policies as Kubernetes spells them.
+pub(crate) fn restart_policy(text: &str, path: &str, r: &mut Reader) -> RestartPolicy {
+    match text {
+        "Never" => RestartPolicy::Never,
+        "OnFailure" => RestartPolicy::OnFailure,
+        "ExitCode" => RestartPolicy::ExitCode,
+        "Always" => {
+            r.warn(
+                path,
+                "Always would restart tasks that succeeded; kiln restarts only failed tasks (OnFailure)",
+            );
+            RestartPolicy::OnFailure
+        }
+        other => {
+            r.error(
+                path,
+                format!(
+                    "must be Never, OnFailure or ExitCode, got {}",
+                    crate::ids::quoted(other)
+                ),
+            );
+            RestartPolicy::Never
+        }
+    }
+}
