@@ -116,7 +116,7 @@ pub fn decide(job: &JobSpec, tasks: &[TaskStatus], stop_requested: bool) -> Deci
             if failed >= min as usize {
                 let first = of_role()
                     .find(counted_failed)
-                    .map(|t| describe_exit(t))
+                    .map(describe_exit)
                     .unwrap_or_default();
                 return ended(
                     AttemptState::Failed,

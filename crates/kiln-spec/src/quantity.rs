@@ -57,7 +57,7 @@ pub fn parse_memory_mib(text: &str, bare: BareUnit) -> Result<u64, String> {
 /// Formats MiB with the largest binary unit that divides it exactly.
 pub fn format_memory_mib(mib: u64) -> String {
     for (unit, per) in [("Ti", 1u64 << 20), ("Gi", 1 << 10)] {
-        if mib >= per && mib % per == 0 {
+        if mib >= per && mib.is_multiple_of(per) {
             return format!("{}{unit}", mib / per);
         }
     }

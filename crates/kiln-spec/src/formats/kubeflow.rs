@@ -396,10 +396,7 @@ fn read_replica(
         String::new()
     } else {
         argv.iter()
-            .map(|a| match shlex::try_quote(a) {
-                Ok(q) => q.into_owned(),
-                Err(_) => String::new(),
-            })
+            .map(|a| shell_word(a))
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -469,7 +466,7 @@ fn read_replica(
         Some(q) => match parse_cpu_millis(&q) {
             Ok(m) => {
                 let cores = m.div_ceil(1000).max(1);
-                if m % 1000 != 0 {
+                if !m.is_multiple_of(1000) {
                     r.warn(
                         field(&sp, "cpu"),
                         format!("kiln allocates whole CPUs; {q} is rounded up to {cores}"),
@@ -574,4 +571,18 @@ fn shm_of(
             None
         }
     }
+}
+
+/// One argv entry as a bash word: bare when it holds only characters the
+/// shell leaves alone (so `--epochs=1` reads as written), quoted otherwise.
+fn shell_word(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c));
+    if plain {
+        return arg.to_owned();
+    }
+    // try_quote refuses only NUL bytes; keeping them lets validation name them.
+    shlex::try_quote(arg).map_or_else(|_| arg.to_owned(), |q| q.into_owned())
 }

@@ -123,6 +123,7 @@ fn load(input: &[u8]) -> Result<Value, SpecError> {
             message: strip_position(&e.to_string()),
         })
     } else {
+        check_flow_depth(text)?;
         serde_norway::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
@@ -138,6 +139,36 @@ fn load(input: &[u8]) -> Result<Value, SpecError> {
     }
 }
 
+/// Deepest bracket nesting a YAML spec may have; serde stops at 128 anyway.
+const MAX_FLOW_DEPTH: usize = 128;
+
+/// libyaml's scanner costs time proportional to nesting depth for every token,
+/// so 200 KB of `[[[[...` takes it minutes before serde's recursion limit is
+/// ever reached. Counting brackets first keeps that linear. Brackets inside
+/// quotes or comments are counted too; that only makes the check stricter,
+/// never lets a deep document through.
+fn check_flow_depth(text: &str) -> Result<(), SpecError> {
+    let mut depth = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        for (col, c) in line.char_indices() {
+            match c {
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => continue,
+            }
+            if depth > MAX_FLOW_DEPTH {
+                return Err(SpecError::Syntax {
+                    format: "YAML",
+                    line: n + 1,
+                    column: col + 1,
+                    message: format!("brackets nested more than {MAX_FLOW_DEPTH} deep"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// serde's messages carry " at line L column C"; the position is kept in its
 /// own fields, so drop it from the text.
 fn strip_position(msg: &str) -> String {
@@ -146,7 +177,9 @@ fn strip_position(msg: &str) -> String {
     };
     let rest = &msg[i + " at line ".len()..];
     let skip = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == ' ' || c.is_ascii_lowercase() && "column".contains(c)))
+        .find(|c: char| {
+            !(c.is_ascii_digit() || c == ' ' || c.is_ascii_lowercase() && "column".contains(c))
+        })
         .unwrap_or(rest.len());
     format!("{}{}", &msg[..i], &rest[skip..])
 }
@@ -159,7 +192,7 @@ fn detect(doc: &Map<String, Value>) -> Format {
         Format::KubeflowPytorchjob
     } else if doc.contains_key("protocolVersion") {
         Format::OpenpaiV2
-    } else if doc.contains_key("jobName") {
+    } else if doc.contains_key("jobName") || doc.get("taskRoles").is_some_and(Value::is_array) {
         Format::OpenpaiV1
     } else {
         Format::Kiln
