@@ -24,6 +24,10 @@ enum Output {
     Text,
     /// The same objects the API returns.
     Json,
+    /// The canonical job in kiln's own YAML (converts any format to kiln's).
+    Yaml,
+    /// The job as OpenPAI v1 JSON, where it fits that format.
+    OpenpaiV1,
 }
 
 #[derive(Subcommand)]
@@ -33,7 +37,8 @@ enum Command {
         /// Spec file, or - for standard input.
         file: String,
     },
-    /// Show the canonical job and each task's environment under an example placement.
+    /// Show the canonical job and each task's environment under an example
+    /// placement; `-o yaml` / `-o openpai-v1` print the job converted instead.
     Render {
         /// Spec file, or - for standard input.
         file: String,
@@ -49,9 +54,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { file } => spec_cmds::validate(&file),
-        Command::Render { file, output, user } => {
-            spec_cmds::render(&file, output == Output::Json, user.as_deref())
-        }
+        Command::Render { file, output, user } => match output {
+            Output::Text => spec_cmds::render(&file, false, user.as_deref()),
+            Output::Json => spec_cmds::render(&file, true, user.as_deref()),
+            Output::Yaml => spec_cmds::export(&file, spec_cmds::Export::KilnYaml),
+            Output::OpenpaiV1 => spec_cmds::export(&file, spec_cmds::Export::OpenpaiV1),
+        },
     };
     match result {
         Ok(code) => code,

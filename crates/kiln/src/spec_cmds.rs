@@ -76,6 +76,44 @@ pub fn validate(file: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub enum Export {
+    KilnYaml,
+    OpenpaiV1,
+}
+
+/// Prints the job converted to another format. Secrets are redacted: a
+/// conversion printed to a terminal must not reveal them.
+pub fn export(file: &str, to: Export) -> Result<ExitCode> {
+    let Some(parsed) = parse_or_report(file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    print_warnings(&parsed.warnings);
+    let job = parsed.job.redacted();
+    let text = match to {
+        Export::KilnYaml => kiln_spec::export::to_yaml(&job),
+        Export::OpenpaiV1 => kiln_spec::export::to_openpai_v1(&job)
+            .and_then(|v| {
+                serde_json::to_string_pretty(&v).map_err(|e| SpecError::Encode {
+                    format: "JSON",
+                    message: e.to_string(),
+                })
+            })
+            .map(|s| s + "\n"),
+    };
+    match text {
+        Ok(text) => {
+            emit(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            for issue in e.issues() {
+                eprintln!("error: {issue}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 pub fn render(file: &str, as_json: bool, user: Option<&str>) -> Result<ExitCode> {
     let Some(parsed) = parse_or_report(file)? else {
         return Ok(ExitCode::FAILURE);

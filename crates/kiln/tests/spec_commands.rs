@@ -165,3 +165,32 @@ fn render_refuses_invalid_specs_like_validate() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stderr).trim_end(), "error: command: is required");
 }
+
+#[test]
+fn render_converts_between_formats() {
+    let out = kiln(
+        &["render", "examples/openpai/pytorch-ddp.json", "-o", "yaml"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The kiln YAML it prints is itself a valid spec describing the same job.
+    let again = kiln(&["render", "-", "-o", "openpai-v1"], Some(&out.stdout));
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let v1: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    let orig: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root().join("examples/openpai/pytorch-ddp.json")).expect("example"),
+    )
+    .expect("json");
+    assert_eq!(
+        v1["taskRoles"][1]["portList"],
+        orig["taskRoles"][1]["portList"]
+    );
+    assert_eq!(v1["jobEnvs"], orig["jobEnvs"]);
+
+    let out = kiln(
+        &["render", "examples/crater/mnist.yaml", "-o", "openpai-v1"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error: maxDuration: OpenPAI v1 has no maximum duration"));
+}
