@@ -1,0 +1,266 @@
+//! Free resources per node, and placing one gang on them.
+
+use crate::model::{JobRequest, Node, Placed, TaskRequest};
+
+#[derive(Debug, Clone)]
+pub(crate) struct NodeFree {
+    pub cpus: u64,
+    pub memory_mb: u64,
+    /// `free[i]` for the node's i-th GPU (position in `Node::gpus`).
+    pub gpu_free: Vec<bool>,
+}
+
+/// What is free on every node, with totals kept for quick refusals.
+#[derive(Debug, Clone)]
+pub(crate) struct Free {
+    pub nodes: Vec<NodeFree>,
+    pub cpus: u64,
+    pub memory_mb: u64,
+    pub gpus: u64,
+}
+
+impl Free {
+    pub fn new(nodes: &[Node]) -> Self {
+        let nodes: Vec<NodeFree> = nodes
+            .iter()
+            .map(|n| NodeFree {
+                cpus: u64::from(n.cpus),
+                memory_mb: n.memory_mb,
+                gpu_free: vec![true; n.gpus.len()],
+            })
+            .collect();
+        let mut free = Free {
+            nodes,
+            cpus: 0,
+            memory_mb: 0,
+            gpus: 0,
+        };
+        free.recount();
+        free
+    }
+
+    fn recount(&mut self) {
+        self.cpus = self.nodes.iter().map(|n| n.cpus).sum();
+        self.memory_mb = self.nodes.iter().map(|n| n.memory_mb).sum();
+        self.gpus = self
+            .nodes
+            .iter()
+            .map(|n| n.gpu_free.iter().filter(|f| **f).count() as u64)
+            .sum();
+    }
+
+    /// What is free in both.
+    pub fn intersect(&self, other: &Free) -> Free {
+        let nodes = self
+            .nodes
+            .iter()
+            .zip(&other.nodes)
+            .map(|(a, b)| NodeFree {
+                cpus: a.cpus.min(b.cpus),
+                memory_mb: a.memory_mb.min(b.memory_mb),
+                gpu_free: a
+                    .gpu_free
+                    .iter()
+                    .zip(&b.gpu_free)
+                    .map(|(x, y)| *x && *y)
+                    .collect(),
+            })
+            .collect();
+        let mut free = Free {
+            nodes,
+            cpus: 0,
+            memory_mb: 0,
+            gpus: 0,
+        };
+        free.recount();
+        free
+    }
+
+    /// Whether `job` could be placed, changing nothing.
+    pub fn fits(&mut self, cluster: &[Node], job: &JobRequest) -> bool {
+        match self.place(cluster, job) {
+            Some(tasks) => {
+                for p in &tasks {
+                    self.give(cluster, p);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes what `p` holds. Tolerates placements the nodes cannot hold (a
+    /// node that shrank since): free never goes below zero.
+    pub fn take(&mut self, cluster: &[Node], p: &Placed) {
+        let Some(n) = self.nodes.get_mut(p.node) else {
+            return;
+        };
+        let cpus = u64::from(p.cpus).min(n.cpus);
+        let mem = p.memory_mb.min(n.memory_mb);
+        n.cpus -= cpus;
+        n.memory_mb -= mem;
+        self.cpus -= cpus;
+        self.memory_mb -= mem;
+        for g in &p.gpus {
+            if let Some(pos) = gpu_pos(cluster, p.node, *g) {
+                if n.gpu_free[pos] {
+                    n.gpu_free[pos] = false;
+                    self.gpus -= 1;
+                }
+            }
+        }
+    }
+
+    pub fn give(&mut self, cluster: &[Node], p: &Placed) {
+        let (Some(n), Some(node)) = (self.nodes.get_mut(p.node), cluster.get(p.node)) else {
+            return;
+        };
+        let cpus = u64::from(p.cpus).min(u64::from(node.cpus) - n.cpus);
+        let mem = p.memory_mb.min(node.memory_mb - n.memory_mb);
+        n.cpus += cpus;
+        n.memory_mb += mem;
+        self.cpus += cpus;
+        self.memory_mb += mem;
+        for g in &p.gpus {
+            if let Some(pos) = gpu_pos(cluster, p.node, *g) {
+                if !n.gpu_free[pos] {
+                    n.gpu_free[pos] = true;
+                    self.gpus += 1;
+                }
+            }
+        }
+    }
+
+    /// Places every task of `job` or none. On success the resources are
+    /// taken; on failure nothing changes.
+    pub fn place(&mut self, cluster: &[Node], job: &JobRequest) -> Option<Vec<Placed>> {
+        let (cpus, mem, gpus) = totals(job);
+        if cpus > self.cpus || mem > self.memory_mb || gpus > self.gpus {
+            return None;
+        }
+        // Biggest tasks first: they have the fewest places to go.
+        let mut order: Vec<usize> = (0..job.tasks.len()).collect();
+        order.sort_by_key(|&i| {
+            let t = &job.tasks[i];
+            std::cmp::Reverse((t.gpus, t.cpus, t.memory_mb))
+        });
+        let mut placed: Vec<Option<Placed>> = vec![None; job.tasks.len()];
+        for i in order {
+            match self.place_task(cluster, &job.tasks[i]) {
+                Some(p) => {
+                    self.take(cluster, &p);
+                    placed[i] = Some(p);
+                }
+                None => {
+                    for p in placed.iter().flatten() {
+                        self.give(cluster, p);
+                    }
+                    return None;
+                }
+            }
+        }
+        placed.into_iter().collect()
+    }
+
+    /// The best node for one task: the one it fills most snugly, so large
+    /// holes stay open for large tasks.
+    fn place_task(&self, cluster: &[Node], t: &TaskRequest) -> Option<Placed> {
+        let mut best: Option<(usize, (usize, u64, u64))> = None;
+        for (i, (n, node)) in self.nodes.iter().zip(cluster).enumerate() {
+            if n.cpus < u64::from(t.cpus) || n.memory_mb < t.memory_mb {
+                continue;
+            }
+            let usable = n
+                .gpu_free
+                .iter()
+                .zip(&node.gpus)
+                .filter(|(free, g)| **free && t.wants(g))
+                .count();
+            if usable < t.gpus as usize {
+                continue;
+            }
+            // Tasks without GPUs go where fewest GPUs would be stranded.
+            let free_gpus = n.gpu_free.iter().filter(|f| **f).count();
+            let waste = (
+                if t.gpus == 0 {
+                    free_gpus
+                } else {
+                    usable - t.gpus as usize
+                },
+                n.cpus - u64::from(t.cpus),
+                n.memory_mb - t.memory_mb,
+            );
+            if best.is_none_or(|(_, w)| waste < w) {
+                best = Some((i, waste));
+            }
+        }
+        let (i, _) = best?;
+        Some(Placed {
+            node: i,
+            cpus: t.cpus,
+            memory_mb: t.memory_mb,
+            gpus: pick_gpus(&self.nodes[i], &cluster[i], t),
+        })
+    }
+}
+
+pub(crate) fn totals(job: &JobRequest) -> (u64, u64, u64) {
+    job.tasks.iter().fold((0, 0, 0), |(c, m, g), t| {
+        (
+            c + u64::from(t.cpus),
+            m + t.memory_mb,
+            g + u64::from(t.gpus),
+        )
+    })
+}
+
+fn gpu_pos(cluster: &[Node], node: usize, index: u32) -> Option<usize> {
+    cluster
+        .get(node)?
+        .gpus
+        .iter()
+        .position(|g| g.index == index)
+}
+
+/// GPU indices for a task: the tightest run of adjacent free GPUs that holds
+/// it (adjacent GPUs usually share a PCIe switch or NVLink), else the lowest
+/// free ones.
+fn pick_gpus(free: &NodeFree, node: &Node, t: &TaskRequest) -> Vec<u32> {
+    let need = t.gpus as usize;
+    if need == 0 {
+        return Vec::new();
+    }
+    let usable: Vec<bool> = free
+        .gpu_free
+        .iter()
+        .zip(&node.gpus)
+        .map(|(f, g)| *f && t.wants(g))
+        .collect();
+    let mut best: Option<(usize, usize)> = None; // (start, run length)
+    let mut i = 0;
+    while i < usable.len() {
+        if !usable[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < usable.len() && usable[i] {
+            i += 1;
+        }
+        let len = i - start;
+        if len >= need && best.is_none_or(|(_, l)| len < l) {
+            best = Some((start, len));
+        }
+    }
+    let positions: Vec<usize> = match best {
+        Some((start, _)) => (start..start + need).collect(),
+        None => usable
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| **u)
+            .map(|(p, _)| p)
+            .take(need)
+            .collect(),
+    };
+    positions.into_iter().map(|p| node.gpus[p].index).collect()
+}

@@ -1,0 +1,247 @@
+//! The scheduler's promises on small, readable cases.
+
+use kiln_sched::{schedule, Gpu, JobRequest, Node, Placed, RunningJob, TaskRequest};
+
+fn node(name: &str, cpus: u32, gpus: &[&str]) -> Node {
+    Node {
+        name: name.into(),
+        cpus,
+        memory_mb: 64 * 1024,
+        gpus: gpus
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Gpu {
+                index: i as u32,
+                model: m.to_string(),
+                memory_mb: 16 * 1024,
+            })
+            .collect(),
+    }
+}
+
+fn four_gpus() -> Vec<Node> {
+    vec![node("local", 16, &["Tesla V100"; 4])]
+}
+
+fn task(gpus: u32) -> TaskRequest {
+    TaskRequest {
+        cpus: 1,
+        memory_mb: 1024,
+        gpus,
+        gpu_type: None,
+    }
+}
+
+fn job(key: u64, tasks: Vec<TaskRequest>, max: Option<u64>) -> JobRequest {
+    JobRequest {
+        key,
+        label: format!("alice~job{key}"),
+        queue: "default".into(),
+        priority: 0,
+        seq: key,
+        tasks,
+        max_duration_secs: max,
+    }
+}
+
+fn running(key: u64, gpus: &[u32], ends_at: Option<u64>) -> RunningJob {
+    RunningJob {
+        key,
+        tasks: vec![Placed {
+            node: 0,
+            cpus: 1,
+            memory_mb: 1024,
+            gpus: gpus.to_vec(),
+        }],
+        ends_at,
+    }
+}
+
+#[test]
+fn a_three_gpu_job_runs_while_a_two_gpu_job_waits_naming_gpus() {
+    let nodes = four_gpus();
+    let plan = schedule(
+        &nodes,
+        &[],
+        &[job(1, vec![task(3)], None), job(2, vec![task(2)], None)],
+        0,
+    );
+    assert_eq!(plan.start.len(), 1);
+    assert_eq!(plan.start[0].key, 1);
+    assert_eq!(plan.start[0].tasks[0].gpus, [0, 1, 2]);
+    assert_eq!(plan.waiting.len(), 1);
+    assert_eq!(
+        plan.waiting[0].reason,
+        "needs 2 GPUs, 1 free; 0 jobs ahead in queue default"
+    );
+
+    // When the 3-GPU job ends, the 2-GPU job starts.
+    let plan = schedule(&nodes, &[], &[job(2, vec![task(2)], None)], 10);
+    assert_eq!(plan.start[0].tasks[0].gpus, [0, 1]);
+}
+
+#[test]
+fn a_gang_never_starts_partially() {
+    // 2×2 GPUs wanted, 3 free: nothing of it starts.
+    let nodes = four_gpus();
+    let plan = schedule(
+        &nodes,
+        &[running(9, &[0], None)],
+        &[job(1, vec![task(2), task(2)], None)],
+        0,
+    );
+    assert!(plan.start.is_empty());
+    assert_eq!(
+        plan.waiting[0].reason,
+        "needs 4 GPUs, 3 free; 0 jobs ahead in queue default"
+    );
+}
+
+#[test]
+fn queue_order_is_priority_then_submission() {
+    let nodes = four_gpus();
+    let mut low = job(1, vec![task(4)], None);
+    low.priority = -1;
+    let first = job(2, vec![task(4)], None);
+    let second = job(3, vec![task(4)], None);
+    let plan = schedule(&nodes, &[], &[low, second, first], 0);
+    assert_eq!(plan.start[0].key, 2);
+    let waiting: Vec<(u64, &str)> = plan
+        .waiting
+        .iter()
+        .map(|w| (w.key, w.reason.as_str()))
+        .collect();
+    assert_eq!(waiting[0].0, 3);
+    assert!(
+        waiting[0].1.ends_with("0 jobs ahead in queue default"),
+        "{}",
+        waiting[0].1
+    );
+    assert_eq!(waiting[1].0, 1);
+    assert!(
+        waiting[1].1.ends_with("1 job ahead in queue default"),
+        "{}",
+        waiting[1].1
+    );
+}
+
+#[test]
+fn gpu_type_is_honoured() {
+    let nodes = vec![
+        node("a", 8, &["Tesla V100", "Tesla V100"]),
+        node("b", 8, &["NVIDIA A100-SXM4-80GB"; 2]),
+    ];
+    let mut t = task(2);
+    t.gpu_type = Some("a100".into());
+    let plan = schedule(&nodes, &[], &[job(1, vec![t.clone()], None)], 0);
+    assert_eq!(plan.start[0].tasks[0].node, 1);
+    t.gpus = 3;
+    let plan = schedule(&nodes, &[], &[job(2, vec![t], None)], 0);
+    assert!(
+        plan.waiting[0].reason.starts_with("can never run here"),
+        "{}",
+        plan.waiting[0].reason
+    );
+}
+
+#[test]
+fn gpus_are_kept_adjacent() {
+    let nodes = vec![node("n", 16, &["g"; 8])];
+    // Free: 1, 3,4, 6,7 (0, 2, 5 busy). A 2-GPU task takes a tight adjacent pair.
+    let busy = running(9, &[0, 2, 5], None);
+    let plan = schedule(&nodes, &[busy], &[job(1, vec![task(2)], None)], 0);
+    assert_eq!(plan.start[0].tasks[0].gpus, [3, 4]);
+}
+
+#[test]
+fn backfill_only_when_it_cannot_delay_the_head() {
+    let nodes = four_gpus();
+    // 3 GPUs busy until t=100; the head wants all 4 and must wait until then.
+    let busy = running(9, &[0, 1, 2], Some(100));
+    let head = job(1, vec![task(4)], None);
+    let short = job(2, vec![task(1)], Some(50)); // ends at 50 < 100: may go first
+    let long = job(3, vec![task(1)], Some(500)); // would still hold a GPU at 100
+    let unbounded = job(4, vec![task(1)], None); // no bound: never jumps
+
+    let plan = schedule(
+        &nodes,
+        std::slice::from_ref(&busy),
+        &[head.clone(), short.clone()],
+        0,
+    );
+    assert_eq!(plan.start.len(), 1);
+    assert_eq!(plan.start[0].key, 2);
+    assert!(plan.start[0].backfilled);
+
+    let plan = schedule(
+        &nodes,
+        std::slice::from_ref(&busy),
+        &[head.clone(), long],
+        0,
+    );
+    assert!(plan.start.is_empty());
+    assert!(
+        plan.waiting[1].reason.starts_with("would delay alice~job1"),
+        "{}",
+        plan.waiting[1].reason
+    );
+
+    let plan = schedule(&nodes, &[busy], &[head, unbounded], 0);
+    assert!(plan.start.is_empty());
+    assert!(
+        plan.waiting[1]
+            .reason
+            .starts_with("waiting behind alice~job1"),
+        "{}",
+        plan.waiting[1].reason
+    );
+}
+
+#[test]
+fn backfill_may_use_what_the_head_will_not_need() {
+    // Two nodes; the head needs node a's 4 GPUs. A long job fits on node b.
+    let nodes = vec![node("a", 16, &["g"; 4]), node("b", 16, &["g"; 2])];
+    let busy = running(9, &[0, 1], Some(100));
+    let head = job(1, vec![task(4)], None);
+    let mut long = job(2, vec![task(2)], Some(10_000));
+    long.tasks[0].cpus = 1;
+    let plan = schedule(&nodes, &[busy], &[head, long], 0);
+    assert_eq!(plan.start.len(), 1);
+    assert_eq!(plan.start[0].key, 2);
+    assert_eq!(plan.start[0].tasks[0].node, 1);
+}
+
+#[test]
+fn a_job_too_big_for_the_cluster_does_not_block_the_queue() {
+    let nodes = four_gpus();
+    let plan = schedule(
+        &nodes,
+        &[],
+        &[job(1, vec![task(8)], None), job(2, vec![task(1)], None)],
+        0,
+    );
+    assert_eq!(plan.start[0].key, 2);
+    assert!(!plan.start[0].backfilled);
+    assert!(
+        plan.waiting[0].reason.contains("can never run here"),
+        "{}",
+        plan.waiting[0].reason
+    );
+}
+
+#[test]
+fn memory_and_cpu_shortages_are_named() {
+    let nodes = vec![node("n", 4, &[])];
+    let mut big = task(0);
+    big.cpus = 3;
+    let plan = schedule(
+        &nodes,
+        &[],
+        &[job(1, vec![big.clone()], None), job(2, vec![big], None)],
+        0,
+    );
+    assert_eq!(
+        plan.waiting[0].reason,
+        "needs 3 CPUs, 1 free; 0 jobs ahead in queue default"
+    );
+}
