@@ -26,6 +26,11 @@ pub mod limits {
     pub const MAX_DURATION_SECS: u64 = 366 * 86_400;
     pub const MAX_NPROC: u64 = 1024;
     pub const MAX_TEXT: usize = 1024;
+    pub const MAX_PORT_LABELS: usize = 64;
+    pub const MAX_MOUNTS: usize = 64;
+    pub const MAX_ENV: usize = 1024;
+    /// Problems reported for one submission; the rest are counted.
+    pub const MAX_ISSUES: usize = 200;
 }
 
 /// A field of the canonical model, by position.
@@ -89,7 +94,7 @@ pub fn reserved_env(name: &str) -> bool {
 /// paths in kiln's native format.
 pub fn validate_job(job: &JobSpec) -> Result<(), SpecError> {
     let paths = crate::formats::native::NativePaths { single: false };
-    let issues = validate(job, &paths, &HashSet::new());
+    let (issues, _) = validate(job, &paths, &HashSet::new());
     if issues.is_empty() {
         Ok(())
     } else {
@@ -101,6 +106,7 @@ struct Check<'p> {
     paths: &'p dyn Paths,
     skip: &'p HashSet<String>,
     issues: Vec<Issue>,
+    warnings: Vec<Issue>,
 }
 
 impl Check<'_> {
@@ -117,13 +123,22 @@ impl Check<'_> {
         self.failed_within(&self.paths.path(field))
     }
 
+    /// Whether `path` or a field holding it failed to parse: looks up each
+    /// ancestor (`a.b[1].c` → `a.b[1]` → `a.b` → `a`), never scanning the set.
     fn failed_within(&self, path: &str) -> bool {
-        self.skip.iter().any(|f| {
-            path == f
-                || (!f.is_empty()
-                    && path.starts_with(f.as_str())
-                    && path[f.len()..].starts_with(['.', '[']))
-        })
+        if self.skip.is_empty() {
+            return false;
+        }
+        let mut p = path;
+        loop {
+            if self.skip.contains(p) {
+                return true;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) if i > 0 => p = &p[..i],
+                _ => return false,
+            }
+        }
     }
 
     fn name(&mut self, field: Field<'_>, r: Result<(), String>) {
@@ -207,13 +222,19 @@ fn clean_path(p: &str, absolute: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Every rule, reported all at once. `skip` holds paths that failed to parse.
-pub(crate) fn validate(job: &JobSpec, paths: &dyn Paths, skip: &HashSet<String>) -> Vec<Issue> {
+/// Every rule, reported all at once, and the warnings. `skip` holds paths
+/// that failed to parse.
+pub(crate) fn validate(
+    job: &JobSpec,
+    paths: &dyn Paths,
+    skip: &HashSet<String>,
+) -> (Vec<Issue>, Vec<Issue>) {
     use limits::*;
     let mut c = Check {
         paths,
         skip,
         issues: Vec::new(),
+        warnings: Vec::new(),
     };
 
     c.name(Field::Name, check_job_name(&job.name));
@@ -345,9 +366,11 @@ pub(crate) fn validate(job: &JobSpec, paths: &dyn Paths, skip: &HashSet<String>)
             MAX_MEMORY_MB,
         );
         c.range(Field::Gpus(r), u64::from(role.gpus), 0, MAX_GPUS);
+        let memory_ok = (MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&role.memory_mb)
+            && !c.skipped(Field::Memory(r));
         if role.shm_mb < 1 {
             c.fail(Field::Shm(r), "must be at least 1, got 0");
-        } else if role.shm_mb > role.memory_mb && !c.skipped(Field::Memory(r)) {
+        } else if role.shm_mb > role.memory_mb && memory_ok {
             c.fail(
                 Field::Shm(r),
                 format!(
@@ -369,12 +392,17 @@ pub(crate) fn validate(job: &JobSpec, paths: &dyn Paths, skip: &HashSet<String>)
         ] {
             match count {
                 Some(0) => c.fail(field, "must be null or at least 1, got 0"),
-                Some(n) if u64::from(n) > replicas && !c.skipped(Field::Replicas(r)) => c.fail(
-                    field,
-                    format!(
-                        "must be at most the role's task count ({replicas}), got {n}; use null to never trigger"
-                    ),
-                ),
+                // FrameworkController accepts this and it never triggers;
+                // say so rather than refuse a job OpenPAI would run.
+                Some(n) if u64::from(n) > replicas && !c.skipped(Field::Replicas(r)) => {
+                    let path = c.paths.path(field);
+                    c.warnings.push(Issue::new(
+                        path,
+                        format!(
+                            "{n} is more than the role's {replicas} task(s), so it never triggers; null says that plainly"
+                        ),
+                    ));
+                }
                 _ => {}
             }
         }
@@ -419,5 +447,5 @@ pub(crate) fn validate(job: &JobSpec, paths: &dyn Paths, skip: &HashSet<String>)
             }
         }
     }
-    c.issues
+    (c.issues, c.warnings)
 }

@@ -409,3 +409,98 @@ fn syntax_errors_carry_line_and_column() {
     let issues = parse(b"{\"a\": }").unwrap_err().issues();
     assert_eq!((issues[0].line, issues[0].column), (Some(1), Some(7)));
 }
+
+#[test]
+fn openpai_v2_paths_point_at_labels_and_prerequisites() {
+    let bad = V2
+        .replace("ports: {http: 2}", "ports: {\"bad label\": 2}")
+        .replace("uri: \"other/image:1\"", "uri: \" \"");
+    let e = errs(&bad);
+    assert!(
+        has(&e, "taskRoles.master.resourcePerInstance.ports[\"bad label\"]: name \"bad label\" contains ' '"),
+        "{e:?}"
+    );
+    assert!(has(&e, "prerequisites[1].uri: must not be empty"), "{e:?}");
+}
+
+#[test]
+fn openpai_v2_secret_names_may_not_collide() {
+    let bad = V2
+        .replace(
+            "secrets: {api: hunter2, docker: {password: pw}}",
+            "secrets: {a_b: one, a: {b: two}}",
+        )
+        .replace("<% $secrets.docker.password %>", "x")
+        .replace("<% $secrets.api %>", "y");
+    let e = errs(&bad);
+    assert!(
+        has(
+            &e,
+            "secrets.a.b: two secrets become the variable KILN_SECRET_a_b"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn kubeflow_defaults_and_spellings_follow_kubeflow() {
+    // No restartPolicy: Kubeflow's default for PyTorchJob is OnFailure.
+    let text = PYTORCHJOB
+        .replace("      restartPolicy: OnFailure\n", "")
+        .replace("    Worker:", "    worker:");
+    let j = ok(&text).job;
+    assert_eq!(j.roles[0].restart_policy, RestartPolicy::OnFailure);
+    assert_eq!(
+        j.roles[1].name, "worker",
+        "lowercase replica keys are accepted"
+    );
+    let e = errs(&text.replace("replicas: 2", "replicas: 0"));
+    assert!(
+        has(
+            &e,
+            "spec.pytorchReplicaSpecs.worker.replicas: must be at least 1"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn kubeflow_errors_point_at_the_section_and_entry_written() {
+    let text = PYTORCHJOB.replace(
+        "requests: {cpu: 2, memory: \"2147483648\"}",
+        "requests: {cpu: 2, memory: 10Mi}",
+    );
+    let e = errs(&text);
+    assert!(
+        has(&e, "Worker.template.spec.containers[0].resources.requests.memory: must be at least 100, got 10"),
+        "{e:?}"
+    );
+    let text = PYTORCHJOB.replace(
+        "{name: NCCL_DEBUG, value: INFO}",
+        "{name: \"A=B\", value: x}",
+    );
+    let e = errs(&text);
+    assert!(
+        has(
+            &e,
+            "Master.template.spec.containers[0].env[0].name: \"A=B\" is not a valid"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn kubeflow_resources_kiln_does_not_honour_are_named() {
+    let text = PYTORCHJOB.replace(
+        "nvidia.com/gpu: 2}",
+        "nvidia.com/gpu: 2, nvidia.com/gpumem: 4000}",
+    );
+    let w: Vec<String> = ok(&text).warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        has(
+            &w,
+            "resources.limits[\"nvidia.com/gpumem\"]: not supported by kiln"
+        ),
+        "{w:?}"
+    );
+}

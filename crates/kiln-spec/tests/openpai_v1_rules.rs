@@ -258,12 +258,16 @@ fn completion_counts_are_null_or_at_least_one() {
         "taskRoles[1].minSucceededTaskCount",
         "null or at least 1",
     );
-    rejects(
-        "/taskRoles/1/minSucceededTaskCount",
-        json!(3),
-        "taskRoles[1].minSucceededTaskCount",
-        "at most the role's task count (2)",
+    // More than the role's tasks never triggers: FrameworkController accepts
+    // it, so kiln does too, with a warning.
+    let mut spec = valid();
+    spec["taskRoles"][1]["minSucceededTaskCount"] = json!(3);
+    let parsed = parse(spec.to_string().as_bytes()).expect("accepted");
+    assert_eq!(
+        parsed.warnings[0].path,
+        "taskRoles[1].minSucceededTaskCount"
     );
+    assert!(parsed.warnings[0].message.contains("never triggers"));
 
     // Defaults as OpenPAI's rest-server: minFailed 1, minSucceeded null.
     let job = parse(valid().to_string().as_bytes()).expect("valid").job;
@@ -382,5 +386,63 @@ fn a_missing_field_is_reported_once() {
             "taskRoles[0].memoryMB".to_string(),
             "is required".to_string()
         )]
+    );
+}
+
+#[test]
+fn a_broken_list_item_does_not_hide_the_ones_after_it() {
+    let mut spec = valid();
+    spec["taskRoles"][0] = json!(1);
+    spec["taskRoles"][1]["memoryMB"] = json!(50);
+    spec["taskRoles"][1]["portList"] =
+        json!(["x", {"label": "a b", "beginAt": 0, "portNumber": 1}]);
+    let errs = errors(&spec);
+    let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "taskRoles[0]",
+            "taskRoles[1].portList[0]",
+            "taskRoles[1].memoryMB",
+            "taskRoles[1].portList[1].label"
+        ],
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn shm_is_not_blamed_for_a_bad_memory() {
+    let mut spec = valid();
+    spec["taskRoles"][0]["memoryMB"] = json!(50);
+    let errs = errors(&spec);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, "taskRoles[0].memoryMB");
+}
+
+#[test]
+fn huge_role_lists_are_refused_in_one_error() {
+    let mut spec = valid();
+    spec["taskRoles"] = Value::Array(vec![json!({}); 50_000]);
+    assert_eq!(
+        errors(&spec),
+        vec![(
+            "taskRoles".to_string(),
+            "at most 64 entries, got 50000".to_string()
+        )]
+    );
+}
+
+#[test]
+fn error_lists_are_capped() {
+    let roles: Vec<Value> = (0..64)
+        .map(|i| json!({ "name": format!("r{i}") }))
+        .collect();
+    let mut spec = valid();
+    spec["taskRoles"] = Value::Array(roles);
+    let errs = errors(&spec);
+    assert_eq!(errs.len(), 201);
+    assert_eq!(
+        errs[200],
+        (String::new(), "120 more problems not shown".to_string())
     );
 }

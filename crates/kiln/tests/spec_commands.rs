@@ -41,7 +41,7 @@ fn validate_accepts_every_example_with_a_summary_line() {
         ("examples/crater/mnist.yaml", "valid kiln job \"crater-mnist\": 1 role(s), 1 task(s), 1 GPU(s)"),
         ("examples/openpai/pytorch-ddp.json", "valid openpai-v1 job \"pytorch-ddp\": 2 role(s), 3 task(s), 3 GPU(s)"),
         ("examples/openpai/mnist-v2.yaml", "valid openpai-v2 job \"mnist-v2\": 1 role(s), 1 task(s), 1 GPU(s)"),
-        ("examples/kubeflow/pytorch-simple.yaml", "valid kubeflow-pytorchjob job \"pytorch-simple\": 2 role(s), 2 task(s), 0 GPU(s), 2 warning(s)"),
+        ("examples/kubeflow/pytorch-simple.yaml", "valid kubeflow-pytorchjob job \"pytorch-simple\": 2 role(s), 2 task(s), 0 GPU(s), 4 warning(s)"),
         ("examples/ailab/pytorch-distributed.yaml", "valid kiln job \"ailab-pytorch-distributed\": 2 role(s), 3 task(s), 0 GPU(s)"),
     ] {
         let out = kiln(&["validate", file], None);
@@ -91,7 +91,7 @@ fn validate_refuses_huge_input_and_missing_files_clearly() {
     let out = kiln(&["validate", "-"], Some(&huge));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("too large: at most 1048576 bytes"),
+        text(&out.stderr).contains("too large: at most 262144 bytes"),
         "{}",
         text(&out.stderr)
     );

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::reader::{field, index, Reader};
 use super::restart_policy;
 use crate::ids::quoted;
-use crate::model::{JobSpec, PyTorch, TaskRole, DEFAULT_SHM_MB};
+use crate::model::{JobSpec, PyTorch, RestartPolicy, TaskRole, DEFAULT_SHM_MB};
 use crate::quantity::{parse_cpu_millis, parse_memory_mib, BareUnit};
 use crate::validate::{limits, reserved_env, Field, Paths};
 
@@ -19,9 +19,16 @@ const REPLICA_TYPES: &[&str] = &["Master", "Worker"];
 const DEFAULT_MEMORY_MB: u64 = 1024;
 
 struct RoleSource {
+    /// The replica key as written (`Master`, or `master`, which Kubeflow
+    /// accepts too).
     replica_type: String,
     container: usize,
-    resources: &'static str,
+    /// Which of `limits` / `requests` each resource was read from.
+    cpu_in: &'static str,
+    memory_in: &'static str,
+    gpu_in: &'static str,
+    /// Names in the container's env list, by position.
+    env: Vec<String>,
 }
 
 pub struct KubeflowPaths {
@@ -44,8 +51,25 @@ impl KubeflowPaths {
     }
 
     fn resource(&self, r: usize, key: &str) -> String {
-        let section = self.roles.get(r).map(|s| s.resources).unwrap_or("limits");
+        let section = self
+            .roles
+            .get(r)
+            .map(|s| match key {
+                "cpu" => s.cpu_in,
+                "memory" => s.memory_in,
+                _ => s.gpu_in,
+            })
+            .unwrap_or("limits");
         field(&format!("{}.resources.{section}", self.container(r)), key)
+    }
+
+    fn env(&self, r: usize, name: &str) -> String {
+        let i = self
+            .roles
+            .get(r)
+            .and_then(|s| s.env.iter().position(|n| n == name))
+            .unwrap_or(0);
+        field(&index(&(self.container(r) + ".env"), i), "name")
     }
 }
 
@@ -76,7 +100,7 @@ impl Paths for KubeflowPaths {
             Field::RoleImage(r) => self.container(r) + ".image",
             Field::Command(r) => self.container(r) + ".command",
             Field::MinFailed(r) | Field::MinSucceeded(r) => self.replica(r),
-            Field::RoleEnv(r, k) => format!("{}.env[name={k}]", self.container(r)),
+            Field::RoleEnv(r, k) => self.env(r, k),
             Field::PortLabel(r, p) | Field::PortBeginAt(r, p) | Field::PortCount(r, p) => {
                 index(&(self.container(r) + ".ports"), p)
             }
@@ -115,6 +139,18 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
 
     let empty = Map::new();
     let meta = r.opt_object(doc, "metadata", "").unwrap_or(&empty);
+    // Fields the API server sets describe a stored object, not the job.
+    const SERVER_SET: &[&str] = &[
+        "uid",
+        "creationTimestamp",
+        "resourceVersion",
+        "generation",
+        "managedFields",
+        "selfLink",
+    ];
+    let mut known = vec!["name", "namespace", "labels", "annotations"];
+    known.extend(SERVER_SET);
+    r.unknown_keys(meta, "metadata", &known);
     let name = r.req_string(meta, "name", "metadata").unwrap_or_default();
     let mut extras = Map::new();
     let mut k8s = Map::new();
@@ -158,27 +194,42 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
     match r.opt_object(spec, "pytorchReplicaSpecs", "spec") {
         None => r.error(SPECS, "is required"),
         Some(specs) => {
+            // Kubeflow accepts the replica types in any case.
+            let canonical = |key: &str| {
+                REPLICA_TYPES
+                    .iter()
+                    .find(|t| t.eq_ignore_ascii_case(key))
+                    .copied()
+            };
+            let mut seen: Vec<&str> = Vec::new();
             for key in specs.keys() {
-                if !REPLICA_TYPES.contains(&key.as_str()) {
-                    r.error(
+                match canonical(key) {
+                    None => r.error(
                         field(SPECS, key),
                         format!("replica type must be Master or Worker, got {}", quoted(key)),
-                    );
+                    ),
+                    Some(t) if seen.contains(&t) => r.error(
+                        field(SPECS, key),
+                        format!("replica type {t} is given twice"),
+                    ),
+                    Some(t) => seen.push(t),
                 }
             }
             for t in REPLICA_TYPES {
-                let Some(v) = specs.get(*t) else { continue };
-                let path = field(SPECS, t);
+                let Some((key, v)) = specs.iter().find(|(k, _)| canonical(k) == Some(*t)) else {
+                    continue;
+                };
+                let path = field(SPECS, key);
                 let Some(m) = r.object(v, &path) else {
                     continue;
                 };
-                let (role, source, image, wd) = read_replica(t, m, &path, r);
+                let (role, source, image, wd) = read_replica(t, key, m, &path, r);
                 roles.push(role);
                 sources.push(source);
                 images.push(image);
                 working_dirs.push(wd);
             }
-            if roles.is_empty() && specs.keys().all(|k| REPLICA_TYPES.contains(&k.as_str())) {
+            if roles.is_empty() && specs.keys().all(|k| canonical(k).is_some()) {
                 r.error(SPECS, "needs a Master or a Worker");
             }
         }
@@ -189,7 +240,7 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
         master.min_succeeded = Some(1);
         if master.replicas != 1 {
             r.error(
-                field(SPECS, "Master") + ".replicas",
+                field(SPECS, &sources[0].replica_type) + ".replicas",
                 format!("must be 1, got {}", master.replicas),
             );
         }
@@ -299,6 +350,7 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
 
 fn read_replica(
     replica_type: &str,
+    key: &str,
     m: &Map<String, Value>,
     path: &str,
     r: &mut Reader,
@@ -307,9 +359,10 @@ fn read_replica(
     let replicas = r
         .opt_uint(m, "replicas", path, limits::MAX_REPLICAS)
         .unwrap_or(1) as u32;
+    // Kubeflow's default for PyTorchJob replicas is OnFailure.
     let restart = match r.opt_string(m, "restartPolicy", path) {
         Some(p) => restart_policy(&p, &field(path, "restartPolicy"), r),
-        None => Default::default(),
+        None => RestartPolicy::OnFailure,
     };
     let empty = Map::new();
     let tp = field(path, "template");
@@ -318,6 +371,13 @@ fn read_replica(
         r.error(&tp, "is required");
     }
     let template = template.unwrap_or(&empty);
+    r.unknown_keys(template, &tp, &["metadata", "spec"]);
+    if template.contains_key("metadata") {
+        r.warn(
+            field(&tp, "metadata"),
+            "pod labels and annotations are not applied by kiln",
+        );
+    }
     let pod_path = field(&tp, "spec");
     let pod = r.opt_object(template, "spec", &tp).unwrap_or(&empty);
     for key in pod.keys() {
@@ -364,6 +424,12 @@ fn read_replica(
             "ports",
         ],
     );
+    if c.contains_key("imagePullPolicy") {
+        r.warn(
+            field(&cpath, "imagePullPolicy"),
+            "kiln uses the image as the node has it; pull policy is not applied",
+        );
+    }
     for key in ["volumeMounts", "ports"] {
         if c.contains_key(key) {
             r.warn(
@@ -402,14 +468,16 @@ fn read_replica(
     };
 
     let mut env = indexmap::IndexMap::new();
+    let mut env_names = Vec::new();
     let ep = field(&cpath, "env");
-    if let Some(list) = r.opt_array(c, "env", &cpath) {
+    if let Some(list) = r.opt_list(c, "env", &cpath, limits::MAX_ENV) {
         for (i, item) in list.iter().enumerate() {
             let ip = index(&ep, i);
-            let Some(e) = r.object(item, &ip) else {
-                continue;
-            };
-            let Some(name) = r.req_string(e, "name", &ip) else {
+            let named = r
+                .object(item, &ip)
+                .and_then(|e| r.req_string(e, "name", &ip).map(|n| (e, n)));
+            env_names.push(named.as_ref().map(|(_, n)| n.clone()).unwrap_or_default());
+            let Some((e, name)) = named else {
                 continue;
             };
             if e.contains_key("valueFrom") {
@@ -433,15 +501,30 @@ fn read_replica(
     let res = r.opt_object(c, "resources", &cpath).unwrap_or(&empty);
     let limits_m = r.opt_object(res, "limits", &rp);
     let requests_m = r.opt_object(res, "requests", &rp);
-    let section = if limits_m.is_none() && requests_m.is_some() {
-        "requests"
-    } else {
-        "limits"
+    r.unknown_keys(res, &rp, &["limits", "requests"]);
+    for (section, m) in [("limits", limits_m), ("requests", requests_m)] {
+        for key in m.into_iter().flat_map(|m| m.keys()) {
+            if !matches!(key.as_str(), "cpu" | "memory" | "nvidia.com/gpu") {
+                r.warn(
+                    field(&field(&rp, section), key),
+                    "not supported by kiln; only cpu, memory and nvidia.com/gpu are honoured",
+                );
+            }
+        }
+    }
+    // Kubernetes takes limits for anything missing from requests and vice
+    // versa, so look in both; errors point at the section the value came from.
+    let section_of = |key: &str| -> &'static str {
+        let in_limits = limits_m.is_some_and(|m| m.contains_key(key));
+        let in_requests = requests_m.is_some_and(|m| m.contains_key(key));
+        if in_requests && !in_limits {
+            "requests"
+        } else {
+            "limits"
+        }
     };
-    let sp = field(&rp, section);
+    let at = |key: &str| field(&field(&rp, section_of(key)), key);
     let quantity = |key: &str, r: &mut Reader| -> Option<String> {
-        // Kubernetes takes limits for anything missing from requests and
-        // vice versa, so look in both.
         [limits_m, requests_m]
             .into_iter()
             .flatten()
@@ -451,7 +534,7 @@ fn read_replica(
                 Value::Number(n) => Some(n.to_string()),
                 other => {
                     r.error(
-                        field(&sp, key),
+                        at(key),
                         format!(
                             "must be a quantity, got {}",
                             super::reader::type_name(other)
@@ -468,14 +551,14 @@ fn read_replica(
                 let cores = m.div_ceil(1000).max(1);
                 if !m.is_multiple_of(1000) {
                     r.warn(
-                        field(&sp, "cpu"),
+                        at("cpu"),
                         format!("kiln allocates whole CPUs; {q} is rounded up to {cores}"),
                     );
                 }
                 u32::try_from(cores).unwrap_or(u32::MAX)
             }
             Err(e) => {
-                r.error(field(&sp, "cpu"), e);
+                r.error(at("cpu"), e);
                 1
             }
         },
@@ -491,7 +574,7 @@ fn read_replica(
             DEFAULT_MEMORY_MB
         }
         Some(q) => parse_memory_mib(&q, BareUnit::Bytes).unwrap_or_else(|e| {
-            r.error(field(&sp, "memory"), e);
+            r.error(at("memory"), e);
             DEFAULT_MEMORY_MB
         }),
     };
@@ -499,7 +582,7 @@ fn read_replica(
         None => 0,
         Some(q) => q.parse::<u32>().unwrap_or_else(|_| {
             r.error(
-                field(&sp, "nvidia.com/gpu"),
+                at("nvidia.com/gpu"),
                 format!("must be a whole number of GPUs, got {}", quoted(&q)),
             );
             0
@@ -524,9 +607,12 @@ fn read_replica(
         restart_policy: restart,
     };
     let source = RoleSource {
-        replica_type: replica_type.to_owned(),
+        replica_type: key.to_owned(),
         container: ci,
-        resources: section,
+        cpu_in: section_of("cpu"),
+        memory_in: section_of("memory"),
+        gpu_in: section_of("nvidia.com/gpu"),
+        env: env_names,
     };
     (role, source, image, working_dir)
 }

@@ -16,9 +16,10 @@ pub mod openpai_v1;
 pub mod openpai_v2;
 pub(crate) mod reader;
 
-/// Largest spec accepted. Real specs are a few KiB; refusing early keeps a
-/// hostile 10 MB body from costing parse time or memory.
-pub const MAX_SPEC_BYTES: usize = 1 << 20;
+/// Largest spec accepted. Real specs are a few KiB, even with an inline
+/// script. Building the tree of a hostile document costs up to ~0.5 s per MiB
+/// (half a million tiny nested lists), so the bound is kept well below that.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -83,16 +84,25 @@ pub fn parse(input: &[u8]) -> Result<Parsed, SpecError> {
     };
     let skip = r.failed_paths();
     let mut issues = r.errors;
+    let mut warnings = r.warnings;
     // A document kiln could not make sense of as a whole gets that one error,
     // not a rule-by-rule list about placeholders.
     if !skip.contains("") {
-        issues.extend(validate(&job, paths.as_ref(), &skip));
+        let (errors, more_warnings) = validate(&job, paths.as_ref(), &skip);
+        issues.extend(errors);
+        warnings.extend(more_warnings);
+    }
+    let max = crate::validate::limits::MAX_ISSUES;
+    if issues.len() > max {
+        let more = issues.len() - max;
+        issues.truncate(max);
+        issues.push(Issue::new("", format!("{more} more problems not shown")));
     }
     if issues.is_empty() {
         Ok(Parsed {
             job,
             format,
-            warnings: r.warnings,
+            warnings,
         })
     } else {
         Err(SpecError::Invalid { issues })
@@ -139,8 +149,8 @@ fn load(input: &[u8]) -> Result<Value, SpecError> {
     }
 }
 
-/// Deepest bracket nesting a YAML spec may have; serde stops at 128 anyway.
-const MAX_FLOW_DEPTH: usize = 128;
+/// Deepest bracket nesting a YAML spec may have; real specs stay under 10.
+const MAX_FLOW_DEPTH: usize = 32;
 
 /// libyaml's scanner costs time proportional to nesting depth for every token,
 /// so 200 KB of `[[[[...` takes it minutes before serde's recursion limit is
@@ -196,6 +206,36 @@ fn detect(doc: &Map<String, Value>) -> Format {
         Format::OpenpaiV1
     } else {
         Format::Kiln
+    }
+}
+
+/// Stands in for a list item that was not an object, so the items after it
+/// keep their indices (and their own errors). Its path has failed already,
+/// so validation passes over it.
+pub(crate) fn placeholder_role() -> crate::model::TaskRole {
+    crate::model::TaskRole {
+        name: String::new(),
+        replicas: 1,
+        cpus: 1,
+        memory_mb: crate::validate::limits::MIN_MEMORY_MB,
+        shm_mb: crate::model::DEFAULT_SHM_MB,
+        gpus: 0,
+        gpu_type: None,
+        image: None,
+        ports: Vec::new(),
+        command: String::new(),
+        min_failed: Some(1),
+        min_succeeded: None,
+        env: Default::default(),
+        restart_policy: RestartPolicy::Never,
+    }
+}
+
+pub(crate) fn placeholder_port() -> crate::model::PortSpec {
+    crate::model::PortSpec {
+        label: String::new(),
+        begin_at: 0,
+        count: 0,
     }
 }
 

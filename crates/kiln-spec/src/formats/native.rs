@@ -145,10 +145,14 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
         vec![role]
     } else {
         let mut roles = Vec::new();
-        if let Some(list) = r.opt_array(doc, "roles", "") {
+        if let Some(list) = r.opt_list(doc, "roles", "", limits::MAX_ROLES) {
             for (i, item) in list.iter().enumerate() {
                 let path = index("roles", i);
-                if let Some(m) = r.object(item, &path) {
+                let Some(m) = r.object(item, &path) else {
+                    roles.push(super::placeholder_role());
+                    continue;
+                };
+                {
                     let mut known = ROLE_KEYS.to_vec();
                     known.extend(["name", "gpuType", "image"]);
                     r.unknown_keys(m, &path, &known);
@@ -287,13 +291,14 @@ fn read_role(m: &Map<String, Value>, path: &str, r: &mut Reader) -> TaskRole {
 
 fn read_ports(m: &Map<String, Value>, path: &str, r: &mut Reader) -> Vec<PortSpec> {
     let p = field(path, "ports");
-    let Some(list) = r.opt_array(m, "ports", path) else {
+    let Some(list) = r.opt_list(m, "ports", path, limits::MAX_PORT_LABELS) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for (i, item) in list.iter().enumerate() {
         let ip = index(&p, i);
         let Some(pm) = r.object(item, &ip) else {
+            out.push(super::placeholder_port());
             continue;
         };
         r.unknown_keys(pm, &ip, &["label", "beginAt", "count"]);
@@ -307,7 +312,7 @@ fn read_ports(m: &Map<String, Value>, path: &str, r: &mut Reader) -> Vec<PortSpe
 }
 
 fn read_mounts(doc: &Map<String, Value>, r: &mut Reader) -> Vec<Mount> {
-    let Some(list) = r.opt_array(doc, "mounts", "") else {
+    let Some(list) = r.opt_list(doc, "mounts", "", limits::MAX_MOUNTS) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -316,7 +321,10 @@ fn read_mounts(doc: &Map<String, Value>, r: &mut Reader) -> Vec<Mount> {
         match item {
             Value::String(s) => match parse_mount_shorthand(s) {
                 Ok(m) => out.push(m),
-                Err(e) => r.error(path, e),
+                Err(e) => {
+                    r.error(path, e);
+                    out.push(placeholder_mount());
+                }
             },
             Value::Object(m) => {
                 r.unknown_keys(m, &path, &["space", "dataset", "target", "readOnly"]);
@@ -328,6 +336,7 @@ fn read_mounts(doc: &Map<String, Value>, r: &mut Reader) -> Vec<Mount> {
                     (None, Some(d)) => MountSource::Dataset(d),
                     _ => {
                         r.error(&path, "give exactly one of space or dataset");
+                        out.push(placeholder_mount());
                         continue;
                     }
                 };
@@ -341,16 +350,28 @@ fn read_mounts(doc: &Map<String, Value>, r: &mut Reader) -> Vec<Mount> {
                     read_only,
                 });
             }
-            other => r.error(
-                path,
-                format!(
-                    "must be an object or \"SOURCE:TARGET[:ro]\", got {}",
-                    super::reader::type_name(other)
-                ),
-            ),
+            other => {
+                r.error(
+                    path,
+                    format!(
+                        "must be an object or \"SOURCE:TARGET[:ro]\", got {}",
+                        super::reader::type_name(other)
+                    ),
+                );
+                out.push(placeholder_mount());
+            }
         }
     }
     out
+}
+
+/// Keeps later mounts at their indices after a broken one.
+fn placeholder_mount() -> Mount {
+    Mount {
+        source: MountSource::Space(String::new()),
+        target: String::new(),
+        read_only: false,
+    }
 }
 
 /// Crater mounts everything under `/mnt`: a space folder `mnist` appears at

@@ -79,14 +79,18 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
     match doc.get("taskRoles") {
         None | Some(Value::Null) => r.error("taskRoles", "is required"),
         Some(v) => {
-            if let Some(list) = r.array(v, "taskRoles") {
+            let list = r
+                .array(v, "taskRoles")
+                .filter(|l| r.within(l.len(), limits::MAX_ROLES, "taskRoles"));
+            if let Some(list) = list {
                 if list.is_empty() {
                     r.error("taskRoles", "at least one task role is required");
                 }
                 for (i, item) in list.iter().enumerate() {
                     let path = index("taskRoles", i);
-                    if let Some(m) = r.object(item, &path) {
-                        roles.push(read_role(m, &path, r));
+                    match r.object(item, &path) {
+                        Some(m) => roles.push(read_role(m, &path, r)),
+                        None => roles.push(super::placeholder_role()),
                     }
                 }
             }
@@ -126,11 +130,15 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
 fn read_role(m: &Map<String, Value>, path: &str, r: &mut Reader) -> TaskRole {
     r.unknown_keys(m, path, ROLE_KEYS);
     let mut ports = Vec::new();
-    if let Some(list) = r.opt_array(m, "portList", path) {
+    if let Some(list) = r.opt_list(m, "portList", path, limits::MAX_PORT_LABELS) {
         let lp = field(path, "portList");
         for (i, item) in list.iter().enumerate() {
             let ip = index(&lp, i);
-            if let Some(pm) = r.object(item, &ip) {
+            let Some(pm) = r.object(item, &ip) else {
+                ports.push(super::placeholder_port());
+                continue;
+            };
+            {
                 r.unknown_keys(pm, &ip, &["label", "beginAt", "portNumber"]);
                 ports.push(PortSpec {
                     label: r.req_string(pm, "label", &ip).unwrap_or_default(),

@@ -41,6 +41,19 @@ const ROLE_KEYS: &[&str] = &[
 
 pub struct V2Paths {
     roles: Vec<String>,
+    /// Port labels per role, in order: v2 names ports by label.
+    ports: Vec<Vec<String>>,
+    /// Index of the prerequisite each role's dockerImage names.
+    images: Vec<Option<usize>>,
+}
+
+impl V2Paths {
+    fn image(&self, r: usize) -> String {
+        match self.images.get(r).copied().flatten() {
+            Some(i) => field(&index("prerequisites", i), "uri"),
+            None => "prerequisites".into(),
+        }
+    }
 }
 
 impl Paths for V2Paths {
@@ -52,12 +65,16 @@ impl Paths for V2Paths {
             )
         };
         let res = |r: usize, key: &str| field(&field(&role(r), "resourcePerInstance"), key);
-        let port = |r: usize, p: usize| field(&res(r, "ports"), &p.to_string());
+        let port = |r: usize, p: usize| {
+            let label = self.ports.get(r).and_then(|l| l.get(p));
+            field(&res(r, "ports"), label.map_or("?", String::as_str))
+        };
         match f {
             Field::Name => "name".into(),
             Field::User => "user".into(),
             Field::Queue => "defaults.virtualCluster".into(),
-            Field::Image | Field::RoleImage(_) => "prerequisites".into(),
+            Field::Image => self.image(0),
+            Field::RoleImage(r) => self.image(r),
             Field::GpuType => "gpuType".into(),
             Field::WorkingDir => "workingDir".into(),
             Field::MaxDuration => "maxDuration".into(),
@@ -102,6 +119,11 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
         ),
         None => {}
     }
+    for key in ["version", "contributor"] {
+        if doc.contains_key(key) {
+            r.warn(key, "protocol metadata that kiln does not keep");
+        }
+    }
     if let Some(t) = r.opt_string(doc, "type", "") {
         if t != "job" {
             r.error("type", format!("must be job, got {}", quoted(&t)));
@@ -118,7 +140,7 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
         .cloned()
         .unwrap_or_default();
     let mut secrets = IndexMap::new();
-    flatten_secrets(&secret_tree, "", &mut secrets, r);
+    flatten_secrets(&secret_tree, "", "secrets", &mut secrets, r);
 
     let defaults = r.opt_object(doc, "defaults", "");
     if let Some(d) = defaults {
@@ -132,17 +154,25 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
 
     let mut names = Vec::new();
     let mut roles = Vec::new();
-    let mut role_images: Vec<Option<String>> = Vec::new();
+    let mut role_images: Vec<Option<(usize, String)>> = Vec::new();
     match doc.get("taskRoles") {
         None | Some(Value::Null) => r.error("taskRoles", "is required"),
         Some(v) => {
-            if let Some(m) = r.object(v, "taskRoles") {
+            let roles_map = r
+                .object(v, "taskRoles")
+                .filter(|m| r.within(m.len(), limits::MAX_ROLES, "taskRoles"));
+            if let Some(m) = roles_map {
                 if m.is_empty() {
                     r.error("taskRoles", "at least one task role is required");
                 }
                 for (name, spec) in m {
                     let path = field("taskRoles", name);
                     let Some(spec) = r.object(spec, &path) else {
+                        let mut placeholder = super::placeholder_role();
+                        placeholder.name = name.clone();
+                        roles.push(placeholder);
+                        role_images.push(None);
+                        names.push(name.clone());
                         continue;
                     };
                     let ctx = Templates {
@@ -170,12 +200,21 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
 
     // The job's image is the first role's; other roles carry their own only
     // where it differs.
-    let image = role_images.first().cloned().flatten();
-    for (role, img) in roles.iter_mut().zip(role_images) {
+    let image_index: Vec<Option<usize>> = role_images
+        .iter()
+        .map(|i| i.as_ref().map(|(i, _)| *i))
+        .collect();
+    let uris: Vec<Option<String>> = role_images.into_iter().map(|i| i.map(|(_, u)| u)).collect();
+    let image = uris.first().cloned().flatten();
+    for (role, img) in roles.iter_mut().zip(uris) {
         if img != image {
             role.image = img;
         }
     }
+    let port_labels = roles
+        .iter()
+        .map(|r| r.ports.iter().map(|p| p.label.clone()).collect())
+        .collect();
 
     let job = JobSpec {
         name: r.req_string(doc, "name", "").unwrap_or_default(),
@@ -202,7 +241,14 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
         pytorch: None,
         roles,
     };
-    (job, Box::new(V2Paths { roles: names }))
+    (
+        job,
+        Box::new(V2Paths {
+            roles: names,
+            ports: port_labels,
+            images: image_index,
+        }),
+    )
 }
 
 fn compact(v: &Value) -> String {
@@ -210,10 +256,13 @@ fn compact(v: &Value) -> String {
     quoted(&s)
 }
 
-/// Docker image prerequisites by name → uri.
-fn read_prerequisites(doc: &Map<String, Value>, r: &mut Reader) -> IndexMap<String, String> {
+/// Docker image prerequisites by name → (index, uri).
+fn read_prerequisites(
+    doc: &Map<String, Value>,
+    r: &mut Reader,
+) -> IndexMap<String, (usize, String)> {
     let mut images = IndexMap::new();
-    let Some(list) = r.opt_array(doc, "prerequisites", "") else {
+    let Some(list) = r.opt_list(doc, "prerequisites", "", limits::MAX_ROLES) else {
         return images;
     };
     for (i, item) in list.iter().enumerate() {
@@ -246,7 +295,7 @@ fn read_prerequisites(doc: &Map<String, Value>, r: &mut Reader) -> IndexMap<Stri
                     );
                 }
                 if let Some(uri) = r.req_string(m, "uri", &path) {
-                    images.insert(name, uri);
+                    images.insert(name, (i, uri));
                 }
             }
             "script" | "output" | "data" => r.warn(
@@ -271,12 +320,12 @@ fn read_prerequisites(doc: &Map<String, Value>, r: &mut Reader) -> IndexMap<Stri
 fn image_of(
     spec: &Map<String, Value>,
     path: &str,
-    images: &IndexMap<String, String>,
+    images: &IndexMap<String, (usize, String)>,
     r: &mut Reader,
-) -> Option<String> {
+) -> Option<(usize, String)> {
     let name = r.req_string(spec, "dockerImage", path)?;
     match images.get(&name) {
-        Some(uri) => Some(uri.clone()),
+        Some(found) => Some(found.clone()),
         None => {
             r.error(
                 field(path, "dockerImage"),
@@ -297,7 +346,7 @@ fn read_deployment(
     r: &mut Reader,
 ) -> IndexMap<String, (Vec<String>, Vec<String>)> {
     let mut hooks = IndexMap::new();
-    let Some(list) = r.opt_array(doc, "deployments", "") else {
+    let Some(list) = r.opt_list(doc, "deployments", "", limits::MAX_ROLES) else {
         if let Some(name) = chosen {
             r.error(
                 "defaults.deployment",
@@ -386,19 +435,23 @@ fn sku_types(extras: &Map<String, Value>) -> IndexMap<String, String> {
 fn flatten_secrets(
     tree: &Map<String, Value>,
     prefix: &str,
+    path: &str,
     out: &mut IndexMap<String, String>,
     r: &mut Reader,
 ) {
     for (k, v) in tree {
         let name = secret_name(&format!("{prefix}{k}"));
+        let at = field(path, k);
         match v {
-            Value::Object(m) => flatten_secrets(m, &format!("{name}_"), out, r),
-            Value::Array(_) => r.error(
-                field("secrets", k),
-                "must be a string or a mapping of strings",
-            ),
+            Value::Object(m) => flatten_secrets(m, &format!("{name}_"), &at, out, r),
+            Value::Array(_) => r.error(at, "must be a string or a mapping of strings"),
             other => {
-                out.insert(name, scalar_text(other));
+                if out.insert(name.clone(), scalar_text(other)).is_some() {
+                    r.error(
+                        at,
+                        format!("two secrets become the variable KILN_SECRET_{name}; rename one"),
+                    );
+                }
             }
         }
     }
@@ -534,7 +587,7 @@ fn read_role(
 
     let rp = field(path, "resourcePerInstance");
     let res = r.opt_object(spec, "resourcePerInstance", path);
-    if res.is_none() && !r.failed_paths().contains(&rp) {
+    if res.is_none() && !r.has_failed(&rp) {
         r.error(&rp, "is required");
     }
     let has_res = res.is_some();
@@ -560,6 +613,12 @@ fn read_role(
         .and_then(|o| {
             let op = field(path, "extraContainerOptions");
             r.unknown_keys(o, &op, &["shmMB", "infiniband"]);
+            if o.get("infiniband") == Some(&Value::Bool(true)) {
+                r.warn(
+                    field(&op, "infiniband"),
+                    "InfiniBand devices are not passed to tasks by kiln",
+                );
+            }
             r.opt_uint(o, "shmMB", &op, limits::MAX_MEMORY_MB)
         })
         .unwrap_or(DEFAULT_SHM_MB);

@@ -42,11 +42,18 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
 pub(crate) struct Reader {
     pub errors: Vec<Issue>,
     pub warnings: Vec<Issue>,
+    failed: HashSet<String>,
 }
 
 impl Reader {
     pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(Issue::new(path, message));
+        let issue = Issue::new(path, message);
+        self.failed.insert(issue.path.clone());
+        self.errors.push(issue);
+    }
+
+    pub fn has_failed(&self, path: &str) -> bool {
+        self.failed.contains(path)
     }
 
     pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -56,7 +63,7 @@ impl Reader {
     /// Paths that already have an error; validation skips rules touching them
     /// so a missing field is reported once, not again as a bad placeholder.
     pub fn failed_paths(&self) -> HashSet<String> {
-        self.errors.iter().map(|i| i.path.clone()).collect()
+        self.failed.clone()
     }
 
     fn wrong_type(&mut self, path: &str, want: &str, got: &Value) {
@@ -65,6 +72,17 @@ impl Reader {
 
     fn missing(&mut self, path: &str) {
         self.error(path, "is required");
+    }
+
+    /// Refuses a list or map longer than `max` before anything reads its
+    /// items, so a huge list costs one error, not one per item.
+    pub fn within(&mut self, len: usize, max: usize, path: &str) -> bool {
+        if len > max {
+            self.error(path, format!("at most {max} entries, got {len}"));
+            false
+        } else {
+            true
+        }
     }
 
     /// Warns about every key of `m` that is not in `known`, naming it.
@@ -119,6 +137,19 @@ impl Reader {
             None | Some(Value::Null) => None,
             Some(v) => self.array(v, &field(path, key)),
         }
+    }
+
+    /// An optional list of at most `max` items.
+    pub fn opt_list<'v>(
+        &mut self,
+        m: &'v Map<String, Value>,
+        key: &str,
+        path: &str,
+        max: usize,
+    ) -> Option<&'v Vec<Value>> {
+        let list = self.opt_array(m, key, path)?;
+        self.within(list.len(), max, &field(path, key))
+            .then_some(list)
     }
 
     pub fn string_value(&mut self, v: &Value, path: &str) -> Option<String> {
@@ -287,7 +318,10 @@ impl Reader {
     ) -> indexmap::IndexMap<String, String> {
         let mut out = indexmap::IndexMap::new();
         let p = field(path, key);
-        if let Some(obj) = self.opt_object(m, key, path) {
+        let obj = self
+            .opt_object(m, key, path)
+            .filter(|obj| self.within(obj.len(), crate::validate::limits::MAX_ENV, &p));
+        if let Some(obj) = obj {
             for (k, v) in obj {
                 match v {
                     Value::String(s) => {
