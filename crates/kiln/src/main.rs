@@ -37,6 +37,12 @@ enum Command {
         /// Spec file, or - for standard input.
         file: String,
     },
+    /// Internal: supervise one task (started by the local engine).
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// The task's run folder, holding launch.json.
+        dir: std::path::PathBuf,
+    },
     /// Show the canonical job and each task's environment under an example
     /// placement; `-o yaml` / `-o openpai-v1` print the job converted instead.
     Render {
@@ -53,6 +59,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Supervise { dir } => {
+            let dir = kiln_engine::local::TaskDir::new(dir);
+            kiln_engine::local::supervise(&dir)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
+        }
         Command::Validate { file } => spec_cmds::validate(&file),
         Command::Render { file, output, user } => match output {
             Output::Text => spec_cmds::render(&file, false, user.as_deref()),

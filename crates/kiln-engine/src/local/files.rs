@@ -1,0 +1,161 @@
+//! The folder of one task run and the files through which the engine and the
+//! supervisor talk: the engine writes `launch.json`; the supervisor writes
+//! `started.json`, the logs, and finally `exit.json`. Each JSON file appears
+//! whole (write, fsync, rename), so a reader never sees half of one, even
+//! after a crash.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::EngineError;
+
+/// What to run, written by the engine before it starts the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchSpec {
+    /// A bash script, run as `bash -c`.
+    pub command: String,
+    /// The task's whole environment; nothing is inherited.
+    pub env: Vec<(String, String)>,
+    pub working_dir: PathBuf,
+    /// Between SIGTERM and SIGKILL when the task is stopped.
+    pub stop_grace_secs: u64,
+}
+
+/// Written by the supervisor once the task's process exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Started {
+    pub supervisor_pid: i32,
+    /// The task's main process; also its process group id.
+    pub pid: i32,
+    pub started_at_ms: u64,
+}
+
+/// Written by the supervisor when the task is over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exit {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The task ended because it was asked to stop.
+    pub stop_requested: bool,
+    /// The task never started (bad working folder, no bash): a failure of
+    /// the platform, not of the user's code.
+    pub launch_error: Option<String>,
+    pub finished_at_ms: u64,
+}
+
+impl Exit {
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && self.launch_error.is_none()
+    }
+}
+
+/// The folder of one task run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDir(PathBuf);
+
+impl TaskDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self(path.into())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn launch(&self) -> PathBuf {
+        self.0.join("launch.json")
+    }
+
+    pub fn started(&self) -> PathBuf {
+        self.0.join("started.json")
+    }
+
+    pub fn exit(&self) -> PathBuf {
+        self.0.join("exit.json")
+    }
+
+    pub fn stdout(&self) -> PathBuf {
+        self.0.join("stdout.log")
+    }
+
+    pub fn stderr(&self) -> PathBuf {
+        self.0.join("stderr.log")
+    }
+
+    /// Both streams, in the order their chunks arrived.
+    pub fn output(&self) -> PathBuf {
+        self.0.join("output.log")
+    }
+
+    /// The supervisor's own messages, for when something goes wrong.
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.0.join("supervisor.log")
+    }
+
+    pub fn write_launch(&self, spec: &LaunchSpec) -> Result<(), EngineError> {
+        fs::create_dir_all(&self.0).map_err(EngineError::io("create", &self.0))?;
+        write_atomic(&self.launch(), spec)
+    }
+
+    pub fn read_launch(&self) -> Result<LaunchSpec, EngineError> {
+        read_json(&self.launch())?.ok_or_else(|| EngineError::Io {
+            action: "read",
+            path: self.launch(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })
+    }
+
+    pub fn read_started(&self) -> Result<Option<Started>, EngineError> {
+        read_json(&self.started())
+    }
+
+    pub fn read_exit(&self) -> Result<Option<Exit>, EngineError> {
+        read_json(&self.exit())
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, EngineError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| EngineError::Json {
+                path: path.to_owned(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(EngineError::io("read", path)(e)),
+    }
+}
+
+/// Write to a temporary name, fsync, rename over the target, fsync the
+/// folder: after a crash the file is either the old one or the new one.
+pub(crate) fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), EngineError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| EngineError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp).map_err(EngineError::io("create", &tmp))?;
+    f.write_all(&bytes)
+        .map_err(EngineError::io("write", &tmp))?;
+    f.sync_all().map_err(EngineError::io("sync", &tmp))?;
+    fs::rename(&tmp, path).map_err(EngineError::io("rename", path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(EngineError::io("sync", dir))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,7 @@
+//! The embedded default engine: tasks are process trees on this machine.
+
+pub mod files;
+pub mod supervisor;
+
+pub use files::{Exit, LaunchSpec, Started, TaskDir};
+pub use supervisor::{spawn_supervisor, supervise, supervisor_alive};

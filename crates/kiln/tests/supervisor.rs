@@ -1,0 +1,202 @@
+//! The task supervisor on real processes: `kiln __supervise` started the way
+//! the local engine starts it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kiln_engine::local::{spawn_supervisor, supervisor_alive, Exit, LaunchSpec, Started, TaskDir};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn kiln() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
+}
+
+fn launch(dir: &Path, command: &str, grace: u64) -> TaskDir {
+    let task = TaskDir::new(dir.join("task"));
+    task.write_launch(&LaunchSpec {
+        command: command.into(),
+        env: vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("A".into(), "1".into()),
+        ],
+        working_dir: dir.to_owned(),
+        stop_grace_secs: grace,
+    })
+    .expect("launch.json");
+    task
+}
+
+/// Polls for a condition until a deadline: the supervisor reports through
+/// files, and the test has no other event to wait on.
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn exit_of(task: &TaskDir) -> Exit {
+    wait_for("exit.json", 30, || task.read_exit().expect("readable"))
+}
+
+fn started_of(task: &TaskDir) -> Started {
+    wait_for("started.json", 30, || {
+        task.read_started().expect("readable")
+    })
+}
+
+fn read(p: PathBuf) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn runs_the_command_with_exactly_its_environment_and_keeps_its_logs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = launch(
+        tmp.path(),
+        "echo out; echo err >&2; echo \"A=$A\"; env > env.txt; exit 3",
+        5,
+    );
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    assert_eq!(
+        (exit.exit_code, exit.signal, exit.stop_requested),
+        (Some(3), None, false)
+    );
+    assert_eq!(read(task.stdout()), "out\nA=1\n");
+    assert_eq!(read(task.stderr()), "err\n");
+    let merged = read(task.output());
+    assert!(merged.contains("out\n") && merged.contains("err\n") && merged.contains("A=1\n"));
+    // Nothing of the server's environment leaks in (only what bash adds).
+    let env = read(tmp.path().join("env.txt"));
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(names.contains(&"A") && names.contains(&"PATH"), "{env}");
+    assert!(
+        !names.contains(&"HOME") && !names.contains(&"CARGO_MANIFEST_DIR"),
+        "{env}"
+    );
+}
+
+#[test]
+fn a_death_by_signal_is_recorded_as_such() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = launch(tmp.path(), "kill -9 $$", 5);
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    assert_eq!((exit.exit_code, exit.signal), (None, Some(9)));
+    assert!(!exit.succeeded());
+}
+
+#[test]
+fn the_task_outlives_whoever_started_its_supervisor() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = launch(
+        tmp.path(),
+        "while [ ! -e go ]; do sleep 0.05; done; echo finished",
+        5,
+    );
+    // The starter exits at once, as a killed server would.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' __supervise '{}' >/dev/null 2>&1 &",
+            kiln().display(),
+            task.path().display()
+        ))
+        .status()
+        .expect("starter ran");
+    assert!(status.success());
+    let started = started_of(&task);
+    assert!(supervisor_alive(&task, &started));
+    std::fs::write(tmp.path().join("go"), "").expect("signal file");
+    let exit = exit_of(&task);
+    assert!(exit.succeeded());
+    assert_eq!(read(task.stdout()), "finished\n");
+    wait_for("the supervisor to exit", 10, || {
+        (!supervisor_alive(&task, &started)).then_some(())
+    });
+}
+
+#[test]
+fn stop_sends_term_then_kill_after_the_grace_period() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = launch(
+        tmp.path(),
+        "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+        1,
+    );
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let started = started_of(&task);
+    wait_for("the task to trap TERM", 10, || {
+        read(task.stdout()).contains("ready").then_some(())
+    });
+    kill(Pid::from_raw(started.supervisor_pid), Signal::SIGTERM).expect("signalled");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    assert_eq!((exit.signal, exit.stop_requested), (Some(9), true));
+}
+
+#[test]
+fn a_task_that_handles_term_ends_on_its_own_terms() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = launch(
+        tmp.path(),
+        "trap 'echo saving; exit 0' TERM; echo ready; while true; do sleep 0.05; done",
+        30,
+    );
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let started = started_of(&task);
+    wait_for("the task to start", 10, || {
+        read(task.stdout()).contains("ready").then_some(())
+    });
+    kill(Pid::from_raw(started.supervisor_pid), Signal::SIGTERM).expect("signalled");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    assert_eq!((exit.exit_code, exit.stop_requested), (Some(0), true));
+    assert!(read(task.stdout()).contains("saving"));
+}
+
+#[test]
+fn processes_left_behind_end_with_the_task() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = launch(tmp.path(), "sleep 300 & echo $! > bg.pid; exit 0", 5);
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    assert!(exit.succeeded());
+    let bg: i32 = read(tmp.path().join("bg.pid")).trim().parse().expect("pid");
+    wait_for("the background process to be gone", 10, || {
+        let stat = read(PathBuf::from(format!("/proc/{bg}/stat")));
+        // Gone, or a zombie waiting for init to reap it.
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+}
+
+#[test]
+fn a_task_that_cannot_start_is_a_launch_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = TaskDir::new(tmp.path().join("task"));
+    task.write_launch(&LaunchSpec {
+        command: "true".into(),
+        env: vec![],
+        working_dir: tmp.path().join("no/such/folder"),
+        stop_grace_secs: 1,
+    })
+    .expect("launch.json");
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    let err = exit.launch_error.expect("a launch error");
+    assert!(err.contains("no/such/folder"), "{err}");
+    assert!(task.read_started().expect("readable").is_none());
+}
