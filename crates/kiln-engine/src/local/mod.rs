@@ -1,6 +1,7 @@
 //! The embedded default engine: tasks are process trees on this machine.
 
 pub mod files;
+pub mod resources;
 pub mod supervisor;
 
 pub use files::{Exit, LaunchSpec, Started, TaskDir};
