@@ -8,6 +8,51 @@ use serde::{Deserialize, Serialize};
 use crate::ids::TaskId;
 use crate::model::{JobSpec, RestartPolicy};
 
+/// States of a job (DESIGN.md): a WAITING job always has a pending reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    Waiting,
+    Running,
+    Stopping,
+    Succeeded,
+    Failed,
+    Stopped,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Waiting,
+        JobState::Running,
+        JobState::Stopping,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Stopped,
+    ];
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Stopped
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Waiting => "WAITING",
+            JobState::Running => "RUNNING",
+            JobState::Stopping => "STOPPING",
+            JobState::Succeeded => "SUCCEEDED",
+            JobState::Failed => "FAILED",
+            JobState::Stopped => "STOPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskState {
@@ -19,6 +64,28 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Waiting,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "WAITING",
+            TaskState::Running => "RUNNING",
+            TaskState::Succeeded => "SUCCEEDED",
+            TaskState::Failed => "FAILED",
+            TaskState::Stopped => "STOPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     pub fn is_finished(self) -> bool {
         matches!(
             self,

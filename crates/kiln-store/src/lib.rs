@@ -1,0 +1,58 @@
+//! Persistence: the store is the source of truth the control loop converges
+//! to. One trait, [`Store`], with SQLite as the embedded backend; the test
+//! suite in `tests/` is written against the trait so a PostgreSQL backend can
+//! run the same one.
+//!
+//! Every state change of a job is one [`Change`] applied in one transaction:
+//! the job's fields, its tasks and the events that explain the change land
+//! together or not at all.
+
+mod error;
+mod records;
+mod sqlite;
+
+pub use error::StoreError;
+pub use records::{
+    Change, Event, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, TaskRecord, User,
+};
+pub use sqlite::SqliteStore;
+
+use kiln_spec::JobId;
+
+pub trait Store: Send + Sync {
+    /// Stores a new WAITING job with a `submitted` event. Fails with
+    /// [`StoreError::Conflict`] when the user already has a job of that name.
+    fn submit(&self, job: &NewJob) -> Result<JobRecord, StoreError>;
+
+    fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError>;
+
+    fn job_by_key(&self, key: i64) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Newest first, filtered and paginated.
+    fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// WAITING, RUNNING and STOPPING jobs in submission order: what the
+    /// control loop works on, and what it reloads after a restart.
+    fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Applies one change atomically and returns the job as it now is.
+    fn apply(&self, key: i64, change: &Change) -> Result<JobRecord, StoreError>;
+
+    fn tasks(&self, key: i64, attempt: u32) -> Result<Vec<TaskRecord>, StoreError>;
+
+    fn events(&self, key: i64) -> Result<Vec<Event>, StoreError>;
+
+    /// Removes a finished job with its tasks and events; refuses others.
+    fn delete_job(&self, key: i64) -> Result<(), StoreError>;
+
+    fn add_user(&self, user: &User) -> Result<(), StoreError>;
+
+    fn user(&self, name: &str) -> Result<Option<User>, StoreError>;
+
+    fn users(&self) -> Result<Vec<User>, StoreError>;
+
+    /// Records an API token by its hash (never the token itself).
+    fn add_token(&self, user: &str, token_hash: &str) -> Result<(), StoreError>;
+
+    fn user_by_token(&self, token_hash: &str) -> Result<Option<User>, StoreError>;
+}

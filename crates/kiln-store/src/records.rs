@@ -1,0 +1,141 @@
+//! The rows of the store as plain data.
+
+use std::collections::BTreeMap;
+
+use kiln_spec::completion::{JobState, TaskState};
+use kiln_spec::{JobId, TaskId};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub id: JobId,
+    /// The canonical job in kiln's JSON (export::to_json).
+    pub spec_json: String,
+    /// The format it was submitted in.
+    pub format: String,
+    pub queue: String,
+    pub priority: i32,
+    pub pending_reason: String,
+    pub submitted_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    /// Row key: stable, ordered by submission.
+    pub key: i64,
+    pub id: JobId,
+    pub state: JobState,
+    pub pending_reason: Option<String>,
+    /// Why the job is where it is (failed because..., stopped by...).
+    pub reason: Option<String>,
+    /// The current (or last) attempt, 0-based.
+    pub attempt: u32,
+    /// Attempts that failed through the user's code (retryCount counts these).
+    pub failed_attempts: u32,
+    pub queue: String,
+    pub priority: i32,
+    pub format: String,
+    #[serde(skip)]
+    pub spec_json: String,
+    pub submitted_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    /// When the max duration runs out (extendable).
+    pub deadline_at_ms: Option<u64>,
+    pub stop_requested: bool,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobPatch {
+    pub state: Option<JobState>,
+    pub pending_reason: Option<Option<String>>,
+    pub reason: Option<Option<String>>,
+    pub attempt: Option<u32>,
+    pub failed_attempts: Option<u32>,
+    pub started_at_ms: Option<Option<u64>>,
+    pub finished_at_ms: Option<Option<u64>>,
+    pub deadline_at_ms: Option<Option<u64>>,
+    pub stop_requested: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRecord {
+    pub attempt: u32,
+    pub task: TaskId,
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// e.g. OOMKilled, or a launch error.
+    pub reason: Option<String>,
+    pub host: String,
+    pub gpus: Vec<u32>,
+    pub ports: BTreeMap<String, Vec<u16>>,
+    pub restarts: u32,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    /// The task's run folder (logs, exit file).
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub seq: i64,
+    pub at_ms: u64,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub at_ms: u64,
+    /// A short word: submitted, placed, started, exited, retried, stopped...
+    pub kind: String,
+    pub message: String,
+}
+
+/// One atomic step of a job's life.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    pub job: JobPatch,
+    /// Inserted, or replaced when (attempt, task) exists.
+    pub tasks: Vec<TaskRecord>,
+    pub events: Vec<NewEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFilter {
+    pub user: Option<String>,
+    pub state: Option<JobState>,
+    /// Jobs whose name contains this.
+    pub name: Option<String>,
+    pub limit: u32,
+    /// Pagination: only jobs with a key below this (the last page's last key).
+    pub before_key: Option<i64>,
+}
+
+impl Default for JobFilter {
+    fn default() -> Self {
+        Self {
+            user: None,
+            state: None,
+            name: None,
+            limit: 100,
+            before_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub name: String,
+    pub is_admin: bool,
+    /// argon2 hash; None for users who only use tokens.
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    pub created_at_ms: u64,
+}

@@ -1,0 +1,657 @@
+//! The embedded backend: one SQLite file in WAL mode under the data folder.
+//!
+//! Durability: `synchronous=NORMAL` in WAL mode makes every committed
+//! transaction survive the server process being killed (the WAL is written
+//! before commit returns); only a power cut can lose the last commits. That
+//! keeps fsync off the submit path.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use kiln_spec::completion::{JobState, TaskState};
+use kiln_spec::{JobId, TaskId};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use crate::error::StoreError;
+use crate::records::{Change, Event, JobFilter, JobRecord, NewJob, TaskRecord, User};
+use crate::Store;
+
+/// Schema versions, applied in order; `PRAGMA user_version` says how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    name          TEXT PRIMARY KEY,
+    is_admin      INTEGER NOT NULL,
+    password_hash TEXT,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    token_hash    TEXT PRIMARY KEY,
+    user_name     TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE
+);
+CREATE TABLE jobs (
+    key             INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_name       TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    pending_reason  TEXT,
+    reason          TEXT,
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    queue           TEXT NOT NULL,
+    priority        INTEGER NOT NULL,
+    format          TEXT NOT NULL,
+    spec_json       TEXT NOT NULL,
+    submitted_at_ms INTEGER NOT NULL,
+    started_at_ms   INTEGER,
+    finished_at_ms  INTEGER,
+    deadline_at_ms  INTEGER,
+    stop_requested  INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (user_name, name)
+);
+CREATE INDEX jobs_state ON jobs(state, key);
+CREATE TABLE tasks (
+    job_key        INTEGER NOT NULL REFERENCES jobs(key) ON DELETE CASCADE,
+    attempt        INTEGER NOT NULL,
+    task           TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    exit_code      INTEGER,
+    signal         INTEGER,
+    reason         TEXT,
+    host           TEXT NOT NULL,
+    gpus_json      TEXT NOT NULL,
+    ports_json     TEXT NOT NULL,
+    restarts       INTEGER NOT NULL,
+    started_at_ms  INTEGER,
+    finished_at_ms INTEGER,
+    dir            TEXT,
+    PRIMARY KEY (job_key, attempt, task)
+);
+CREATE TABLE events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_key INTEGER NOT NULL REFERENCES jobs(key) ON DELETE CASCADE,
+    at_ms   INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX events_job ON events(job_key, seq);
+"#];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up
+    /// to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::setup(conn)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: ":memory:".into(),
+            source,
+        })?;
+        Self::setup(conn)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(StoreError::sql("configuring the database"))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&mut conn)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(StoreError::sql("reading the schema version"))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let next = i + 1;
+        let tx = conn.transaction().map_err(|source| StoreError::Migrate {
+            version: next,
+            source,
+        })?;
+        tx.execute_batch(sql)
+            .and_then(|()| tx.pragma_update(None, "user_version", next as i64))
+            .and_then(|()| tx.commit())
+            .map_err(|source| StoreError::Migrate {
+                version: next,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "key, user_name, name, state, pending_reason, reason, attempt, \
+    failed_attempts, queue, priority, format, spec_json, submitted_at_ms, started_at_ms, \
+    finished_at_ms, deadline_at_ms, stop_requested";
+
+fn corrupt(what: &'static str, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: detail.into(),
+    }
+}
+
+/// A row as read, before its text fields are checked.
+struct RawJob {
+    key: i64,
+    user: String,
+    name: String,
+    state: String,
+    pending_reason: Option<String>,
+    reason: Option<String>,
+    attempt: u32,
+    failed_attempts: u32,
+    queue: String,
+    priority: i32,
+    format: String,
+    spec_json: String,
+    submitted_at_ms: i64,
+    started_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+    deadline_at_ms: Option<i64>,
+    stop_requested: bool,
+}
+
+fn raw_job(r: &Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        key: r.get(0)?,
+        user: r.get(1)?,
+        name: r.get(2)?,
+        state: r.get(3)?,
+        pending_reason: r.get(4)?,
+        reason: r.get(5)?,
+        attempt: r.get(6)?,
+        failed_attempts: r.get(7)?,
+        queue: r.get(8)?,
+        priority: r.get(9)?,
+        format: r.get(10)?,
+        spec_json: r.get(11)?,
+        submitted_at_ms: r.get(12)?,
+        started_at_ms: r.get(13)?,
+        finished_at_ms: r.get(14)?,
+        deadline_at_ms: r.get(15)?,
+        stop_requested: r.get(16)?,
+    })
+}
+
+fn ms(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl TryFrom<RawJob> for JobRecord {
+    type Error = StoreError;
+    fn try_from(r: RawJob) -> Result<Self, StoreError> {
+        Ok(JobRecord {
+            key: r.key,
+            id: JobId::new(&r.user, &r.name).map_err(|e| corrupt("job id", e))?,
+            state: JobState::parse(&r.state)
+                .ok_or_else(|| corrupt("job state", r.state.clone()))?,
+            pending_reason: r.pending_reason,
+            reason: r.reason,
+            attempt: r.attempt,
+            failed_attempts: r.failed_attempts,
+            queue: r.queue,
+            priority: r.priority,
+            format: r.format,
+            spec_json: r.spec_json,
+            submitted_at_ms: ms(r.submitted_at_ms),
+            started_at_ms: r.started_at_ms.map(ms),
+            finished_at_ms: r.finished_at_ms.map(ms),
+            deadline_at_ms: r.deadline_at_ms.map(ms),
+            stop_requested: r.stop_requested,
+        })
+    }
+}
+
+fn query_jobs(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<JobRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(StoreError::sql("reading jobs"))?;
+    let rows = stmt
+        .query_map(params, raw_job)
+        .map_err(StoreError::sql("reading jobs"))?;
+    rows.map(|r| {
+        r.map_err(StoreError::sql("reading jobs"))
+            .and_then(JobRecord::try_from)
+    })
+    .collect()
+}
+
+fn job_in(tx: &Transaction<'_>, key: i64) -> Result<JobRecord, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE key = ?1");
+    query_jobs(tx, &sql, &[&key])?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::NotFound(format!("job #{key}")))
+}
+
+fn put_task(tx: &Transaction<'_>, key: i64, t: &TaskRecord) -> Result<(), StoreError> {
+    let gpus = serde_json::to_string(&t.gpus).map_err(|e| corrupt("task gpus", e.to_string()))?;
+    let ports =
+        serde_json::to_string(&t.ports).map_err(|e| corrupt("task ports", e.to_string()))?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO tasks (job_key, attempt, task, state, exit_code, signal, reason,
+             host, gpus_json, ports_json, restarts, started_at_ms, finished_at_ms, dir)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            key,
+            t.attempt,
+            t.task.to_string(),
+            t.state.as_str(),
+            t.exit_code,
+            t.signal,
+            t.reason,
+            t.host,
+            gpus,
+            ports,
+            t.restarts,
+            t.started_at_ms.map(to_i64),
+            t.finished_at_ms.map(to_i64),
+            t.dir,
+        ])
+    })
+    .map_err(StoreError::sql("writing a task"))?;
+    Ok(())
+}
+
+fn add_event(
+    tx: &Transaction<'_>,
+    key: i64,
+    at_ms: u64,
+    kind: &str,
+    message: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO events (job_key, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut s| s.execute(params![key, to_i64(at_ms), kind, message]))
+        .map_err(StoreError::sql("appending an event"))?;
+    Ok(())
+}
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        name: r.get(0)?,
+        is_admin: r.get(1)?,
+        password_hash: r.get(2)?,
+        created_at_ms: ms(r.get(3)?),
+    })
+}
+
+impl Store for SqliteStore {
+    fn submit(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
+        self.with(|conn| {
+            let tx = conn
+                .transaction()
+                .map_err(StoreError::sql("starting a transaction"))?;
+            let inserted = tx.execute(
+                "INSERT INTO jobs (user_name, name, state, pending_reason, queue, priority, format,
+                     spec_json, submitted_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    job.id.user(),
+                    job.id.name(),
+                    JobState::Waiting.as_str(),
+                    job.pending_reason,
+                    job.queue,
+                    job.priority,
+                    job.format,
+                    job.spec_json,
+                    to_i64(job.submitted_at_ms),
+                ],
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::Conflict(format!("job {}", job.id)));
+                }
+                other => other.map_err(StoreError::sql("storing a job"))?,
+            };
+            let key = tx.last_insert_rowid();
+            add_event(
+                &tx,
+                key,
+                job.submitted_at_ms,
+                "submitted",
+                &format!("submitted as {} format", job.format),
+            )?;
+            let record = job_in(&tx, key)?;
+            tx.commit().map_err(StoreError::sql("committing a job"))?;
+            Ok(record)
+        })
+    }
+
+    fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_name = ?1 AND name = ?2");
+            Ok(query_jobs(conn, &sql, &[&id.user(), &id.name()])?
+                .into_iter()
+                .next())
+        })
+    }
+
+    fn job_by_key(&self, key: i64) -> Result<Option<JobRecord>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE key = ?1");
+            Ok(query_jobs(conn, &sql, &[&key])?.into_iter().next())
+        })
+    }
+
+    fn jobs(&self, f: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE (?1 IS NULL OR user_name = ?1)
+                   AND (?2 IS NULL OR state = ?2)
+                   AND (?3 IS NULL OR instr(name, ?3) > 0)
+                   AND (?4 IS NULL OR key < ?4)
+                 ORDER BY key DESC LIMIT ?5"
+            );
+            let state = f.state.map(JobState::as_str);
+            query_jobs(
+                conn,
+                &sql,
+                &[&f.user, &state, &f.name, &f.before_key, &f.limit],
+            )
+        })
+    }
+
+    fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('WAITING', 'RUNNING', 'STOPPING') ORDER BY key"
+            );
+            query_jobs(conn, &sql, &[])
+        })
+    }
+
+    fn apply(&self, key: i64, c: &Change) -> Result<JobRecord, StoreError> {
+        self.with(|conn| {
+            let tx = conn
+                .transaction()
+                .map_err(StoreError::sql("starting a transaction"))?;
+            let mut job = job_in(&tx, key)?;
+            let p = &c.job;
+            if let Some(v) = p.state {
+                job.state = v;
+            }
+            if let Some(v) = &p.pending_reason {
+                job.pending_reason = v.clone();
+            }
+            if let Some(v) = &p.reason {
+                job.reason = v.clone();
+            }
+            if let Some(v) = p.attempt {
+                job.attempt = v;
+            }
+            if let Some(v) = p.failed_attempts {
+                job.failed_attempts = v;
+            }
+            if let Some(v) = p.started_at_ms {
+                job.started_at_ms = v;
+            }
+            if let Some(v) = p.finished_at_ms {
+                job.finished_at_ms = v;
+            }
+            if let Some(v) = p.deadline_at_ms {
+                job.deadline_at_ms = v;
+            }
+            if let Some(v) = p.stop_requested {
+                job.stop_requested = v;
+            }
+            tx.prepare_cached(
+                "UPDATE jobs SET state = ?2, pending_reason = ?3, reason = ?4, attempt = ?5,
+                     failed_attempts = ?6, started_at_ms = ?7, finished_at_ms = ?8,
+                     deadline_at_ms = ?9, stop_requested = ?10
+                 WHERE key = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    key,
+                    job.state.as_str(),
+                    job.pending_reason,
+                    job.reason,
+                    job.attempt,
+                    job.failed_attempts,
+                    job.started_at_ms.map(to_i64),
+                    job.finished_at_ms.map(to_i64),
+                    job.deadline_at_ms.map(to_i64),
+                    job.stop_requested,
+                ])
+            })
+            .map_err(StoreError::sql("updating a job"))?;
+            for t in &c.tasks {
+                put_task(&tx, key, t)?;
+            }
+            for e in &c.events {
+                add_event(&tx, key, e.at_ms, &e.kind, &e.message)?;
+            }
+            tx.commit()
+                .map_err(StoreError::sql("committing a change"))?;
+            Ok(job)
+        })
+    }
+
+    fn tasks(&self, key: i64, attempt: u32) -> Result<Vec<TaskRecord>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT attempt, task, state, exit_code, signal, reason, host, gpus_json,
+                         ports_json, restarts, started_at_ms, finished_at_ms, dir
+                     FROM tasks WHERE job_key = ?1 AND attempt = ?2 ORDER BY rowid",
+                )
+                .map_err(StoreError::sql("reading tasks"))?;
+            let rows = stmt
+                .query_map(params![key, attempt], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<i32>>(3)?,
+                        r.get::<_, Option<i32>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, String>(8)?,
+                        r.get::<_, u32>(9)?,
+                        r.get::<_, Option<i64>>(10)?,
+                        r.get::<_, Option<i64>>(11)?,
+                        r.get::<_, Option<String>>(12)?,
+                    ))
+                })
+                .map_err(StoreError::sql("reading tasks"))?;
+            rows.map(|row| {
+                let (
+                    attempt,
+                    task,
+                    state,
+                    exit_code,
+                    signal,
+                    reason,
+                    host,
+                    gpus,
+                    ports,
+                    restarts,
+                    started,
+                    finished,
+                    dir,
+                ) = row.map_err(StoreError::sql("reading tasks"))?;
+                Ok(TaskRecord {
+                    attempt,
+                    task: task.parse::<TaskId>().map_err(|e| corrupt("task id", e))?,
+                    state: TaskState::parse(&state)
+                        .ok_or_else(|| corrupt("task state", state.clone()))?,
+                    exit_code,
+                    signal,
+                    reason,
+                    host,
+                    gpus: serde_json::from_str(&gpus)
+                        .map_err(|e| corrupt("task gpus", e.to_string()))?,
+                    ports: serde_json::from_str(&ports)
+                        .map_err(|e| corrupt("task ports", e.to_string()))?,
+                    restarts,
+                    started_at_ms: started.map(ms),
+                    finished_at_ms: finished.map(ms),
+                    dir,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn events(&self, key: i64) -> Result<Vec<Event>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, at_ms, kind, message FROM events WHERE job_key = ?1 ORDER BY seq",
+                )
+                .map_err(StoreError::sql("reading events"))?;
+            let rows = stmt
+                .query_map([key], |r| {
+                    Ok(Event {
+                        seq: r.get(0)?,
+                        at_ms: ms(r.get(1)?),
+                        kind: r.get(2)?,
+                        message: r.get(3)?,
+                    })
+                })
+                .map_err(StoreError::sql("reading events"))?;
+            rows.map(|r| r.map_err(StoreError::sql("reading events")))
+                .collect()
+        })
+    }
+
+    fn delete_job(&self, key: i64) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = conn
+                .transaction()
+                .map_err(StoreError::sql("starting a transaction"))?;
+            let job = job_in(&tx, key)?;
+            if !job.state.is_finished() {
+                return Err(StoreError::NotFinished {
+                    id: job.id.to_string(),
+                    state: job.state.as_str(),
+                });
+            }
+            tx.execute("DELETE FROM jobs WHERE key = ?1", [key])
+                .map_err(StoreError::sql("deleting a job"))?;
+            tx.commit().map_err(StoreError::sql("committing a delete"))
+        })
+    }
+
+    fn add_user(&self, u: &User) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let r = conn.execute(
+                "INSERT INTO users (name, is_admin, password_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![u.name, u.is_admin, u.password_hash, to_i64(u.created_at_ms)],
+            );
+            match r {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Conflict(format!("user {}", u.name)))
+                }
+                other => other.map(|_| ()).map_err(StoreError::sql("adding a user")),
+            }
+        })
+    }
+
+    fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT name, is_admin, password_hash, created_at_ms FROM users WHERE name = ?1",
+                [name],
+                user_row,
+            )
+            .optional()
+            .map_err(StoreError::sql("reading a user"))
+        })
+    }
+
+    fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, is_admin, password_hash, created_at_ms FROM users ORDER BY name",
+                )
+                .map_err(StoreError::sql("reading users"))?;
+            let rows = stmt
+                .query_map([], user_row)
+                .map_err(StoreError::sql("reading users"))?;
+            rows.map(|r| r.map_err(StoreError::sql("reading users")))
+                .collect()
+        })
+    }
+
+    fn add_token(&self, user: &str, token_hash: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let r = conn.execute(
+                "INSERT INTO tokens (token_hash, user_name) VALUES (?1, ?2)",
+                params![token_hash, user],
+            );
+            match r {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::NotFound(format!(
+                        "user {user} (or the token exists)"
+                    )))
+                }
+                other => other.map(|_| ()).map_err(StoreError::sql("adding a token")),
+            }
+        })
+    }
+
+    fn user_by_token(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT u.name, u.is_admin, u.password_hash, u.created_at_ms
+                 FROM tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = ?1",
+                [token_hash],
+                user_row,
+            )
+            .optional()
+            .map_err(StoreError::sql("looking up a token"))
+        })
+    }
+}
