@@ -231,12 +231,60 @@ pub(crate) fn placeholder_role() -> crate::model::TaskRole {
     }
 }
 
-pub(crate) fn placeholder_port() -> crate::model::PortSpec {
-    crate::model::PortSpec {
-        label: String::new(),
-        begin_at: 0,
-        count: 0,
+/// How a format spells its port list: OpenPAI v1 says `portList` with
+/// required `beginAt` and `portNumber`; kiln says `ports` with `count`, both
+/// optional (0 = ports chosen by kiln, 1 port).
+pub(crate) struct PortKeys {
+    pub list: &'static str,
+    pub count: &'static str,
+    pub required: bool,
+}
+
+/// Reads a role's port list. A non-object entry keeps its index (with a
+/// placeholder) so the entries after it are still checked.
+pub(crate) fn read_ports(
+    m: &Map<String, Value>,
+    path: &str,
+    keys: &PortKeys,
+    r: &mut Reader,
+) -> Vec<crate::model::PortSpec> {
+    use crate::validate::limits;
+    let Some(list) = r.opt_list(m, keys.list, path, limits::MAX_PORT_LABELS) else {
+        return Vec::new();
+    };
+    let lp = reader::field(path, keys.list);
+    let mut out = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let ip = reader::index(&lp, i);
+        let Some(pm) = r.object(item, &ip) else {
+            out.push(crate::model::PortSpec {
+                label: String::new(),
+                begin_at: 0,
+                count: 0,
+            });
+            continue;
+        };
+        r.unknown_keys(pm, &ip, &["label", "beginAt", keys.count]);
+        let (begin_at, count) = if keys.required {
+            (
+                r.req_uint(pm, "beginAt", &ip, 65_535).unwrap_or(0),
+                r.req_uint(pm, keys.count, &ip, limits::MAX_PORTS)
+                    .unwrap_or(0),
+            )
+        } else {
+            (
+                r.opt_uint(pm, "beginAt", &ip, 65_535).unwrap_or(0),
+                r.opt_uint(pm, keys.count, &ip, limits::MAX_PORTS)
+                    .unwrap_or(1),
+            )
+        };
+        out.push(crate::model::PortSpec {
+            label: r.req_string(pm, "label", &ip).unwrap_or_default(),
+            begin_at: begin_at as u16,
+            count: count as u16,
+        });
     }
+    out
 }
 
 /// Restart policies as Kubernetes spells them.

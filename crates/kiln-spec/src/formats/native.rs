@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::reader::{field, index, Reader};
 use super::restart_policy;
-use crate::model::{JobSpec, Mount, MountSource, PortSpec, PyTorch, TaskRole, DEFAULT_SHM_MB};
+use crate::model::{JobSpec, Mount, MountSource, PyTorch, TaskRole, DEFAULT_SHM_MB};
 use crate::quantity::{parse_duration_secs, parse_memory_mib, BareUnit};
 use crate::validate::{limits, Field, Paths};
 
@@ -265,7 +265,16 @@ fn read_role(m: &Map<String, Value>, path: &str, r: &mut Reader) -> TaskRole {
         gpus: r.opt_uint(m, "gpus", path, limits::MAX_GPUS).unwrap_or(0) as u32,
         gpu_type: None,
         image: None,
-        ports: read_ports(m, path, r),
+        ports: super::read_ports(
+            m,
+            path,
+            &super::PortKeys {
+                list: "ports",
+                count: "count",
+                required: false,
+            },
+            r,
+        ),
         command: match m.get("command") {
             Some(Value::Array(lines)) => {
                 // A list of lines reads better in YAML for multi-step commands.
@@ -287,28 +296,6 @@ fn read_role(m: &Map<String, Value>, path: &str, r: &mut Reader) -> TaskRole {
             None => Default::default(),
         },
     }
-}
-
-fn read_ports(m: &Map<String, Value>, path: &str, r: &mut Reader) -> Vec<PortSpec> {
-    let p = field(path, "ports");
-    let Some(list) = r.opt_list(m, "ports", path, limits::MAX_PORT_LABELS) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, item) in list.iter().enumerate() {
-        let ip = index(&p, i);
-        let Some(pm) = r.object(item, &ip) else {
-            out.push(super::placeholder_port());
-            continue;
-        };
-        r.unknown_keys(pm, &ip, &["label", "beginAt", "count"]);
-        out.push(PortSpec {
-            label: r.req_string(pm, "label", &ip).unwrap_or_default(),
-            begin_at: r.opt_uint(pm, "beginAt", &ip, 65_535).unwrap_or(0) as u16,
-            count: r.opt_uint(pm, "count", &ip, limits::MAX_PORTS).unwrap_or(1) as u16,
-        });
-    }
-    out
 }
 
 fn read_mounts(doc: &Map<String, Value>, r: &mut Reader) -> Vec<Mount> {

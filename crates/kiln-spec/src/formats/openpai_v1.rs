@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::reader::{field, index, Reader};
-use crate::model::{JobSpec, PortSpec, TaskRole, DEFAULT_SHM_MB};
+use crate::model::{JobSpec, TaskRole, DEFAULT_SHM_MB};
 use crate::validate::{limits, Field, Paths};
 
 const JOB_KEYS: &[&str] = &[
@@ -129,27 +129,16 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
 
 fn read_role(m: &Map<String, Value>, path: &str, r: &mut Reader) -> TaskRole {
     r.unknown_keys(m, path, ROLE_KEYS);
-    let mut ports = Vec::new();
-    if let Some(list) = r.opt_list(m, "portList", path, limits::MAX_PORT_LABELS) {
-        let lp = field(path, "portList");
-        for (i, item) in list.iter().enumerate() {
-            let ip = index(&lp, i);
-            let Some(pm) = r.object(item, &ip) else {
-                ports.push(super::placeholder_port());
-                continue;
-            };
-            {
-                r.unknown_keys(pm, &ip, &["label", "beginAt", "portNumber"]);
-                ports.push(PortSpec {
-                    label: r.req_string(pm, "label", &ip).unwrap_or_default(),
-                    begin_at: r.req_uint(pm, "beginAt", &ip, 65_535).unwrap_or(0) as u16,
-                    count: r
-                        .req_uint(pm, "portNumber", &ip, limits::MAX_PORTS)
-                        .unwrap_or(0) as u16,
-                });
-            }
-        }
-    }
+    let ports = super::read_ports(
+        m,
+        path,
+        &super::PortKeys {
+            list: "portList",
+            count: "portNumber",
+            required: true,
+        },
+        r,
+    );
     TaskRole {
         name: r.req_string(m, "name", path).unwrap_or_default(),
         replicas: r
