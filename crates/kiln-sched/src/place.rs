@@ -29,24 +29,23 @@ impl Free {
                 gpu_free: vec![true; n.gpus.len()],
             })
             .collect();
-        let mut free = Free {
-            nodes,
-            cpus: 0,
-            memory_mb: 0,
-            gpus: 0,
-        };
-        free.recount();
-        free
+        Free::from_nodes(nodes)
     }
 
-    fn recount(&mut self) {
-        self.cpus = self.nodes.iter().map(|n| n.cpus).sum();
-        self.memory_mb = self.nodes.iter().map(|n| n.memory_mb).sum();
-        self.gpus = self
-            .nodes
+    /// Totals follow from the nodes.
+    fn from_nodes(nodes: Vec<NodeFree>) -> Self {
+        let cpus = nodes.iter().map(|n| n.cpus).sum();
+        let memory_mb = nodes.iter().map(|n| n.memory_mb).sum();
+        let gpus = nodes
             .iter()
             .map(|n| n.gpu_free.iter().filter(|f| **f).count() as u64)
             .sum();
+        Free {
+            nodes,
+            cpus,
+            memory_mb,
+            gpus,
+        }
     }
 
     /// What is free in both.
@@ -66,14 +65,7 @@ impl Free {
                     .collect(),
             })
             .collect();
-        let mut free = Free {
-            nodes,
-            cpus: 0,
-            memory_mb: 0,
-            gpus: 0,
-        };
-        free.recount();
-        free
+        Free::from_nodes(nodes)
     }
 
     /// Whether `job` could be placed, changing nothing.
