@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kiln_engine::local::{spawn_supervisor, supervisor_alive, Exit, LaunchSpec, Started, TaskDir};
+use kiln_engine::local::resources::{discover, Overrides};
+use kiln_engine::local::{
+    spawn_supervisor, supervisor_alive, Exit, LaunchSpec, Limits, Started, TaskDir,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -22,6 +25,7 @@ fn launch(dir: &Path, command: &str, grace: u64) -> TaskDir {
         ],
         working_dir: dir.to_owned(),
         stop_grace_secs: grace,
+        limits: None,
     })
     .expect("launch.json");
     task
@@ -191,6 +195,7 @@ fn a_task_that_cannot_start_is_a_launch_error() {
         env: vec![],
         working_dir: tmp.path().join("no/such/folder"),
         stop_grace_secs: 1,
+        limits: None,
     })
     .expect("launch.json");
     let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
@@ -199,4 +204,96 @@ fn a_task_that_cannot_start_is_a_launch_error() {
     let err = exit.launch_error.expect("a launch error");
     assert!(err.contains("no/such/folder"), "{err}");
     assert!(task.read_started().expect("readable").is_none());
+}
+
+/// A task with limits, placed in groups under what discovery found usable.
+fn limited(
+    dir: &Path,
+    name: &str,
+    command: &str,
+    memory_mb: u64,
+    cpus: u32,
+) -> (TaskDir, Option<u8>) {
+    let cg = discover(&Overrides::default()).cgroups;
+    let task = TaskDir::new(dir.join("task"));
+    task.write_launch(&LaunchSpec {
+        command: command.into(),
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+        working_dir: dir.to_owned(),
+        stop_grace_secs: 1,
+        limits: Some(Limits {
+            memory_mb: Some(memory_mb),
+            cpus: Some(cpus),
+            cgroup_version: cg.version.unwrap_or(1),
+            memory_root: cg.memory_root.clone(),
+            cpu_root: cg.cpu_root.clone(),
+            group: format!("kiln-test-{}-{name}", std::process::id()),
+        }),
+    })
+    .expect("launch.json");
+    (
+        task,
+        cg.version
+            .filter(|_| cg.memory_root.is_some() && cg.cpu_root.is_some()),
+    )
+}
+
+#[test]
+fn a_task_over_its_memory_limit_is_oom_killed_and_reported_so() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // tail holds a line in memory until it ends: 400 MB with no newline.
+    let (task, usable) = limited(
+        tmp.path(),
+        "oom",
+        "head -c 400M /dev/zero | tail > /dev/null",
+        100,
+        1,
+    );
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    let started = task.read_started().expect("readable").expect("started");
+    if usable.is_none() {
+        // No cgroups here: the task ran unlimited, and that was said.
+        assert!(started.limits_note.is_some());
+        return;
+    }
+    assert_eq!(started.limits_note, None);
+    assert!(exit.oom_killed, "{exit:?}");
+    assert!(!exit.succeeded());
+}
+
+#[test]
+fn a_task_within_its_limits_runs_in_its_own_groups() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let script = "for c in memory cpu; do grep \":$c:\" /proc/self/cgroup; done; \
+        cg=$(grep ':cpu:' /proc/self/cgroup | cut -d: -f3); cat /sys/fs/cgroup/cpu$cg/cpu.cfs_quota_us; \
+        mg=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3); cat /sys/fs/cgroup/memory$mg/memory.limit_in_bytes";
+    let (task, usable) = limited(tmp.path(), "within", script, 256, 2);
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    if usable != Some(1) {
+        return; // The v1 file names below do not apply; the OOM test covers the rest.
+    }
+    assert!(
+        exit.succeeded() && !exit.oom_killed,
+        "{exit:?} {}",
+        read(task.stderr())
+    );
+    let out = read(task.stdout());
+    let group = format!("kiln-test-{}-within", std::process::id());
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(&group)).count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l == "200000"),
+        "2 CPUs = 200 ms per 100 ms period: {out}"
+    );
+    assert!(
+        out.lines().any(|l| l == (256u64 << 20).to_string()),
+        "{out}"
+    );
 }

@@ -23,6 +23,9 @@ pub struct LaunchSpec {
     pub working_dir: PathBuf,
     /// Between SIGTERM and SIGKILL when the task is stopped.
     pub stop_grace_secs: u64,
+    /// Memory and CPU limits, where cgroups can enforce them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<super::cgroup::Limits>,
 }
 
 /// Written by the supervisor once the task's process exists.
@@ -33,6 +36,9 @@ pub struct Started {
     /// The task's main process; also its process group id.
     pub pid: i32,
     pub started_at_ms: u64,
+    /// Why limits asked for are not enforced, if they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_note: Option<String>,
 }
 
 /// Written by the supervisor when the task is over.
@@ -46,6 +52,9 @@ pub struct Exit {
     /// The task never started (bad working folder, no bash): a failure of
     /// the platform, not of the user's code.
     pub launch_error: Option<String>,
+    /// Killed by the kernel for passing its memory limit.
+    #[serde(default)]
+    pub oom_killed: bool,
     pub finished_at_ms: u64,
 }
 

@@ -1,8 +1,10 @@
 //! The embedded default engine: tasks are process trees on this machine.
 
+pub mod cgroup;
 pub mod files;
 pub mod resources;
 pub mod supervisor;
 
+pub use cgroup::Limits;
 pub use files::{Exit, LaunchSpec, Started, TaskDir};
 pub use supervisor::{spawn_supervisor, supervise, supervisor_alive};

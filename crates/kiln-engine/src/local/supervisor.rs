@@ -20,6 +20,7 @@ use nix::unistd::{setsid, Pid};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::cgroup::TaskGroup;
 use super::files::{now_ms, write_atomic, Exit, Started, TaskDir};
 use crate::error::EngineError;
 
@@ -76,8 +77,19 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     let stderr_log = open(dir.stderr())?;
     let output_log = Arc::new(Mutex::new(open(dir.output())?));
 
-    let child = Command::new("bash")
-        .arg("-c")
+    // Limits that cannot be set up do not stop the task; they are reported.
+    let (cgroup, limits_note) = match spec.limits.as_ref().map(TaskGroup::create) {
+        None => (None, None),
+        Some(Ok(g)) => (Some(g), None),
+        Some(Err(e)) => (None, Some(format!("limits not enforced: {e}"))),
+    };
+    let join = match cgroup.as_ref().map(TaskGroup::join_files) {
+        Some(Ok(files)) => files,
+        _ => Vec::new(),
+    };
+
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
         .arg(&spec.command)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -85,8 +97,20 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
+        .stderr(Stdio::piped());
+    if !join.is_empty() {
+        // SAFETY: between fork and exec only write(2) runs here, on files
+        // opened before the fork; nothing allocates or takes a lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                for mut f in &join {
+                    f.write_all(b"0")?;
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -98,8 +122,12 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
                     "cannot start bash in {}: {e}",
                     spec.working_dir.display()
                 )),
+                oom_killed: false,
                 finished_at_ms: now_ms(),
             };
+            if let Some(g) = cgroup {
+                g.remove();
+            }
             return write_atomic(&dir.exit(), &exit);
         }
     };
@@ -111,6 +139,7 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
             supervisor_pid: std::process::id() as i32,
             pid,
             started_at_ms: now_ms(),
+            limits_note,
         },
     )?;
 
@@ -149,11 +178,16 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         let _ = out.sync_all();
     }
 
+    let oom_killed = cgroup.as_ref().is_some_and(TaskGroup::oom_killed);
+    if let Some(g) = cgroup {
+        g.remove();
+    }
     let exit = Exit {
         exit_code: status.code(),
         signal: status.signal(),
         stop_requested: stop_requested.load(Ordering::SeqCst),
         launch_error: None,
+        oom_killed,
         finished_at_ms: now_ms(),
     };
     write_atomic(&dir.exit(), &exit)

@@ -1,0 +1,145 @@
+//! Holding one task to its memory and CPU share with a cgroup of its own,
+//! and telling an out-of-memory kill from any other SIGKILL.
+//!
+//! The task joins its group between fork and exec (it writes "0", meaning
+//! "myself", to `cgroup.procs`), so nothing it starts escapes the limits.
+//! Version 1 (memory and cpu hierarchies, as on kiln's CI machines) is
+//! exercised by tests; version 2 uses the same steps with v2's file names.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+
+/// Limits for one task, with where its groups go (from resource discovery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub memory_mb: Option<u64>,
+    pub cpus: Option<u32>,
+    pub cgroup_version: u8,
+    pub memory_root: Option<PathBuf>,
+    pub cpu_root: Option<PathBuf>,
+    /// This task's group name, unique on the machine.
+    pub group: String,
+}
+
+const CPU_PERIOD_US: u64 = 100_000;
+
+pub(crate) struct TaskGroup {
+    version: u8,
+    memory_dir: Option<PathBuf>,
+    dirs: Vec<PathBuf>,
+    /// Open `cgroup.procs` of each group, written by the child before exec.
+    procs: Vec<File>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), EngineError> {
+    fs::write(path, value).map_err(EngineError::io("write", path))
+}
+
+impl TaskGroup {
+    pub fn create(l: &Limits) -> Result<TaskGroup, EngineError> {
+        let mut g = TaskGroup {
+            version: l.cgroup_version,
+            memory_dir: None,
+            dirs: Vec::new(),
+            procs: Vec::new(),
+        };
+        let mut make = |root: &Path| -> Result<PathBuf, EngineError> {
+            let dir = root.join(&l.group);
+            if g.dirs.contains(&dir) {
+                return Ok(dir); // v2: one group holds both controllers
+            }
+            // A group that exists already belongs to another task: sharing it
+            // would mix two tasks' limits and accounting.
+            fs::create_dir(&dir).map_err(EngineError::io("create", &dir))?;
+            g.dirs.push(dir.clone());
+            Ok(dir)
+        };
+        if let (Some(mb), Some(root)) = (l.memory_mb, &l.memory_root) {
+            let dir = make(root)?;
+            let bytes = (mb * 1024 * 1024).to_string();
+            if l.cgroup_version == 2 {
+                write(&dir.join("memory.max"), &bytes)?;
+                // Swap would let a task run past its limit, slowly.
+                let _ = fs::write(dir.join("memory.swap.max"), "0");
+            } else {
+                write(&dir.join("memory.limit_in_bytes"), &bytes)?;
+                let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), &bytes);
+            }
+            g.memory_dir = Some(dir);
+        }
+        if let (Some(cpus), Some(root)) = (l.cpus, &l.cpu_root) {
+            let dir = make(root)?;
+            let quota = u64::from(cpus) * CPU_PERIOD_US;
+            if l.cgroup_version == 2 {
+                write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+            } else {
+                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            }
+        }
+        for dir in g.dirs.clone() {
+            let procs = dir.join("cgroup.procs");
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .map_err(EngineError::io("open", &procs))?;
+            g.procs.push(f);
+        }
+        Ok(g)
+    }
+
+    /// Files the child writes "0" to, before exec, to join its groups.
+    pub fn join_files(&self) -> Result<Vec<File>, EngineError> {
+        self.procs
+            .iter()
+            .zip(&self.dirs)
+            .map(|(f, d)| f.try_clone().map_err(EngineError::io("open", d)))
+            .collect()
+    }
+
+    /// Whether the kernel's OOM killer killed something in the group.
+    pub fn oom_killed(&self) -> bool {
+        let Some(dir) = &self.memory_dir else {
+            return false;
+        };
+        let (file, key) = if self.version == 2 {
+            ("memory.events", "oom_kill")
+        } else {
+            ("memory.oom_control", "oom_kill")
+        };
+        let text = fs::read_to_string(dir.join(file)).unwrap_or_default();
+        // Lines are "name value"; match the name exactly (v1 also has
+        // "oom_kill_disable").
+        let kills = text.lines().find_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            (name == key).then(|| value.trim().parse::<u64>().ok())?
+        });
+        match kills {
+            Some(n) => n > 0,
+            // Kernels before 4.13 have no oom_kill counter: hitting the
+            // limit at all is the nearest sign.
+            None => fs::read_to_string(dir.join("memory.failcnt"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 0),
+        }
+    }
+
+    /// Removes the groups once their processes are gone. The kernel may
+    /// take a moment to release a group after its last process exits.
+    pub fn remove(self) {
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                if fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
