@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use kiln_spec::completion::{JobState, TaskState};
 use kiln_spec::{JobId, TaskId};
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::error::StoreError;
 use crate::records::{Change, Event, JobFilter, JobRecord, NewJob, TaskRecord, User};
@@ -101,9 +101,20 @@ impl SqliteStore {
     }
 
     fn setup(mut conn: Connection) -> Result<Self, StoreError> {
+        // The pragma answers with the mode it got; a file system without
+        // shared memory support silently stays in rollback mode, and then the
+        // durability argument above would not hold.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(StoreError::sql("switching to WAL mode"))?;
+        if !matches!(mode.as_str(), "wal" | "memory") {
+            return Err(StoreError::Corrupt {
+                what: "journal mode",
+                detail: format!("SQLite refused WAL mode and stayed in '{mode}'"),
+            });
+        }
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
+            "PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 5000;",
         )
@@ -269,9 +280,15 @@ fn put_task(tx: &Transaction<'_>, key: i64, t: &TaskRecord) -> Result<(), StoreE
     let ports =
         serde_json::to_string(&t.ports).map_err(|e| corrupt("task ports", e.to_string()))?;
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO tasks (job_key, attempt, task, state, exit_code, signal, reason,
+        "INSERT INTO tasks (job_key, attempt, task, state, exit_code, signal, reason,
              host, gpus_json, ports_json, restarts, started_at_ms, finished_at_ms, dir)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (job_key, attempt, task) DO UPDATE SET
+             state = excluded.state, exit_code = excluded.exit_code, signal = excluded.signal,
+             reason = excluded.reason, host = excluded.host, gpus_json = excluded.gpus_json,
+             ports_json = excluded.ports_json, restarts = excluded.restarts,
+             started_at_ms = excluded.started_at_ms, finished_at_ms = excluded.finished_at_ms,
+             dir = excluded.dir",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -321,7 +338,7 @@ impl Store for SqliteStore {
     fn submit(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
         self.with(|conn| {
             let tx = conn
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(StoreError::sql("starting a transaction"))?;
             let inserted = tx.execute(
                 "INSERT INTO jobs (user_name, name, state, pending_reason, queue, priority, format,
@@ -408,7 +425,7 @@ impl Store for SqliteStore {
     fn apply(&self, key: i64, c: &Change) -> Result<JobRecord, StoreError> {
         self.with(|conn| {
             let tx = conn
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(StoreError::sql("starting a transaction"))?;
             let mut job = job_in(&tx, key)?;
             let p = &c.job;
@@ -564,7 +581,7 @@ impl Store for SqliteStore {
     fn delete_job(&self, key: i64) -> Result<(), StoreError> {
         self.with(|conn| {
             let tx = conn
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(StoreError::sql("starting a transaction"))?;
             let job = job_in(&tx, key)?;
             if !job.state.is_finished() {
@@ -633,9 +650,18 @@ impl Store for SqliteStore {
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
-                    Err(StoreError::NotFound(format!(
-                        "user {user} (or the token exists)"
-                    )))
+                    // The token hash is the primary key and the user a
+                    // foreign key: tell the two apart for the caller.
+                    let known: bool = conn
+                        .query_row("SELECT 1 FROM users WHERE name = ?1", [user], |_| Ok(()))
+                        .optional()
+                        .map_err(StoreError::sql("looking up a user"))?
+                        .is_some();
+                    if known {
+                        Err(StoreError::Conflict("that token".into()))
+                    } else {
+                        Err(StoreError::NotFound(format!("user {user}")))
+                    }
                 }
                 other => other.map(|_| ()).map_err(StoreError::sql("adding a token")),
             }

@@ -106,7 +106,21 @@ fn suite(store: &dyn Store) {
         .collect();
     assert_eq!(kinds, ["submitted", "placed", "started"]);
 
-    // Replacing a task by (attempt, id); tasks of other attempts stay apart.
+    // Replacing a task by (attempt, id) keeps its place in the list; tasks
+    // of other attempts stay apart.
+    let mut first = task(0, "master-0", TaskState::Running);
+    first.restarts = 1;
+    store
+        .apply(
+            a.key,
+            &Change {
+                tasks: vec![first.clone()],
+                ..Default::default()
+            },
+        )
+        .expect("applied");
+    let tasks = store.tasks(a.key, 0).expect("tasks");
+    assert_eq!(tasks[0], first, "an updated task keeps its position");
     let mut done = task(0, "worker-0", TaskState::Failed);
     done.exit_code = Some(1);
     done.finished_at_ms = Some(9);
@@ -234,7 +248,14 @@ fn suite(store: &dyn Store) {
         Err(StoreError::Conflict(_))
     ));
     store.add_token("admin", "hash-1").expect("token");
-    assert!(store.add_token("ghost", "hash-2").is_err());
+    assert!(matches!(
+        store.add_token("ghost", "hash-2"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.add_token("admin", "hash-1"),
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(
         store.user_by_token("hash-1").expect("lookup"),
         Some(admin.clone())
