@@ -21,6 +21,9 @@ pub enum EngineError {
         source: std::io::Error,
     },
 
+    #[error("the task in {0} was started before; a task folder is used once")]
+    AlreadyRan(PathBuf),
+
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }

@@ -297,3 +297,87 @@ fn a_task_within_its_limits_runs_in_its_own_groups() {
         "{out}"
     );
 }
+
+fn gone(pid: i32) -> bool {
+    let stat = read(PathBuf::from(format!("/proc/{pid}/stat")));
+    // Gone, or a zombie waiting for init to reap it.
+    stat.is_empty() || stat.contains(") Z ")
+}
+
+#[test]
+fn a_stop_that_races_the_start_still_stops_the_task() {
+    // SIGTERM at once, again and again: whether it lands before the task is
+    // spawned or just after, the task must end and say it was stopped.
+    for i in 0..20 {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let task = launch(tmp.path(), "echo $$ > task.pid; sleep 300", 5);
+        let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+        let _ = kill(Pid::from_raw(sup.id() as i32), Signal::SIGTERM);
+        let exit = exit_of(&task);
+        sup.wait().expect("reaped");
+        assert!(exit.stop_requested, "round {i}: {exit:?}");
+        assert!(exit.launch_error.is_none(), "round {i}: {exit:?}");
+        if let Ok(pid) = read(tmp.path().join("task.pid")).trim().parse::<i32>() {
+            wait_for("the task to be gone", 10, || gone(pid).then_some(()));
+        }
+    }
+}
+
+#[test]
+fn a_process_that_left_the_group_does_not_hold_the_exit_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // setsid puts the sleep in a session of its own, out of the task's
+    // process group, still holding the task's stdout.
+    let task = launch(
+        tmp.path(),
+        "setsid sleep 120 & echo $! > bg.pid; echo done",
+        5,
+    );
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    assert!(exit.succeeded(), "{exit:?}");
+    assert!(read(task.stdout()).contains("done"));
+    if let Ok(pid) = read(tmp.path().join("bg.pid")).trim().parse::<i32>() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn with_cgroups_even_processes_that_left_the_group_end_with_the_task() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (task, usable) = limited(
+        tmp.path(),
+        "escape",
+        "setsid sleep 120 & echo $! > bg.pid; echo done",
+        256,
+        1,
+    );
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    let exit = exit_of(&task);
+    sup.wait().expect("reaped");
+    assert!(exit.succeeded(), "{exit:?}");
+    let bg: i32 = read(tmp.path().join("bg.pid")).trim().parse().expect("pid");
+    if usable.is_none() {
+        let _ = kill(Pid::from_raw(bg), Signal::SIGKILL);
+        return;
+    }
+    wait_for("the escaped process to be gone", 10, || {
+        gone(bg).then_some(())
+    });
+}
+
+#[test]
+fn a_task_folder_is_never_run_twice() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = launch(tmp.path(), "echo run >> runs.txt", 5);
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    exit_of(&task);
+    sup.wait().expect("reaped");
+    let status = spawn_supervisor(&kiln(), &task)
+        .expect("spawned")
+        .wait()
+        .expect("reaped");
+    assert!(!status.success());
+    assert_eq!(read(tmp.path().join("runs.txt")), "run\n");
+}

@@ -41,6 +41,8 @@ fn write(path: &Path, value: &str) -> Result<(), EngineError> {
 }
 
 impl TaskGroup {
+    /// Creates and configures the groups; on any failure the groups made so
+    /// far are removed again, so nothing is left behind.
     pub fn create(l: &Limits) -> Result<TaskGroup, EngineError> {
         let mut g = TaskGroup {
             version: l.cgroup_version,
@@ -48,6 +50,17 @@ impl TaskGroup {
             dirs: Vec::new(),
             procs: Vec::new(),
         };
+        match g.configure(l) {
+            Ok(()) => Ok(g),
+            Err(e) => {
+                g.remove();
+                Err(e)
+            }
+        }
+    }
+
+    fn configure(&mut self, l: &Limits) -> Result<(), EngineError> {
+        let g = self;
         let mut make = |root: &Path| -> Result<PathBuf, EngineError> {
             let dir = root.join(&l.group);
             if g.dirs.contains(&dir) {
@@ -61,7 +74,7 @@ impl TaskGroup {
         };
         if let (Some(mb), Some(root)) = (l.memory_mb, &l.memory_root) {
             let dir = make(root)?;
-            let bytes = (mb * 1024 * 1024).to_string();
+            let bytes = mb.saturating_mul(1024 * 1024).to_string();
             if l.cgroup_version == 2 {
                 write(&dir.join("memory.max"), &bytes)?;
                 // Swap would let a task run past its limit, slowly.
@@ -74,7 +87,7 @@ impl TaskGroup {
         }
         if let (Some(cpus), Some(root)) = (l.cpus, &l.cpu_root) {
             let dir = make(root)?;
-            let quota = u64::from(cpus) * CPU_PERIOD_US;
+            let quota = u64::from(cpus).saturating_mul(CPU_PERIOD_US);
             if l.cgroup_version == 2 {
                 write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
             } else {
@@ -90,7 +103,25 @@ impl TaskGroup {
                 .map_err(EngineError::io("open", &procs))?;
             g.procs.push(f);
         }
-        Ok(g)
+        Ok(())
+    }
+
+    /// Kills every process still in the groups: what a task started and
+    /// moved out of its process group (`setsid`, `set -m`) is still here.
+    pub fn kill_all(&self) {
+        for dir in &self.dirs {
+            // v2 kills the whole group in one write where the kernel has it.
+            if self.version == 2 && fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+                continue;
+            }
+            let pids = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 
     /// Files the child writes "0" to, before exec, to join its groups.
@@ -133,7 +164,7 @@ impl TaskGroup {
     /// Removes the groups once their processes are gone. The kernel may
     /// take a moment to release a group after its last process exits.
     pub fn remove(self) {
-        for dir in &self.dirs {
+        for dir in self.dirs.iter().rev() {
             for _ in 0..50 {
                 if fs::remove_dir(dir).is_ok() || !dir.exists() {
                     break;

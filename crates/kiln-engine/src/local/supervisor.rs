@@ -11,11 +11,11 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{kill, killpg, SigSet, Signal};
 use nix::unistd::{setsid, Pid};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -34,17 +34,23 @@ pub fn spawn_supervisor(exe: &Path, dir: &TaskDir) -> Result<Child, EngineError>
     let err = log
         .try_clone()
         .map_err(EngineError::io("open", dir.supervisor_log()))?;
-    Command::new(exe)
-        .arg("__supervise")
+    let mut cmd = Command::new(exe);
+    cmd.arg("__supervise")
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(err)
-        .spawn()
-        .map_err(|source| EngineError::Spawn {
-            dir: dir.path().to_owned(),
-            source,
-        })
+        .stderr(err);
+    // A stop request may come before the supervisor has its handlers in
+    // place; blocked, it waits as pending instead of killing the supervisor
+    // (and leaving no exit record). The supervisor unblocks it once ready.
+    // SAFETY: sigprocmask is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| stop_signals().thread_block().map_err(std::io::Error::from));
+    }
+    cmd.spawn().map_err(|source| EngineError::Spawn {
+        dir: dir.path().to_owned(),
+        source,
+    })
 }
 
 /// Whether the supervisor of a task still runs. Checks the process's command
@@ -59,11 +65,38 @@ pub fn supervisor_alive(dir: &TaskDir, started: &Started) -> bool {
     cmdline.split(|b| *b == 0).any(|arg| arg == want)
 }
 
-/// The supervisor's whole life. Returns once `exit.json` is written.
+/// The signals that mean "stop" (or are ignored) to a supervisor.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// How long output copiers may run on after the task's main process ended.
+/// Only a process that left both the task's process group and its cgroup
+/// (or a machine without cgroups) can hold the pipes open that long.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// The supervisor's whole life. Returns once `exit.json` is written; once the
+/// task is started, every later failure is logged and the task still gets
+/// waited for and its end recorded, so no task is ever left unwatched.
 pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     // A session of our own: no terminal signals, no dying with the server.
     // Fails only when already a group leader, which is fine.
     let _ = setsid();
+    // Catch stop requests before anything else: one that arrives while the
+    // task is being set up is queued here and acted on, never lost.
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(EngineError::Signals)?;
+    stop_signals()
+        .thread_unblock()
+        .map_err(|e| EngineError::Signals(e.into()))?;
+    if dir.started().exists() || dir.exit().exists() {
+        // Running a task twice is worse than not running it: the server
+        // gives every start a fresh folder.
+        return Err(EngineError::AlreadyRan(dir.path().to_owned()));
+    }
     let spec = dir.read_launch()?;
 
     let open = |path: std::path::PathBuf| {
@@ -87,6 +120,23 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         Some(Ok(files)) => files,
         _ => Vec::new(),
     };
+    let ended_early = |launch_error: Option<String>, cgroup: Option<TaskGroup>| {
+        if let Some(g) = cgroup {
+            g.remove();
+        }
+        let exit = Exit {
+            exit_code: None,
+            signal: None,
+            stop_requested: launch_error.is_none(),
+            launch_error,
+            oom_killed: false,
+            finished_at_ms: now_ms(),
+        };
+        write_atomic(&dir.exit(), &exit)
+    };
+    if signals.pending().any(|sig| sig == SIGTERM || sig == SIGINT) {
+        return ended_early(None, cgroup);
+    }
 
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
@@ -98,7 +148,8 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if !join.is_empty() {
+    let joins_cgroup = !join.is_empty();
+    if joins_cgroup {
         // SAFETY: between fork and exec only write(2) runs here, on files
         // opened before the fork; nothing allocates or takes a lock.
         unsafe {
@@ -110,30 +161,33 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
             });
         }
     }
-    let child = cmd.spawn();
-    let mut child = match child {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let exit = Exit {
-                exit_code: None,
-                signal: None,
-                stop_requested: false,
-                launch_error: Some(format!(
-                    "cannot start bash in {}: {e}",
-                    spec.working_dir.display()
-                )),
-                oom_killed: false,
-                finished_at_ms: now_ms(),
+            let what = if joins_cgroup {
+                "cannot start the task (bash, or joining its cgroup)"
+            } else {
+                "cannot start bash"
             };
-            if let Some(g) = cgroup {
-                g.remove();
-            }
-            return write_atomic(&dir.exit(), &exit);
+            let msg = format!("{what} in {}: {e}", spec.working_dir.display());
+            return ended_early(Some(msg), cgroup);
         }
     };
     let pid = child.id() as i32;
     let group = Pid::from_raw(pid);
-    write_atomic(
+
+    // From here on the task runs: failures are logged, never returned early.
+    let stop_requested = Arc::new(AtomicBool::new(false));
+    let task_done = Arc::new(AtomicBool::new(false));
+    watch_signals(
+        signals,
+        group,
+        spec.stop_grace_secs,
+        Arc::clone(&stop_requested),
+        Arc::clone(&task_done),
+    );
+    let mut launch_error = None;
+    if let Err(e) = write_atomic(
         &dir.started(),
         &Started {
             supervisor_pid: std::process::id() as i32,
@@ -141,12 +195,15 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
             started_at_ms: now_ms(),
             limits_note,
         },
-    )?;
+    ) {
+        // Without started.json nobody could find this task again: end it.
+        eprintln!("kiln supervisor: {e}; stopping the task");
+        launch_error = Some(format!("cannot record the task's start: {e}"));
+        let _ = killpg(group, Signal::SIGKILL);
+    }
 
-    let stop_requested = Arc::new(AtomicBool::new(false));
-    watch_signals(group, spec.stop_grace_secs, Arc::clone(&stop_requested))?;
-
-    let copiers: Vec<_> = [
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let copiers = [
         child
             .stdout
             .take()
@@ -161,18 +218,43 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     .filter_map(|(pipe, log)| pipe.map(|p| (p, log)))
     .map(|(pipe, log)| {
         let merged = Arc::clone(&output_log);
-        thread::spawn(move || copy(pipe, log, &merged))
+        let done = done_tx.clone();
+        thread::spawn(move || {
+            copy(pipe, log, &merged);
+            let _ = done.send(());
+        })
     })
-    .collect();
+    .count();
+    drop(done_tx);
 
-    let status = child
-        .wait()
-        .map_err(EngineError::io("wait for", dir.path()))?;
-    // The task is its main process: whatever it left behind ends with it, and
-    // the pipes those leftovers hold close.
+    let status = loop {
+        match child.wait() {
+            Ok(s) => break Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("kiln supervisor: cannot wait for the task: {e}");
+                break None;
+            }
+        }
+    };
+    task_done.store(true, Ordering::SeqCst);
+    let stopped = stop_requested.load(Ordering::SeqCst);
+    // The task is its main process: whatever it left behind ends with it,
+    // including what escaped the process group but not the cgroup.
     let _ = killpg(group, Signal::SIGKILL);
-    for c in copiers {
-        let _ = c.join();
+    if let Some(g) = &cgroup {
+        g.kill_all();
+    }
+    let deadline = std::time::Instant::now() + DRAIN_AFTER_EXIT;
+    for _ in 0..copiers {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            eprintln!(
+                "kiln supervisor: a process outside the task's group still holds its output; \
+                 the rest of its output is not captured"
+            );
+            break;
+        }
     }
     if let Ok(out) = output_log.lock() {
         let _ = out.sync_all();
@@ -182,11 +264,14 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     if let Some(g) = cgroup {
         g.remove();
     }
+    if status.is_none() && launch_error.is_none() {
+        launch_error = Some("the supervisor lost track of the task".into());
+    }
     let exit = Exit {
-        exit_code: status.code(),
-        signal: status.signal(),
-        stop_requested: stop_requested.load(Ordering::SeqCst),
-        launch_error: None,
+        exit_code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        stop_requested: stopped,
+        launch_error,
         oom_killed,
         finished_at_ms: now_ms(),
     };
@@ -194,12 +279,21 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
 }
 
 /// SIGTERM or SIGINT to the supervisor means "stop the task": SIGTERM to its
-/// group now, SIGKILL after the grace period. SIGHUP is ignored.
-fn watch_signals(group: Pid, grace_secs: u64, stop: Arc<AtomicBool>) -> Result<(), EngineError> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(EngineError::Signals)?;
+/// group now, SIGKILL after the grace period. SIGHUP is ignored, and so is
+/// anything that arrives after the task ended by itself.
+fn watch_signals(
+    mut signals: Signals,
+    group: Pid,
+    grace_secs: u64,
+    stop: Arc<AtomicBool>,
+    task_done: Arc<AtomicBool>,
+) {
     thread::spawn(move || {
         for sig in signals.forever() {
-            if sig == SIGHUP || stop.swap(true, Ordering::SeqCst) {
+            if sig == SIGHUP
+                || task_done.load(Ordering::SeqCst)
+                || stop.swap(true, Ordering::SeqCst)
+            {
                 continue;
             }
             let _ = killpg(group, Signal::SIGTERM);
@@ -210,7 +304,6 @@ fn watch_signals(group: Pid, grace_secs: u64, stop: Arc<AtomicBool>) -> Result<(
             });
         }
     });
-    Ok(())
 }
 
 /// Copies one stream to its own log and to the merged log, chunk by chunk.
