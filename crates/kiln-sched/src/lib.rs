@@ -4,9 +4,10 @@
 //!
 //! Policy: strict queue order (priority, then submission); a job's tasks are
 //! placed all together or not at all (gang); the first job that cannot start
-//! holds a reservation, and later jobs may start ahead of it only when their
-//! `maxDuration` proves they end before it could start, or they use nothing it
-//! reserved (EASY backfilling).
+//! holds a reservation, and later jobs may start ahead of it only when they
+//! have a `maxDuration` and either end before it could start or leave it
+//! everything it needs at that time (EASY backfilling). Jobs without a
+//! `maxDuration` never start ahead of a blocked job.
 
 mod model;
 mod place;

@@ -2,6 +2,15 @@
 
 use crate::model::{JobRequest, Node, Placed, TaskRequest};
 
+/// Placement attempts a search may make before it gives up and says so.
+const SEARCH_BUDGET: u32 = 512;
+
+enum Search {
+    Found(Vec<Placed>),
+    NoneExists,
+    GaveUp,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct NodeFree {
     pub cpus: u64,
@@ -136,8 +145,59 @@ impl Free {
             let t = &job.tasks[i];
             std::cmp::Reverse((t.gpus, t.cpus, t.memory_mb))
         });
+        if let Some(p) = self.place_greedy(cluster, job, &order) {
+            return Some(p);
+        }
+        // Best-fit can paint itself into a corner with tasks of different
+        // shapes (one needs the GPUs, the other the memory of the same
+        // node). A bounded search over the alternatives finds those; for a
+        // single task best-fit is already exact.
+        if job.tasks.len() < 2 {
+            return None;
+        }
+        match self.search(cluster, job, &order) {
+            Search::Found(p) => Some(p),
+            Search::NoneExists | Search::GaveUp => None,
+        }
+    }
+
+    /// Whether some placement of `job` exists on what is free, as far as a
+    /// bounded search can tell; `None` when the search ran out of budget.
+    pub fn could_place(&mut self, cluster: &[Node], job: &JobRequest) -> Option<bool> {
+        let (cpus, mem, gpus) = totals(job);
+        if cpus > self.cpus || mem > self.memory_mb || gpus > self.gpus {
+            return Some(false);
+        }
+        let order: Vec<usize> = (0..job.tasks.len()).collect();
+        if let Some(tasks) = self.place_greedy(cluster, job, &order) {
+            for p in &tasks {
+                self.give(cluster, p);
+            }
+            return Some(true);
+        }
+        if job.tasks.len() < 2 {
+            return Some(false);
+        }
+        match self.search(cluster, job, &order) {
+            Search::Found(tasks) => {
+                for p in &tasks {
+                    self.give(cluster, p);
+                }
+                Some(true)
+            }
+            Search::NoneExists => Some(false),
+            Search::GaveUp => None,
+        }
+    }
+
+    fn place_greedy(
+        &mut self,
+        cluster: &[Node],
+        job: &JobRequest,
+        order: &[usize],
+    ) -> Option<Vec<Placed>> {
         let mut placed: Vec<Option<Placed>> = vec![None; job.tasks.len()];
-        for i in order {
+        for &i in order {
             match self.place_task(cluster, &job.tasks[i]) {
                 Some(p) => {
                     self.take(cluster, &p);
@@ -152,6 +212,84 @@ impl Free {
             }
         }
         placed.into_iter().collect()
+    }
+
+    /// Depth-first search over the nodes each task could use, in `order`.
+    /// On `Found` the resources are taken; otherwise nothing changes.
+    fn search(&mut self, cluster: &[Node], job: &JobRequest, order: &[usize]) -> Search {
+        let mut budget = SEARCH_BUDGET;
+        let mut placed: Vec<Option<Placed>> = vec![None; job.tasks.len()];
+        match self.search_from(cluster, job, order, 0, &mut placed, &mut budget) {
+            Some(true) => match placed.into_iter().collect() {
+                Some(p) => Search::Found(p),
+                None => Search::GaveUp,
+            },
+            Some(false) => Search::NoneExists,
+            None => Search::GaveUp,
+        }
+    }
+
+    /// `Some(true)`: all tasks from `depth` on are placed (and taken);
+    /// `Some(false)`: no placement exists; `None`: out of budget.
+    fn search_from(
+        &mut self,
+        cluster: &[Node],
+        job: &JobRequest,
+        order: &[usize],
+        depth: usize,
+        placed: &mut [Option<Placed>],
+        budget: &mut u32,
+    ) -> Option<bool> {
+        let Some(&i) = order.get(depth) else {
+            return Some(true);
+        };
+        let t = &job.tasks[i];
+        let mut exhausted = false;
+        for node in 0..self.nodes.len() {
+            if !self.task_fits_node(cluster, node, t) {
+                continue;
+            }
+            if *budget == 0 {
+                exhausted = true;
+                break;
+            }
+            *budget -= 1;
+            let p = Placed {
+                node,
+                cpus: t.cpus,
+                memory_mb: t.memory_mb,
+                gpus: pick_gpus(&self.nodes[node], &cluster[node], t),
+            };
+            self.take(cluster, &p);
+            placed[i] = Some(p.clone());
+            match self.search_from(cluster, job, order, depth + 1, placed, budget) {
+                Some(true) => return Some(true),
+                Some(false) => {}
+                None => exhausted = true,
+            }
+            self.give(cluster, &p);
+            placed[i] = None;
+            if exhausted {
+                break;
+            }
+        }
+        if exhausted {
+            None
+        } else {
+            Some(false)
+        }
+    }
+
+    fn task_fits_node(&self, cluster: &[Node], node: usize, t: &TaskRequest) -> bool {
+        let (n, spec) = (&self.nodes[node], &cluster[node]);
+        n.cpus >= u64::from(t.cpus)
+            && n.memory_mb >= t.memory_mb
+            && n.gpu_free
+                .iter()
+                .zip(&spec.gpus)
+                .filter(|(free, g)| **free && t.wants(g))
+                .count()
+                >= t.gpus as usize
     }
 
     /// The best node for one task: the one it fills most snugly, so large

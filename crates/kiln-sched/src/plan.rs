@@ -105,8 +105,11 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
             // Ends before the head could start: anything free will do.
             Some(end) if res.at.is_some_and(|at| end <= at) => free.place(nodes, job),
             // Still runs then: only if the head starts at `at` all the same.
-            // The check runs the same placement the pass at `at` will run,
-            // on the state it will see, so the promise holds exactly.
+            // The check replays the placement the pass at `at` will run on
+            // the state it will see when every job runs to its bound. Jobs
+            // that end early change that state, and placement is a
+            // heuristic, so the head's start time is a bound under those
+            // assumptions rather than a guarantee.
             Some(_) => backfill_beside(nodes, &mut free, res, job),
             None => None,
         };
@@ -216,7 +219,9 @@ fn reserve<'j>(
 /// whole cluster.
 fn never_fits(nodes: &[Node], job: &JobRequest) -> Option<String> {
     let mut empty = Free::new(nodes);
-    if empty.place(nodes, job).is_some() {
+    // Only a search that proved there is no placement condemns a job; one
+    // that ran out of budget leaves it waiting.
+    if empty.could_place(nodes, job) != Some(false) {
         return None;
     }
     for (i, t) in job.tasks.iter().enumerate() {

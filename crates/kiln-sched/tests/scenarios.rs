@@ -245,3 +245,31 @@ fn memory_and_cpu_shortages_are_named() {
         "needs 3 CPUs, 1 free; 0 jobs ahead in queue default"
     );
 }
+
+#[test]
+fn tasks_of_different_shapes_are_placed_where_best_fit_alone_fails() {
+    // Best-fit puts the small-memory 2-GPU task on b (it fills b's GPUs
+    // exactly), leaving the 600 MiB task nowhere: only b has the memory.
+    // The one placement is the small one on a, the big one on b.
+    let mut a = node("a", 8, &["T4"; 4]);
+    a.memory_mb = 100;
+    let mut b = node("b", 8, &["T4"; 2]);
+    b.memory_mb = 1000;
+    let nodes = vec![a, b];
+    let small_mem = TaskRequest {
+        cpus: 2,
+        memory_mb: 0,
+        gpus: 2,
+        gpu_type: None,
+    };
+    let big_mem = TaskRequest {
+        cpus: 1,
+        memory_mb: 600,
+        gpus: 2,
+        gpu_type: None,
+    };
+    let plan = schedule(&nodes, &[], &[job(1, vec![small_mem, big_mem], None)], 0);
+    assert_eq!(plan.start.len(), 1, "{plan:?}");
+    let tasks = &plan.start[0].tasks;
+    assert_eq!((tasks[0].node, tasks[1].node), (0, 1), "{tasks:?}");
+}
