@@ -24,6 +24,9 @@ pub enum EngineError {
     #[error("the task in {0} was started before; a task folder is used once")]
     AlreadyRan(PathBuf),
 
+    #[error("cannot watch or signal a supervisor process: {0}")]
+    Pidfd(std::io::Error),
+
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }

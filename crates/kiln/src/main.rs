@@ -1,10 +1,13 @@
-//! `kiln`: the single binary. Today it holds the offline commands that work on
-//! job specs; the server and the API client commands join it as they land.
+//! `kiln`: the single binary. `kiln server` runs the control loop and the
+//! API; every other verb is either offline (validate, render) or a client of
+//! a server (`KILN_URL`, `KILN_TOKEN`).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod client;
+mod job_cmds;
 mod spec_cmds;
 
 #[derive(Parser)]
@@ -30,8 +33,127 @@ enum Output {
     OpenpaiV1,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Stream {
+    /// stdout and stderr in the order they were written.
+    Output,
+    Stdout,
+    Stderr,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the kiln server: the scheduler, the local engine and the API.
+    Server {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8420")]
+        listen: String,
+        /// Data folder (default: KILN_DATA, else $XDG_DATA_HOME/kiln).
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        /// Declare N fake GPUs (N or N:MODEL) instead of discovering real ones.
+        #[arg(long, value_name = "N[:MODEL]")]
+        fake_gpus: Option<String>,
+        /// CPUs to offer instead of the detected count.
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory to offer instead of the detected amount (e.g. 16Gi).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Seconds between SIGTERM and SIGKILL when tasks are stopped.
+        #[arg(long, default_value_t = 10)]
+        stop_grace: u64,
+    },
+    /// Submit a job spec (any supported format); prints the job id.
+    Submit {
+        /// Spec file, or - for standard input.
+        file: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+        /// Wait until the job finishes; exit 0 SUCCEEDED, 1 FAILED or STOPPED.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List jobs, newest first.
+    Ls {
+        /// Only jobs in this state (WAITING, RUNNING, SUCCEEDED, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this user's jobs (admin).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Show a job: state, tasks, events.
+    Show {
+        /// `user~name`, or `name` for your own job.
+        job: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Print a task's log.
+    Logs {
+        job: String,
+        /// Task id (`worker-0`); needed when the job has several tasks.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        #[arg(long, value_enum, default_value = "output")]
+        stream: Stream,
+    },
+    /// Wait for a job to finish: exit 0 SUCCEEDED, 1 FAILED or STOPPED, 2 timeout.
+    Wait {
+        job: String,
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Stop a job (its tasks get SIGTERM, then SIGKILL after the grace period).
+    Stop {
+        job: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Delete a finished job with its logs.
+    Rm { job: String },
+    /// Submit a copy of a job under a new name.
+    Clone {
+        job: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Lengthen a running job's max duration, e.g. `kiln extend train 2h`.
+    Extend {
+        job: String,
+        duration: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// A job's event history.
+    Events {
+        job: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// The machine's CPUs, memory and GPUs, and who holds them.
+    Nodes {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
     /// Check a job spec in any supported format; exit 0 when valid.
     Validate {
         /// Spec file, or - for standard input.
@@ -56,9 +178,101 @@ enum Command {
     },
 }
 
+fn server(
+    listen: String,
+    data: Option<std::path::PathBuf>,
+    fake_gpus: Option<String>,
+    cpus: Option<u32>,
+    memory: Option<String>,
+    stop_grace: u64,
+) -> anyhow::Result<ExitCode> {
+    use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let overrides = Overrides {
+        fake_gpus: fake_gpus
+            .as_deref()
+            .map(parse_fake_gpus)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--fake-gpus: {e}"))?,
+        cpus,
+        memory_mb: memory
+            .as_deref()
+            .map(|m| {
+                kiln_spec::quantity::parse_memory_mib(m, kiln_spec::quantity::BareUnit::Mebibytes)
+            })
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
+    };
+    let config = kiln_server::Config {
+        data: client::data_dir(data)?,
+        listen,
+        overrides,
+        exe: std::env::current_exe()?,
+        stop_grace_secs: stop_grace,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(kiln_server::serve(config, |addr| {
+        // One line on stdout, for people and for scripts that started us
+        // on port 0.
+        println!("kiln listening on http://{addr}");
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = |f: Format| f == Format::Json;
     let result = match cli.command {
+        Command::Server {
+            listen,
+            data,
+            fake_gpus,
+            cpus,
+            memory,
+            stop_grace,
+        } => server(listen, data, fake_gpus, cpus, memory, stop_grace),
+        Command::Submit { file, output, wait } => job_cmds::submit(&file, json(output), wait),
+        Command::Ls {
+            state,
+            user,
+            limit,
+            output,
+        } => job_cmds::list(state, user, limit, json(output)),
+        Command::Show { job, output } => job_cmds::show(&job, json(output)),
+        Command::Logs {
+            job,
+            task,
+            tail,
+            stream,
+        } => {
+            let stream = match stream {
+                Stream::Output => "output",
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            };
+            job_cmds::logs(&job, task, tail, stream)
+        }
+        Command::Wait {
+            job,
+            timeout,
+            output,
+        } => job_cmds::wait(&job, timeout, json(output)),
+        Command::Stop { job, output } => job_cmds::stop(&job, json(output)),
+        Command::Rm { job } => job_cmds::remove(&job),
+        Command::Clone { job, name, output } => job_cmds::clone(&job, name, json(output)),
+        Command::Extend {
+            job,
+            duration,
+            output,
+        } => job_cmds::extend(&job, &duration, json(output)),
+        Command::Events { job, output } => job_cmds::events(&job, json(output)),
+        Command::Nodes { output } => job_cmds::nodes(json(output)),
         Command::Supervise { dir } => {
             let dir = kiln_engine::local::TaskDir::new(dir);
             kiln_engine::local::supervise(&dir)

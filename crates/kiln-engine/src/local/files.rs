@@ -1,8 +1,8 @@
 //! The folder of one task run and the files through which the engine and the
 //! supervisor talk: the engine writes `launch.json`; the supervisor writes
-//! `started.json`, the logs, and finally `exit.json`. Each JSON file appears
-//! whole (write, fsync, rename), so a reader never sees half of one, even
-//! after a crash.
+//! `supervisor.pid` (its claim on the folder), `started.json`, the logs, and
+//! finally `exit.json`. Each JSON file appears whole (write, rename), so a
+//! reader never sees half of one, even after a crash of either process.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -102,6 +102,36 @@ impl TaskDir {
         self.0.join("output.log")
     }
 
+    /// Created exclusively by the one supervisor that runs this folder (or
+    /// by a recovering server that makes sure none ever will); holds the
+    /// supervisor's pid.
+    pub fn claim(&self) -> PathBuf {
+        self.0.join("supervisor.pid")
+    }
+
+    /// Takes the folder: true for the first caller only.
+    pub fn try_claim(&self, pid: i32) -> Result<bool, EngineError> {
+        let path = self.claim();
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(pid.to_string().as_bytes())
+                    .map_err(EngineError::io("write", &path))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(EngineError::io("create", path)(e)),
+        }
+    }
+
+    /// The pid in the claim, once written.
+    pub fn claimed_by(&self) -> Option<i32> {
+        fs::read_to_string(self.claim()).ok()?.trim().parse().ok()
+    }
+
     /// The supervisor's own messages, for when something goes wrong.
     pub fn supervisor_log(&self) -> PathBuf {
         self.0.join("supervisor.log")
@@ -142,8 +172,11 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, EngineError>
     }
 }
 
-/// Write to a temporary name, fsync, rename over the target, fsync the
-/// folder: after a crash the file is either the old one or the new one.
+/// Write to a temporary name and rename it over the target: after a crash of
+/// either process the file is either absent or whole. No fsync: like the
+/// store (WAL, synchronous=NORMAL) this survives any process dying, and only
+/// a power cut could lose the last writes; fsync per task start and exit
+/// would cost more than the rest of the start path together.
 pub(crate) fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), EngineError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|source| EngineError::Json {
         path: path.to_owned(),
@@ -153,14 +186,8 @@ pub(crate) fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), E
     let mut f = File::create(&tmp).map_err(EngineError::io("create", &tmp))?;
     f.write_all(&bytes)
         .map_err(EngineError::io("write", &tmp))?;
-    f.sync_all().map_err(EngineError::io("sync", &tmp))?;
-    fs::rename(&tmp, path).map_err(EngineError::io("rename", path))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(EngineError::io("sync", dir))?;
-    }
-    Ok(())
+    drop(f);
+    fs::rename(&tmp, path).map_err(EngineError::io("rename", path))
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -2,9 +2,11 @@
 
 pub mod cgroup;
 pub mod files;
+pub mod handle;
 pub mod resources;
 pub mod supervisor;
 
 pub use cgroup::Limits;
 pub use files::{Exit, LaunchSpec, Started, TaskDir};
-pub use supervisor::{spawn_supervisor, supervise, supervisor_alive};
+pub use handle::Supervisor;
+pub use supervisor::{pid_supervises, spawn_supervisor, supervise, supervisor_alive};

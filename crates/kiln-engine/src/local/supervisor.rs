@@ -56,11 +56,15 @@ pub fn spawn_supervisor(exe: &Path, dir: &TaskDir) -> Result<Child, EngineError>
 /// Whether the supervisor of a task still runs. Checks the process's command
 /// line too, so a recycled pid is not taken for it.
 pub fn supervisor_alive(dir: &TaskDir, started: &Started) -> bool {
-    if kill(Pid::from_raw(started.supervisor_pid), None).is_err() {
+    pid_supervises(dir, started.supervisor_pid)
+}
+
+/// Whether `pid` is a live supervisor of `dir`.
+pub fn pid_supervises(dir: &TaskDir, pid: i32) -> bool {
+    if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
         return false;
     }
-    let cmdline =
-        std::fs::read(format!("/proc/{}/cmdline", started.supervisor_pid)).unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let want = dir.path().as_os_str().as_encoded_bytes();
     cmdline.split(|b| *b == 0).any(|arg| arg == want)
 }
@@ -92,9 +96,9 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     stop_signals()
         .thread_unblock()
         .map_err(|e| EngineError::Signals(e.into()))?;
-    if dir.started().exists() || dir.exit().exists() {
-        // Running a task twice is worse than not running it: the server
-        // gives every start a fresh folder.
+    // Running a task twice is worse than not running it: the first
+    // supervisor claims the folder, and every start gets a fresh one.
+    if !dir.try_claim(std::process::id() as i32)? {
         return Err(EngineError::AlreadyRan(dir.path().to_owned()));
     }
     let spec = dir.read_launch()?;

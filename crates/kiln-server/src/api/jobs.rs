@@ -1,0 +1,378 @@
+//! `/api/v1/jobs`: submit, list, show, stop, clone, change the max duration,
+//! delete.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_spec::completion::JobState;
+use kiln_spec::quantity::parse_duration_secs;
+use kiln_spec::{JobId, JobSpec};
+use kiln_store::{JobFilter, JobRecord, NewJob};
+use serde::Deserialize;
+
+use super::views::{EventView, JobList, JobView};
+use super::{blocking, AppState, Caller, Problem};
+use crate::control::DeadlineChange;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The job `id` names, if the caller may see it. Another user's job is
+/// "not found", never "forbidden": its existence is not the caller's business.
+pub(crate) async fn resolve(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<JobRecord, Problem> {
+    let (user, name) = match id.split_once('~') {
+        Some((u, n)) => (u, n),
+        None => (caller.name.as_str(), id),
+    };
+    let not_found = || Problem::not_found(format!("job {user}~{name} not found"));
+    if !caller.is_admin && user != caller.name {
+        return Err(not_found());
+    }
+    let Ok(job_id) = JobId::new(user, name) else {
+        return Err(not_found());
+    };
+    let store = Arc::clone(&state.store);
+    blocking(move || store.job(&job_id))
+        .await?
+        .ok_or_else(not_found)
+}
+
+async fn detail(state: &AppState, job: &JobRecord, with_events: bool) -> Result<JobView, Problem> {
+    let (key, attempt) = (job.key, job.attempt);
+    let store = Arc::clone(&state.store);
+    let (tasks, events) = blocking(move || {
+        let tasks = store.tasks(key, attempt)?;
+        let events = if with_events {
+            Some(store.events(key)?)
+        } else {
+            None
+        };
+        Ok((tasks, events))
+    })
+    .await?;
+    let mut view = JobView::new(job, state.control.pending_reason(key), &tasks);
+    view.events = events.map(|e| e.iter().map(EventView::from_record).collect());
+    Ok(view)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn submit(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<SubmitQuery>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let parsed = kiln_spec::parse(&body).map_err(|e| Problem::invalid_spec(&e))?;
+    let mut spec = parsed.job;
+    // The caller owns what they submit, whatever the spec says.
+    spec.user = Some(caller.name.clone());
+    let warnings: Vec<_> = parsed
+        .warnings
+        .iter()
+        .map(|w| serde_json::json!({"path": w.path, "message": w.message}))
+        .collect();
+    if q.dry_run {
+        let ctx = kiln_spec::env::example_context(&spec, &caller.name)
+            .map_err(|e| Problem::invalid_spec(&e))?;
+        let env = kiln_spec::env::render_env(&spec, &ctx).map_err(|e| Problem::invalid_spec(&e))?;
+        return Ok(Json(serde_json::json!({
+            "format": parsed.format.as_str(),
+            "job": spec,
+            "warnings": warnings,
+            "tasks": env,
+        }))
+        .into_response());
+    }
+    let rec = store_new_job(&state, &caller.name, &spec, parsed.format.as_str()).await?;
+    state.control.submitted(rec.key);
+    let mut view = serde_json::to_value(JobView::new(&rec, None, &[]))
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    if !warnings.is_empty() {
+        view["warnings"] = serde_json::Value::Array(warnings);
+    }
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn store_new_job(
+    state: &AppState,
+    owner: &str,
+    spec: &JobSpec,
+    format: &str,
+) -> Result<JobRecord, Problem> {
+    let id = JobId::new(owner, &spec.name).map_err(Problem::bad_request)?;
+    let spec_json =
+        kiln_spec::export::to_json(spec).map_err(|e| Problem::internal(e.to_string()))?;
+    let new = NewJob {
+        id: id.clone(),
+        spec_json,
+        format: format.to_owned(),
+        queue: spec
+            .queue
+            .clone()
+            .unwrap_or_else(|| kiln_spec::model::DEFAULT_QUEUE.to_owned()),
+        priority: spec.priority,
+        pending_reason: "queued".into(),
+        submitted_at_ms: now_ms(),
+    };
+    let store = Arc::clone(&state.store);
+    blocking(move || store.submit(&new)).await.map_err(|p| {
+        if p.status == StatusCode::CONFLICT.as_u16() {
+            Problem::conflict(format!(
+                "job {id} already exists; pick another name or delete it first"
+            ))
+        } else {
+            p
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    user: Option<String>,
+    state: Option<String>,
+    name: Option<String>,
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<JobList>, Problem> {
+    let job_state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(JobState::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "unknown state '{s}': use WAITING, RUNNING, STOPPING, SUCCEEDED, FAILED or STOPPED"
+            ))
+        })?),
+    };
+    let user = if caller.is_admin {
+        q.user.filter(|u| !u.is_empty())
+    } else {
+        Some(caller.name.clone())
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let filter = JobFilter {
+        user,
+        state: job_state,
+        name: q.name.filter(|n| !n.is_empty()),
+        limit: limit + 1,
+        before_key: q.before,
+    };
+    let store = Arc::clone(&state.store);
+    let mut jobs = blocking(move || store.jobs(&filter)).await?;
+    let next = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| j.key)
+    } else {
+        None
+    };
+    let items = jobs
+        .iter()
+        .map(|j| JobView::new(j, state.control.pending_reason(j.key), &[]))
+        .collect();
+    Ok(Json(JobList { items, next }))
+}
+
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, Problem> {
+    let job = resolve(&state, &caller, &id).await?;
+    Ok(Json(detail(&state, &job, true).await?))
+}
+
+pub async fn spec(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let job = resolve(&state, &caller, &id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], job.spec_json).into_response())
+}
+
+pub async fn events(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<EventView>>, Problem> {
+    let job = resolve(&state, &caller, &id).await?;
+    let store = Arc::clone(&state.store);
+    let key = job.key;
+    let events = blocking(move || store.events(key)).await?;
+    Ok(Json(events.iter().map(EventView::from_record).collect()))
+}
+
+pub async fn stop(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, Problem> {
+    let job = resolve(&state, &caller, &id).await?;
+    let job = state.control.stop(job.key, &caller.name).await?;
+    Ok(Json(detail(&state, &job, false).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CloneBody {
+    name: Option<String>,
+}
+
+pub async fn clone(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let source = resolve(&state, &caller, &id).await?;
+    let body: CloneBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CloneBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Problem::bad_request(format!("body: expected {{\"name\": ...}}: {e}")))?
+    };
+    let mut spec = kiln_spec::parse(source.spec_json.as_bytes())
+        .map_err(|e| Problem::internal(format!("stored spec does not parse: {e}")))?
+        .job;
+    spec.user = Some(caller.name.clone());
+    let name = match body.name {
+        Some(n) => {
+            kiln_spec::ids::check_job_name(&n).map_err(|m| {
+                let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("name: {m}"));
+                p.errors.push(super::problem::FieldError {
+                    path: "name".into(),
+                    message: m,
+                    line: None,
+                    column: None,
+                });
+                p
+            })?;
+            n
+        }
+        None => free_clone_name(&state, &caller.name, source.id.name()).await?,
+    };
+    spec.name = name;
+    let rec = store_new_job(&state, &caller.name, &spec, &source.format).await?;
+    state.control.submitted(rec.key);
+    Ok((StatusCode::CREATED, Json(JobView::new(&rec, None, &[]))).into_response())
+}
+
+/// `name-2`, `name-3`, ...: the first that the user does not have yet.
+async fn free_clone_name(state: &AppState, user: &str, name: &str) -> Result<String, Problem> {
+    let base = match name.rsplit_once('-') {
+        Some((b, n)) if n.parse::<u32>().is_ok() => b,
+        _ => name,
+    };
+    for i in 2..10_000u32 {
+        let candidate = format!("{base}-{i}");
+        let Ok(id) = JobId::new(user, &candidate) else {
+            break;
+        };
+        let store = Arc::clone(&state.store);
+        if blocking(move || store.job(&id)).await?.is_none() {
+            return Ok(candidate);
+        }
+    }
+    Err(Problem::conflict(format!(
+        "no free name for a clone of {name}; give one"
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PatchBody {
+    /// Total max duration, from the attempt's start ("3h").
+    max_duration: Option<String>,
+    /// Added to the current max duration ("1h").
+    extend_by: Option<String>,
+}
+
+pub async fn patch(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, Problem> {
+    let job = resolve(&state, &caller, &id).await?;
+    let body: PatchBody = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(format!(
+            "body: expected {{\"maxDuration\": \"3h\"}} or {{\"extendBy\": \"1h\"}}: {e}"
+        ))
+    })?;
+    let field = |path: &str, text: &str| {
+        parse_duration_secs(text).map_err(|m| {
+            let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{path}: {m}"));
+            p.errors.push(super::problem::FieldError {
+                path: path.into(),
+                message: m,
+                line: None,
+                column: None,
+            });
+            p
+        })
+    };
+    let change = match (body.max_duration, body.extend_by) {
+        (Some(t), None) => DeadlineChange::Total(field("maxDuration", &t)?),
+        (None, Some(t)) => DeadlineChange::ExtendBy(field("extendBy", &t)?),
+        _ => {
+            return Err(Problem::bad_request(
+                "give exactly one of maxDuration or extendBy",
+            ))
+        }
+    };
+    let job = state
+        .control
+        .change_deadline(job.key, &caller.name, change)
+        .await?;
+    Ok(Json(detail(&state, &job, false).await?))
+}
+
+pub async fn delete(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let job = resolve(&state, &caller, &id).await?;
+    if !job.state.is_finished() {
+        return Err(Problem::conflict(format!(
+            "job {} is {}; stop it first, only finished jobs can be deleted",
+            job.id,
+            job.state.as_str()
+        )));
+    }
+    let key = job.key;
+    let store = Arc::clone(&state.store);
+    let dir = state.layout.job(key);
+    blocking(move || {
+        store.delete_job(key)?;
+        // Logs and outputs go with the job.
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot remove a deleted job's folder");
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,92 @@
+//! The HTTP API under `/api/v1` (DESIGN.md, "Contracts"). Handlers are thin:
+//! they check who is asking, read the store or ask the control loop, and
+//! shape the answer. Store calls run on the blocking pool.
+
+mod jobs;
+mod logs;
+mod problem;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kiln_store::{Store, StoreError};
+
+use crate::auth::hash_token;
+use crate::control::Control;
+use crate::layout::Layout;
+pub use problem::Problem;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub control: Control,
+    pub layout: Layout,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(|| async { "ok" }))
+        .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route(
+            "/api/v1/jobs/{id}",
+            get(jobs::show).patch(jobs::patch).delete(jobs::delete),
+        )
+        .route("/api/v1/jobs/{id}/spec", get(jobs::spec))
+        .route("/api/v1/jobs/{id}/events", get(jobs::events))
+        .route("/api/v1/jobs/{id}/stop", post(jobs::stop))
+        .route("/api/v1/jobs/{id}/clone", post(jobs::clone))
+        .route("/api/v1/jobs/{id}/tasks/{task}/logs", get(logs::logs))
+        .route("/api/v1/nodes", get(nodes))
+        .with_state(state)
+}
+
+/// Runs a store call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Problem::internal(format!("store call panicked: {e}")))?
+        .map_err(Problem::from)
+}
+
+/// Who is calling, from `Authorization: Bearer <token>`.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub is_admin: bool,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let Some(token) = header.strip_prefix("Bearer ").map(str::trim) else {
+            return Err(Problem::unauthorized(
+                "missing API token: send 'Authorization: Bearer <token>'",
+            ));
+        };
+        let hash = hash_token(token);
+        let store = Arc::clone(&state.store);
+        match blocking(move || store.user_by_token(&hash)).await? {
+            Some(u) => Ok(Caller {
+                name: u.name,
+                is_admin: u.is_admin,
+            }),
+            None => Err(Problem::unauthorized("the API token is not valid")),
+        }
+    }
+}
+
+async fn nodes(_caller: Caller, State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(state.control.cluster()).unwrap_or_default())
+}

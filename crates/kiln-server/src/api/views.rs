@@ -1,0 +1,145 @@
+//! The JSON shapes of the API (camelCase, as DESIGN.md fixes them). The CLI's
+//! `-o json` prints these same objects.
+
+use std::collections::BTreeMap;
+
+use kiln_store::{Event, JobRecord, TaskRecord};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    /// `user~name`.
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+    /// Why it ended (or why the last attempt was retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub attempt: u32,
+    pub failed_attempts: u32,
+    pub queue: String,
+    pub priority: i32,
+    /// The format it was submitted in.
+    pub format: String,
+    pub submitted_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// When its max duration runs out, while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_at_ms: Option<u64>,
+    pub stop_requested: bool,
+    pub tasks: Vec<TaskView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventView>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    /// `<role>-<index>`.
+    pub id: String,
+    pub role: String,
+    pub index: u32,
+    pub attempt: u32,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub host: String,
+    pub gpus: Vec<u32>,
+    pub ports: BTreeMap<String, Vec<u16>>,
+    pub restarts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub seq: i64,
+    pub at_ms: u64,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobList {
+    pub items: Vec<JobView>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
+}
+
+impl TaskView {
+    pub fn from_record(t: &TaskRecord) -> Self {
+        TaskView {
+            id: t.task.to_string(),
+            role: t.task.role().to_owned(),
+            index: t.task.index(),
+            attempt: t.attempt,
+            state: t.state.as_str().to_owned(),
+            exit_code: t.exit_code,
+            signal: t.signal,
+            reason: t.reason.clone(),
+            host: t.host.clone(),
+            gpus: t.gpus.clone(),
+            ports: t.ports.clone(),
+            restarts: t.restarts,
+            started_at_ms: t.started_at_ms,
+            finished_at_ms: t.finished_at_ms,
+        }
+    }
+}
+
+impl EventView {
+    pub fn from_record(e: &Event) -> Self {
+        EventView {
+            seq: e.seq,
+            at_ms: e.at_ms,
+            kind: e.kind.clone(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl JobView {
+    pub fn new(j: &JobRecord, live_reason: Option<String>, tasks: &[TaskRecord]) -> Self {
+        let waiting = j.state == kiln_spec::completion::JobState::Waiting;
+        JobView {
+            id: j.id.to_string(),
+            name: j.id.name().to_owned(),
+            user: j.id.user().to_owned(),
+            state: j.state.as_str().to_owned(),
+            pending_reason: if waiting {
+                live_reason.or_else(|| j.pending_reason.clone())
+            } else {
+                None
+            },
+            reason: j.reason.clone(),
+            attempt: j.attempt,
+            failed_attempts: j.failed_attempts,
+            queue: j.queue.clone(),
+            priority: j.priority,
+            format: j.format.clone(),
+            submitted_at_ms: j.submitted_at_ms,
+            started_at_ms: j.started_at_ms,
+            finished_at_ms: j.finished_at_ms,
+            deadline_at_ms: j.deadline_at_ms,
+            stop_requested: j.stop_requested,
+            tasks: tasks.iter().map(TaskView::from_record).collect(),
+            events: None,
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The control loop: one thread that owns every running and waiting job in
+//! memory, takes messages (a submission, a stop, a task's exit, a deadline),
+//! writes each resulting change to the store in one transaction, and starts
+//! or stops tasks. The store is the source of truth: on start the loop
+//! rebuilds its memory from the store and from the task folders, so a
+//! restart at any moment converges without running anything twice.
+//!
+//! It runs on a plain thread rather than the async runtime because every
+//! step is a short blocking call (SQLite, fork/exec, small files) and one
+//! owner of the state needs no locks.
+
+mod policy;
+mod ports;
+mod run;
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+
+use kiln_sched::Node;
+use kiln_store::JobRecord;
+use serde::Serialize;
+
+pub use run::{start, EngineConfig};
+
+/// Why the loop refused a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("the control loop has stopped")]
+    Gone,
+}
+
+pub type Reply = tokio::sync::oneshot::Sender<Result<JobRecord, ControlError>>;
+
+/// How a deadline changes.
+#[derive(Debug, Clone, Copy)]
+pub enum DeadlineChange {
+    /// Adds to the job's max duration (`kiln extend JOB 1h`).
+    ExtendBy(u64),
+    /// Sets the max duration, counted from the attempt's start.
+    Total(u64),
+}
+
+pub(crate) enum Msg {
+    Submitted(i64),
+    Stop {
+        key: i64,
+        by: String,
+        reply: Reply,
+    },
+    Deadline {
+        key: i64,
+        by: String,
+        change: DeadlineChange,
+        reply: Reply,
+    },
+    TaskExited {
+        key: i64,
+        attempt: u32,
+        slot: usize,
+        gen: u32,
+    },
+    Shutdown,
+}
+
+/// What the API shows of the machine: the node, and who holds each GPU.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    pub nodes: Vec<NodeView>,
+    pub waiting: usize,
+    pub running: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub node: Node,
+    pub gpu_source: String,
+    /// GPU index → the job holding it.
+    pub gpu_jobs: HashMap<u32, String>,
+    pub cpus_allocated: u64,
+    pub memory_mb_allocated: u64,
+    /// Whether memory and CPU limits are enforced, and if not, why.
+    pub limits: String,
+    pub notes: Vec<String>,
+}
+
+/// The API's handle on the loop.
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::Sender<Msg>,
+    reasons: Arc<RwLock<HashMap<i64, String>>>,
+    cluster: Arc<RwLock<ClusterView>>,
+}
+
+impl Control {
+    pub fn submitted(&self, key: i64) {
+        let _ = self.tx.send(Msg::Submitted(key));
+    }
+
+    pub async fn stop(&self, key: i64, by: &str) -> Result<JobRecord, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Msg::Stop {
+                key,
+                by: by.to_owned(),
+                reply,
+            })
+            .map_err(|_| ControlError::Gone)?;
+        rx.await.map_err(|_| ControlError::Gone)?
+    }
+
+    pub async fn change_deadline(
+        &self,
+        key: i64,
+        by: &str,
+        change: DeadlineChange,
+    ) -> Result<JobRecord, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Msg::Deadline {
+                key,
+                by: by.to_owned(),
+                change,
+                reply,
+            })
+            .map_err(|_| ControlError::Gone)?;
+        rx.await.map_err(|_| ControlError::Gone)?
+    }
+
+    /// Why a waiting job waits, as of the last scheduling pass.
+    pub fn pending_reason(&self, key: i64) -> Option<String> {
+        self.reasons.read().ok()?.get(&key).cloned()
+    }
+
+    pub fn cluster(&self) -> ClusterView {
+        self.cluster.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Stops the loop; running tasks keep running under their supervisors.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Msg::Shutdown);
+    }
+}

@@ -1,0 +1,293 @@
+//! The control loop's decisions as pure functions: how a task's end reads,
+//! and what a finished attempt means for its job. No I/O, no clock.
+
+use kiln_engine::local::Exit;
+use kiln_spec::completion::{should_retry, JobState, TaskState};
+use kiln_spec::quantity::format_duration_secs;
+use kiln_spec::{JobSpec, TaskId};
+
+/// Failures of the platform (a task that could not be started, a
+/// supervisor that vanished) retried in a row before the job fails anyway:
+/// a broken machine must not loop forever.
+pub const MAX_PLATFORM_RETRIES: u32 = 3;
+
+/// How one task ended, in the store's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEnd {
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// `OOMKilled`, a launch error, ... for people and the UI.
+    pub reason: Option<String>,
+    /// Not the user's fault: retried without using up `retryCount`.
+    pub platform: bool,
+}
+
+pub fn task_end(exit: &Exit) -> TaskEnd {
+    let mut end = TaskEnd {
+        state: TaskState::Failed,
+        exit_code: exit.exit_code,
+        signal: exit.signal,
+        reason: None,
+        platform: false,
+    };
+    if let Some(err) = &exit.launch_error {
+        end.reason = Some(format!("LaunchFailed: {err}"));
+        end.platform = true;
+    } else if exit.stop_requested {
+        end.state = TaskState::Stopped;
+        end.reason = Some("Stopped".into());
+    } else if exit.oom_killed {
+        end.reason = Some("OOMKilled".into());
+    } else if exit.exit_code == Some(0) {
+        end.state = TaskState::Succeeded;
+    } else if let Some(sig) = exit.signal {
+        end.reason = Some(format!("killed by signal {sig}"));
+    } else if let Some(code) = exit.exit_code {
+        end.reason = Some(format!("exit code {code}"));
+    }
+    end
+}
+
+/// A task whose supervisor is gone without a record of how the task ended.
+pub fn task_lost(why: &str) -> TaskEnd {
+    TaskEnd {
+        state: TaskState::Failed,
+        exit_code: None,
+        signal: None,
+        reason: Some(format!("Lost: {why}")),
+        platform: true,
+    }
+}
+
+/// One line for the job's event history.
+pub fn describe_end(task: &TaskId, end: &TaskEnd) -> String {
+    match (end.state, end.exit_code, end.signal, &end.reason) {
+        (TaskState::Succeeded, _, _, _) => format!("{task} exited with code 0"),
+        (TaskState::Stopped, _, _, _) => format!("{task} stopped"),
+        (_, _, _, Some(r)) if r == "OOMKilled" => {
+            format!("{task} was killed for exceeding its memory limit (OOMKilled)")
+        }
+        (_, Some(code), _, _) => format!("{task} exited with code {code}"),
+        (_, None, Some(sig), _) => format!("{task} was killed by signal {sig}"),
+        (_, _, _, Some(r)) => format!("{task} failed: {r}"),
+        _ => format!("{task} failed"),
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded(String),
+    Failed {
+        reason: String,
+        platform: bool,
+    },
+    Stopped(String),
+    /// Ran past its max duration (Kubeflow's DeadlineExceeded): not retried.
+    DeadlineExceeded {
+        max_secs: u64,
+    },
+}
+
+/// What becomes of the job after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Finish {
+        state: JobState,
+        reason: String,
+    },
+    Retry {
+        attempt: u32,
+        failed_attempts: u32,
+        reason: String,
+    },
+}
+
+/// `attempt` is the 0-based attempt that just ended; `failed_attempts`
+/// counts the user's failed attempts before it.
+pub fn after_attempt(
+    spec: &JobSpec,
+    attempt: u32,
+    failed_attempts: u32,
+    outcome: &Outcome,
+) -> Next {
+    match outcome {
+        Outcome::Succeeded(why) => Next::Finish {
+            state: JobState::Succeeded,
+            reason: why.clone(),
+        },
+        Outcome::Stopped(why) => Next::Finish {
+            state: JobState::Stopped,
+            reason: why.clone(),
+        },
+        Outcome::DeadlineExceeded { max_secs } => Next::Finish {
+            state: JobState::Failed,
+            reason: format!(
+                "DeadlineExceeded: ran past its max duration of {}",
+                format_duration_secs(*max_secs)
+            ),
+        },
+        Outcome::Failed { reason, platform } => {
+            let platform_failures = attempt.saturating_sub(failed_attempts);
+            if *platform {
+                if platform_failures < MAX_PLATFORM_RETRIES {
+                    return Next::Retry {
+                        attempt: attempt + 1,
+                        failed_attempts,
+                        reason: format!("platform failure, retried without counting: {reason}"),
+                    };
+                }
+                return Next::Finish {
+                    state: JobState::Failed,
+                    reason: format!(
+                        "{reason} (the platform failed {} times in a row)",
+                        platform_failures + 1
+                    ),
+                };
+            }
+            let failed = failed_attempts + 1;
+            if should_retry(spec, failed) {
+                Next::Retry {
+                    attempt: attempt + 1,
+                    failed_attempts: failed,
+                    reason: format!(
+                        "attempt {attempt} failed ({reason}); retry {failed} of {}",
+                        spec.retry_count
+                    ),
+                }
+            } else {
+                Next::Finish {
+                    state: JobState::Failed,
+                    reason: reason.clone(),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: Option<i32>, signal: Option<i32>) -> Exit {
+        Exit {
+            exit_code: code,
+            signal,
+            stop_requested: false,
+            launch_error: None,
+            oom_killed: false,
+            finished_at_ms: 1,
+        }
+    }
+
+    fn spec(retry_count: u32) -> JobSpec {
+        JobSpec {
+            name: "j".into(),
+            retry_count,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn task_ends_read_as_people_expect() {
+        assert_eq!(task_end(&exit(Some(0), None)).state, TaskState::Succeeded);
+        let e = task_end(&exit(Some(3), None));
+        assert_eq!(
+            (e.state, e.reason.as_deref()),
+            (TaskState::Failed, Some("exit code 3"))
+        );
+        let mut oom = exit(None, Some(9));
+        oom.oom_killed = true;
+        assert_eq!(task_end(&oom).reason.as_deref(), Some("OOMKilled"));
+        let mut stopped = exit(None, Some(15));
+        stopped.stop_requested = true;
+        assert_eq!(task_end(&stopped).state, TaskState::Stopped);
+        let mut launch = exit(None, None);
+        launch.launch_error = Some("no bash".into());
+        assert!(task_end(&launch).platform);
+        // A stop that raced a natural exit still reads as a stop.
+        let mut both = exit(Some(0), None);
+        both.stop_requested = true;
+        assert_eq!(task_end(&both).state, TaskState::Stopped);
+    }
+
+    #[test]
+    fn user_failures_use_up_retry_count() {
+        let s = spec(2);
+        let failed = Outcome::Failed {
+            reason: "x".into(),
+            platform: false,
+        };
+        assert!(matches!(
+            after_attempt(&s, 0, 0, &failed),
+            Next::Retry {
+                attempt: 1,
+                failed_attempts: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
+            after_attempt(&s, 1, 1, &failed),
+            Next::Retry {
+                attempt: 2,
+                failed_attempts: 2,
+                ..
+            }
+        ));
+        assert!(matches!(
+            after_attempt(&s, 2, 2, &failed),
+            Next::Finish {
+                state: JobState::Failed,
+                ..
+            }
+        ));
+        assert!(matches!(
+            after_attempt(&spec(0), 0, 0, &failed),
+            Next::Finish {
+                state: JobState::Failed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn platform_failures_do_not_count_but_do_not_loop_forever() {
+        let s = spec(0);
+        let platform = Outcome::Failed {
+            reason: "lost".into(),
+            platform: true,
+        };
+        assert!(matches!(
+            after_attempt(&s, 0, 0, &platform),
+            Next::Retry {
+                attempt: 1,
+                failed_attempts: 0,
+                ..
+            }
+        ));
+        assert!(matches!(
+            after_attempt(&s, MAX_PLATFORM_RETRIES, 0, &platform),
+            Next::Finish {
+                state: JobState::Failed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn deadlines_and_stops_are_final() {
+        let s = spec(5);
+        assert!(matches!(
+            after_attempt(&s, 0, 0, &Outcome::DeadlineExceeded { max_secs: 30 }),
+            Next::Finish { state: JobState::Failed, reason } if reason.starts_with("DeadlineExceeded")
+        ));
+        assert!(matches!(
+            after_attempt(&s, 0, 0, &Outcome::Stopped("stopped by alice".into())),
+            Next::Finish {
+                state: JobState::Stopped,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,1266 @@
+//! The loop itself: state in memory, one handler per message, one store
+//! transaction per handled message and job.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use kiln_engine::local::resources::Discovered;
+use kiln_engine::local::{spawn_supervisor, LaunchSpec, Limits, Supervisor, TaskDir};
+use kiln_sched::{JobRequest, Placed, RunningJob, TaskRequest};
+use kiln_spec::completion::{decide, AttemptState, JobState, TaskState, TaskStatus};
+use kiln_spec::env::{render_env, task_ids, RenderContext, TaskPlacement};
+use kiln_spec::quantity::format_duration_secs;
+use kiln_spec::{JobSpec, TaskId};
+use kiln_store::{Change, JobPatch, JobRecord, NewEvent, Store, TaskRecord};
+use tracing::{error, info, warn};
+
+use super::policy::{after_attempt, describe_end, task_end, task_lost, Next, Outcome, TaskEnd};
+use super::ports::Ports;
+use super::{ClusterView, Control, ControlError, DeadlineChange, Msg, NodeView};
+use crate::layout::Layout;
+
+/// What the loop needs to run tasks on this machine.
+pub struct EngineConfig {
+    /// The kiln binary, re-executed as `kiln __supervise`.
+    pub exe: PathBuf,
+    pub layout: Layout,
+    pub discovered: Discovered,
+    /// This installation's id, so cgroup names never clash between data folders.
+    pub instance: String,
+    /// Between SIGTERM and SIGKILL when tasks are stopped.
+    pub stop_grace_secs: u64,
+    /// The address tasks reach each other at (`MASTER_ADDR`, `PAI_HOST_IP_*`).
+    pub host_ip: String,
+}
+
+struct Waiting {
+    job: JobRecord,
+    spec: Arc<JobSpec>,
+    request: JobRequest,
+}
+
+struct Slot {
+    rec: TaskRecord,
+    placed: Placed,
+    gen: u32,
+    sup: Option<Arc<Supervisor>>,
+    /// Set once it ended as a failure of the platform.
+    platform_failure: Option<String>,
+}
+
+struct JobPorts {
+    master: u16,
+    /// Per task, in task order: label → ports.
+    per_task: Vec<IndexMap<String, Vec<u16>>>,
+    /// Everything taken, to give back.
+    all: Vec<u16>,
+}
+
+struct Active {
+    job: JobRecord,
+    spec: Arc<JobSpec>,
+    slots: Vec<Slot>,
+    master_port: Option<u16>,
+    /// Once decided, the attempt ends as this when its last task is gone.
+    ending: Option<Outcome>,
+}
+
+struct Loop {
+    store: Arc<dyn Store>,
+    cfg: EngineConfig,
+    tx: Sender<Msg>,
+    waiting: BTreeMap<i64, Waiting>,
+    active: HashMap<i64, Active>,
+    ports: Ports,
+    reasons: Arc<RwLock<HashMap<i64, String>>>,
+    cluster: Arc<RwLock<ClusterView>>,
+    /// Something changed that may let a waiting job start.
+    dirty: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn event(kind: &str, message: impl Into<String>) -> NewEvent {
+    NewEvent {
+        at_ms: now_ms(),
+        kind: kind.into(),
+        message: message.into(),
+    }
+}
+
+/// Starts the loop on its own thread after rebuilding state from the store
+/// and the task folders.
+pub fn start(store: Arc<dyn Store>, cfg: EngineConfig) -> Result<Control, ControlError> {
+    let (tx, rx) = mpsc::channel();
+    let reasons = Arc::new(RwLock::new(HashMap::new()));
+    let cluster = Arc::new(RwLock::new(ClusterView::default()));
+    let mut lp = Loop {
+        store,
+        cfg,
+        tx: tx.clone(),
+        waiting: BTreeMap::new(),
+        active: HashMap::new(),
+        ports: Ports::default(),
+        reasons: Arc::clone(&reasons),
+        cluster: Arc::clone(&cluster),
+        dirty: true,
+    };
+    lp.recover()?;
+    lp.schedule();
+    lp.publish();
+    std::thread::Builder::new()
+        .name("kiln-control".into())
+        .spawn(move || lp.run(rx))
+        .map_err(|e| ControlError::Internal(format!("cannot start the control loop: {e}")))?;
+    Ok(Control {
+        tx,
+        reasons,
+        cluster,
+    })
+}
+
+fn parse_spec(job: &JobRecord) -> Result<JobSpec, String> {
+    kiln_spec::parse(job.spec_json.as_bytes())
+        .map(|p| p.job)
+        .map_err(|e| format!("stored spec of {} does not parse: {e}", job.id))
+}
+
+fn request_of(job: &JobRecord, spec: &JobSpec) -> JobRequest {
+    let tasks = task_ids(spec)
+        .iter()
+        .filter_map(|id| spec.role(id.role()))
+        .map(|r| TaskRequest {
+            cpus: r.cpus,
+            memory_mb: r.memory_mb,
+            gpus: r.gpus,
+            gpu_type: r.effective_gpu_type(spec).map(str::to_owned),
+        })
+        .collect();
+    JobRequest {
+        key: job.key as u64,
+        label: job.id.to_string(),
+        queue: job.queue.clone(),
+        priority: job.priority,
+        seq: job.key as u64,
+        tasks,
+        max_duration_secs: spec.max_duration_secs,
+    }
+}
+
+impl Loop {
+    fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            let msg = match self.next_deadline() {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                    match rx.recv_timeout(wait) {
+                        Ok(m) => Some(m),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => return,
+                },
+            };
+            // Handle everything that queued up before one scheduling pass:
+            // a burst of submissions costs one pass, not one each.
+            let mut next = msg;
+            loop {
+                match next {
+                    Some(Msg::Shutdown) => {
+                        info!("control loop stopped; running tasks stay with their supervisors");
+                        return;
+                    }
+                    Some(m) => self.handle(m),
+                    None => {}
+                }
+                match rx.try_recv() {
+                    Ok(m) => next = Some(m),
+                    Err(_) => break,
+                }
+            }
+            self.fire_deadlines();
+            if self.dirty {
+                self.schedule();
+                self.publish();
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Submitted(key) => self.on_submitted(key),
+            Msg::Stop { key, by, reply } => {
+                let _ = reply.send(self.on_stop(key, &by));
+            }
+            Msg::Deadline {
+                key,
+                by,
+                change,
+                reply,
+            } => {
+                let _ = reply.send(self.on_deadline_change(key, &by, change));
+            }
+            Msg::TaskExited {
+                key,
+                attempt,
+                slot,
+                gen,
+            } => self.on_task_exited(key, attempt, slot, gen),
+            Msg::Shutdown => {}
+        }
+    }
+
+    fn apply(&self, key: i64, change: &Change) -> Option<JobRecord> {
+        match self.store.apply(key, change) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                error!(job_key = key, error = %e, "cannot record a change");
+                None
+            }
+        }
+    }
+
+    // ----- recovery -------------------------------------------------------
+
+    fn recover(&mut self) -> Result<(), ControlError> {
+        let jobs = self
+            .store
+            .unfinished_jobs()
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        for job in jobs {
+            let spec = match parse_spec(&job) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    error!(job = %job.id, error = %e, "failing a job kiln cannot read back");
+                    self.apply(
+                        job.key,
+                        &Change {
+                            job: JobPatch {
+                                state: Some(JobState::Failed),
+                                reason: Some(Some(e.clone())),
+                                finished_at_ms: Some(Some(now_ms())),
+                                pending_reason: Some(None),
+                                ..Default::default()
+                            },
+                            events: vec![event("finished", e)],
+                            ..Default::default()
+                        },
+                    );
+                    continue;
+                }
+            };
+            match job.state {
+                JobState::Waiting => {
+                    let request = request_of(&job, &spec);
+                    self.waiting.insert(job.key, Waiting { job, spec, request });
+                }
+                JobState::Running | JobState::Stopping => self.recover_active(job, spec),
+                _ => {}
+            }
+        }
+        info!(
+            waiting = self.waiting.len(),
+            running = self.active.len(),
+            "state recovered"
+        );
+        Ok(())
+    }
+
+    fn recover_active(&mut self, job: JobRecord, spec: Arc<JobSpec>) {
+        let key = job.key;
+        let recs = self.store.tasks(key, job.attempt).unwrap_or_else(|e| {
+            error!(job = %job.id, error = %e, "cannot read tasks back");
+            Vec::new()
+        });
+        let mut slots = Vec::new();
+        for rec in recs {
+            let placed = Placed {
+                node: 0,
+                cpus: spec.role(rec.task.role()).map_or(0, |r| r.cpus),
+                memory_mb: spec.role(rec.task.role()).map_or(0, |r| r.memory_mb),
+                gpus: rec.gpus.clone(),
+            };
+            self.ports
+                .hold(rec.ports.values().flatten().copied().collect::<Vec<_>>());
+            let gen = rec
+                .dir
+                .as_deref()
+                .and_then(|d| d.rsplit_once('.'))
+                .and_then(|(_, g)| g.parse().ok())
+                .unwrap_or(0);
+            slots.push(Slot {
+                rec,
+                placed,
+                gen,
+                sup: None,
+                platform_failure: None,
+            });
+        }
+        // The rendezvous port lives in the tasks' environment.
+        let master_port = slots
+            .iter()
+            .filter_map(|s| s.rec.dir.as_deref())
+            .filter_map(|d| TaskDir::new(d).read_launch().ok())
+            .find_map(|l| {
+                l.env
+                    .iter()
+                    .find(|(k, _)| k == "MASTER_PORT")
+                    .and_then(|(_, v)| v.parse::<u16>().ok())
+            });
+        if let Some(p) = master_port {
+            self.ports.hold([p]);
+        }
+        let ending = (job.state == JobState::Stopping)
+            .then(|| Outcome::Stopped("stopped on request".into()));
+        let attempt = job.attempt;
+        self.active.insert(
+            key,
+            Active {
+                job,
+                spec,
+                slots,
+                master_port,
+                ending,
+            },
+        );
+        let mut change = Change::default();
+        let count = self.active.get(&key).map_or(0, |a| a.slots.len());
+        for i in 0..count {
+            self.reattach(key, attempt, i, &mut change);
+        }
+        if !change.tasks.is_empty() || !change.events.is_empty() {
+            self.apply(key, &change);
+        }
+        self.evaluate(key);
+    }
+
+    /// Finds a task of a running job again after a restart.
+    fn reattach(&mut self, key: i64, attempt: u32, i: usize, change: &mut Change) {
+        let Some(a) = self.active.get_mut(&key) else {
+            return;
+        };
+        let slot = &mut a.slots[i];
+        if slot.rec.state.is_finished() {
+            return;
+        }
+        let Some(dir) = slot.rec.dir.clone().map(TaskDir::new) else {
+            return;
+        };
+        let gen = slot.gen;
+        let exited = || {
+            let _ = self.tx.send(Msg::TaskExited {
+                key,
+                attempt,
+                slot: i,
+                gen,
+            });
+        };
+        if dir.exit().exists() {
+            exited();
+            return;
+        }
+        // Claim the folder: if that works, no supervisor ever took it (kiln
+        // stopped between recording the start and starting it), and none
+        // ever will; the task is started in a fresh folder.
+        match dir.try_claim(0) {
+            Ok(true) => {
+                info!(job_key = key, task = %slot.rec.task, "starting a task kiln recorded but never started");
+                self.relaunch(key, i, change, "started after kiln restarted");
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "cannot inspect a task folder"),
+        }
+        // A supervisor claimed it; it writes its pid right after.
+        let mut pid = dir.claimed_by();
+        for _ in 0..100 {
+            if pid.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            pid = dir.claimed_by();
+        }
+        match pid.and_then(|p| Supervisor::find(&dir, p)) {
+            Some(sup) => {
+                let sup = Arc::new(sup);
+                slot.sup = Some(Arc::clone(&sup));
+                watch(self.tx.clone(), sup, key, attempt, i, gen);
+            }
+            // Gone: its exit record decides (or its absence: lost).
+            None => exited(),
+        }
+    }
+
+    // ----- submissions and scheduling -------------------------------------
+
+    fn on_submitted(&mut self, key: i64) {
+        let job = match self.store.job_by_key(key) {
+            Ok(Some(j)) if j.state == JobState::Waiting => j,
+            Ok(_) => return,
+            Err(e) => {
+                error!(job_key = key, error = %e, "cannot read a submitted job");
+                return;
+            }
+        };
+        let spec = match parse_spec(&job) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                error!(job = %job.id, error = %e, "submitted job does not parse back");
+                return;
+            }
+        };
+        let request = request_of(&job, &spec);
+        self.waiting.insert(key, Waiting { job, spec, request });
+        self.dirty = true;
+    }
+
+    fn schedule(&mut self) {
+        self.dirty = false;
+        if self.waiting.is_empty() {
+            if let Ok(mut r) = self.reasons.write() {
+                r.clear();
+            }
+            return;
+        }
+        let nodes = [self.cfg.discovered.node.clone()];
+        let running: Vec<RunningJob> = self
+            .active
+            .values()
+            .map(|a| RunningJob {
+                key: a.job.key as u64,
+                tasks: a.slots.iter().map(|s| s.placed.clone()).collect(),
+                ends_at: a.job.deadline_at_ms.map(|d| d / 1000),
+            })
+            .collect();
+        let waiting: Vec<JobRequest> = self.waiting.values().map(|w| w.request.clone()).collect();
+        let plan = kiln_sched::schedule(&nodes, &running, &waiting, now_ms() / 1000);
+        let mut reasons: HashMap<i64, String> = plan
+            .waiting
+            .into_iter()
+            .map(|w| (w.key as i64, w.reason))
+            .collect();
+        for start in plan.start {
+            let key = start.key as i64;
+            if let Err(reason) = self.start_job(key, start.tasks) {
+                reasons.insert(key, reason);
+            }
+        }
+        if let Ok(mut r) = self.reasons.write() {
+            *r = reasons;
+        }
+    }
+
+    fn base_env(&self, tmp: &std::path::Path) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> =
+            ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+                .collect();
+        env.push(("TMPDIR".into(), tmp.display().to_string()));
+        env
+    }
+
+    fn limits(
+        &self,
+        key: i64,
+        attempt: u32,
+        task: &TaskId,
+        gen: u32,
+        cpus: u32,
+        memory_mb: u64,
+    ) -> Option<Limits> {
+        let cg = &self.cfg.discovered.cgroups;
+        let version = cg.version?;
+        if cg.memory_root.is_none() && cg.cpu_root.is_none() {
+            return None;
+        }
+        Some(Limits {
+            memory_mb: (memory_mb > 0).then_some(memory_mb),
+            cpus: (cpus > 0).then_some(cpus),
+            cgroup_version: version,
+            memory_root: cg.memory_root.clone(),
+            cpu_root: cg.cpu_root.clone(),
+            group: format!("kiln-{}-{key}-a{attempt}-{task}-{gen}", self.cfg.instance),
+        })
+    }
+
+    /// Allocates ports, renders every task's environment, records the start
+    /// and starts the supervisors. An `Err` keeps the job waiting with that
+    /// reason.
+    fn start_job(&mut self, key: i64, placed: Vec<Placed>) -> Result<(), String> {
+        let Some(w) = self.waiting.get(&key) else {
+            return Ok(());
+        };
+        let (job, spec) = (w.job.clone(), Arc::clone(&w.spec));
+        let ids = task_ids(&spec);
+        let JobPorts {
+            master: master_port,
+            per_task: task_ports,
+            all: taken,
+        } = self.allocate_ports(&spec, &ids)?;
+
+        let output = self.cfg.layout.output(key);
+        let ctx = RenderContext {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            default_fs_uri: format!("file://{}", output.display()),
+            output_dir: output.display().to_string(),
+            tensorboard_dir: output.join("tensorboard").display().to_string(),
+            master_port,
+            placement: ids
+                .iter()
+                .zip(&placed)
+                .zip(&task_ports)
+                .map(|((id, p), ports)| TaskPlacement {
+                    task: id.clone(),
+                    host_ip: self.cfg.host_ip.clone(),
+                    gpus: p.gpus.clone(),
+                    ports: ports.clone(),
+                })
+                .collect(),
+        };
+        let envs = match render_env(&spec, &ctx) {
+            Ok(e) => e,
+            Err(e) => {
+                self.ports.release(taken);
+                self.waiting.remove(&key);
+                self.finish_unstarted(
+                    key,
+                    JobState::Failed,
+                    format!("cannot render the environment: {e}"),
+                );
+                return Ok(());
+            }
+        };
+
+        // Fresh folders for the attempt: nothing of an unstarted earlier try
+        // (kiln stopped before recording it) may linger.
+        let attempt_dir = self.cfg.layout.attempt(key, job.attempt);
+        let _ = std::fs::remove_dir_all(&attempt_dir);
+        let prepared = (|| -> Result<Vec<(TaskDir, LaunchSpec)>, String> {
+            std::fs::create_dir_all(output.join("tensorboard"))
+                .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
+            let mut out = Vec::new();
+            for (id, env) in ids.iter().zip(envs) {
+                let role = spec
+                    .role(id.role())
+                    .ok_or_else(|| format!("no role for {id}"))?;
+                let dir = TaskDir::new(self.cfg.layout.task(key, job.attempt, id, 0));
+                let tmp = dir.path().join("tmp");
+                std::fs::create_dir_all(&tmp)
+                    .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+                let mut all = self.base_env(&tmp);
+                all.extend(env.env);
+                let working_dir = match &spec.working_dir {
+                    Some(w) => output.join(w),
+                    None => output.clone(),
+                };
+                std::fs::create_dir_all(&working_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", working_dir.display()))?;
+                let launch = LaunchSpec {
+                    command: role.command.clone(),
+                    env: all,
+                    working_dir,
+                    stop_grace_secs: self.cfg.stop_grace_secs,
+                    limits: self.limits(key, job.attempt, id, 0, role.cpus, role.memory_mb),
+                };
+                dir.write_launch(&launch).map_err(|e| e.to_string())?;
+                out.push((dir, launch));
+            }
+            Ok(out)
+        })();
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.ports.release(taken);
+                return Err(format!("cannot prepare the task folders: {e}"));
+            }
+        };
+
+        let now = now_ms();
+        let mut slots = Vec::new();
+        for (((id, p), ports), (dir, _)) in ids.iter().zip(placed).zip(task_ports).zip(&prepared) {
+            slots.push(Slot {
+                rec: TaskRecord {
+                    attempt: job.attempt,
+                    task: id.clone(),
+                    state: TaskState::Running,
+                    exit_code: None,
+                    signal: None,
+                    reason: None,
+                    host: self.cfg.discovered.node.name.clone(),
+                    gpus: p.gpus.clone(),
+                    ports: ports.into_iter().collect(),
+                    restarts: 0,
+                    started_at_ms: Some(now),
+                    finished_at_ms: None,
+                    dir: Some(dir.path().display().to_string()),
+                },
+                placed: p,
+                gen: 0,
+                sup: None,
+                platform_failure: None,
+            });
+        }
+        let placement: Vec<String> = slots
+            .iter()
+            .map(|s| {
+                if s.rec.gpus.is_empty() {
+                    s.rec.task.to_string()
+                } else {
+                    let g: Vec<String> = s.rec.gpus.iter().map(u32::to_string).collect();
+                    format!("{} GPUs {}", s.rec.task, g.join(","))
+                }
+            })
+            .collect();
+        let mut events = vec![event(
+            "placed",
+            format!(
+                "attempt {} placed on {}: {}",
+                job.attempt,
+                self.cfg.discovered.node.name,
+                placement.join("; ")
+            ),
+        )];
+        if let Some(note) = &self.cfg.discovered.cgroups.note {
+            events.push(event(
+                "limits",
+                format!("memory and CPU limits are not enforced: {note}"),
+            ));
+        }
+        events.push(event("started", format!("{} tasks started", slots.len())));
+        let change = Change {
+            job: JobPatch {
+                state: Some(JobState::Running),
+                pending_reason: Some(None),
+                started_at_ms: Some(Some(now)),
+                deadline_at_ms: Some(spec.max_duration_secs.map(|s| now + s * 1000)),
+                ..Default::default()
+            },
+            tasks: slots.iter().map(|s| s.rec.clone()).collect(),
+            events,
+        };
+        let Some(recorded) = self.apply(key, &change) else {
+            self.ports.release(taken);
+            return Err("cannot record the start; will try again".into());
+        };
+        self.waiting.remove(&key);
+        self.active.insert(
+            key,
+            Active {
+                job: recorded,
+                spec,
+                slots,
+                master_port: Some(master_port),
+                ending: None,
+            },
+        );
+        for (i, (dir, _)) in prepared.iter().enumerate() {
+            self.spawn(key, job.attempt, i, 0, dir);
+        }
+        Ok(())
+    }
+
+    /// The job's rendezvous port and every task's port list, all or none.
+    fn allocate_ports(&mut self, spec: &JobSpec, ids: &[TaskId]) -> Result<JobPorts, String> {
+        let mut all: Vec<u16> = Vec::new();
+        let result = (|| {
+            let master = self.ports.take_free()?;
+            all.push(master);
+            let mut per_task = Vec::new();
+            for id in ids {
+                let mut map = IndexMap::new();
+                let specs = spec
+                    .role(id.role())
+                    .map(|r| r.ports.as_slice())
+                    .unwrap_or_default();
+                for p in specs {
+                    let got = if p.begin_at == 0 {
+                        (0..p.count)
+                            .map(|_| self.ports.take_free())
+                            .collect::<Result<Vec<_>, _>>()?
+                    } else {
+                        self.ports.take_fixed(p.begin_at, p.count, &p.label)?
+                    };
+                    all.extend(&got);
+                    map.insert(p.label.clone(), got);
+                }
+                per_task.push(map);
+            }
+            Ok::<_, String>((master, per_task))
+        })();
+        match result {
+            Ok((master, per_task)) => Ok(JobPorts {
+                master,
+                per_task,
+                all,
+            }),
+            Err(e) => {
+                self.ports.release(all);
+                Err(format!("waiting for a port: {e}"))
+            }
+        }
+    }
+
+    /// Starts one supervisor; a failure to start it is the task's end.
+    fn spawn(&mut self, key: i64, attempt: u32, i: usize, gen: u32, dir: &TaskDir) {
+        let started = spawn_supervisor(&self.cfg.exe, dir).and_then(Supervisor::from_child);
+        let Some(a) = self.active.get_mut(&key) else {
+            return;
+        };
+        match started {
+            Ok(sup) => {
+                let sup = Arc::new(sup);
+                a.slots[i].sup = Some(Arc::clone(&sup));
+                watch(self.tx.clone(), sup, key, attempt, i, gen);
+            }
+            Err(e) => {
+                error!(job_key = key, error = %e, "cannot start a supervisor");
+                let mut change = Change::default();
+                self.record_end(
+                    key,
+                    i,
+                    task_lost(&format!("cannot start its supervisor: {e}")),
+                    &mut change,
+                );
+                self.apply(key, &change);
+                self.evaluate(key);
+            }
+        }
+    }
+
+    /// Starts a task again in a fresh folder of the same attempt, with the
+    /// same launch (an in-place restart, or a start kiln never made).
+    fn relaunch(&mut self, key: i64, i: usize, change: &mut Change, why: &str) {
+        let Some(a) = self.active.get_mut(&key) else {
+            return;
+        };
+        let attempt = a.job.attempt;
+        let slot = &mut a.slots[i];
+        let old = slot.rec.dir.clone().map(TaskDir::new);
+        let Some(mut launch) = old.as_ref().and_then(|d| d.read_launch().ok()) else {
+            let end = task_lost("its launch record is missing");
+            self.record_end(key, i, end, change);
+            return;
+        };
+        slot.gen += 1;
+        let gen = slot.gen;
+        let dir = TaskDir::new(self.cfg.layout.task(key, attempt, &slot.rec.task, gen));
+        let tmp = dir.path().join("tmp");
+        let _ = std::fs::create_dir_all(&tmp);
+        for (k, v) in &mut launch.env {
+            if k == "TMPDIR" {
+                *v = tmp.display().to_string();
+            }
+        }
+        if let Some(l) = &mut launch.limits {
+            l.group = format!(
+                "kiln-{}-{key}-a{attempt}-{}-{gen}",
+                self.cfg.instance, slot.rec.task
+            );
+        }
+        if let Err(e) = dir.write_launch(&launch) {
+            let end = task_lost(&format!("cannot write its launch record: {e}"));
+            self.record_end(key, i, end, change);
+            return;
+        }
+        slot.rec.state = TaskState::Running;
+        slot.rec.exit_code = None;
+        slot.rec.signal = None;
+        slot.rec.reason = None;
+        slot.rec.started_at_ms = Some(now_ms());
+        slot.rec.finished_at_ms = None;
+        slot.rec.dir = Some(dir.path().display().to_string());
+        change.tasks.push(slot.rec.clone());
+        change
+            .events
+            .push(event("restarted", format!("{} {why}", slot.rec.task)));
+        self.spawn(key, attempt, i, gen, &dir);
+    }
+
+    fn finish_unstarted(&mut self, key: i64, state: JobState, reason: String) {
+        self.apply(
+            key,
+            &Change {
+                job: JobPatch {
+                    state: Some(state),
+                    reason: Some(Some(reason.clone())),
+                    pending_reason: Some(None),
+                    finished_at_ms: Some(Some(now_ms())),
+                    ..Default::default()
+                },
+                events: vec![event("finished", format!("{}: {reason}", state.as_str()))],
+                ..Default::default()
+            },
+        );
+    }
+
+    // ----- task exits and the completion policy ---------------------------
+
+    fn on_task_exited(&mut self, key: i64, attempt: u32, i: usize, gen: u32) {
+        let Some(a) = self.active.get(&key) else {
+            return;
+        };
+        let Some(slot) = a.slots.get(i) else {
+            return;
+        };
+        if a.job.attempt != attempt || slot.gen != gen || slot.rec.state.is_finished() {
+            return;
+        }
+        let Some(dir) = slot.rec.dir.clone().map(TaskDir::new) else {
+            return;
+        };
+        let mut change = Change::default();
+        if let Ok(Some(started)) = dir.read_started() {
+            if let Some(note) = started.limits_note {
+                change
+                    .events
+                    .push(event("limits", format!("{}: {note}", slot.rec.task)));
+            }
+        }
+        let end = match dir.read_exit() {
+            Ok(Some(exit)) => task_end(&exit),
+            Ok(None) => task_lost("its supervisor ended without recording how the task ended"),
+            Err(e) => task_lost(&format!("its exit record is unreadable: {e}")),
+        };
+        let finished_at = dir.read_exit().ok().flatten().map(|e| e.finished_at_ms);
+        self.record_end(key, i, end, &mut change);
+        if let (Some(at), Some(a)) = (finished_at, self.active.get_mut(&key)) {
+            a.slots[i].rec.finished_at_ms = Some(at);
+            if let Some(t) = change.tasks.last_mut() {
+                t.finished_at_ms = Some(at);
+            }
+        }
+        self.apply(key, &change);
+        self.evaluate(key);
+    }
+
+    fn record_end(&mut self, key: i64, i: usize, end: TaskEnd, change: &mut Change) {
+        let Some(a) = self.active.get_mut(&key) else {
+            return;
+        };
+        let debug = is_debug(&a.spec);
+        let slot = &mut a.slots[i];
+        slot.sup = None;
+        slot.rec.state = end.state;
+        slot.rec.exit_code = end.exit_code;
+        slot.rec.signal = end.signal;
+        slot.rec.reason = end.reason.clone();
+        slot.rec.finished_at_ms = Some(now_ms());
+        if end.platform {
+            slot.platform_failure = end.reason.clone().or(Some("platform failure".into()));
+        }
+        change.tasks.push(slot.rec.clone());
+        change
+            .events
+            .push(event("exited", describe_end(&slot.rec.task, &end)));
+        // The task's scratch space goes, except a failed task's under isDebug.
+        if let Some(dir) = &slot.rec.dir {
+            let dir = PathBuf::from(dir);
+            if debug && end.state == TaskState::Failed {
+                change.events.push(event(
+                    "debug",
+                    format!(
+                        "{} failed; its folder is kept for debugging at {} (isDebug)",
+                        slot.rec.task,
+                        dir.display()
+                    ),
+                ));
+            } else {
+                let _ = std::fs::remove_dir_all(dir.join("tmp"));
+            }
+        }
+    }
+
+    /// Applies the completion policy to the current attempt, and ends it once
+    /// it is decided and its last task is gone.
+    fn evaluate(&mut self, key: i64) {
+        let Some(a) = self.active.get_mut(&key) else {
+            return;
+        };
+        let mut change = Change::default();
+        if a.ending.is_none() {
+            if let Some(why) = a.slots.iter().find_map(|s| s.platform_failure.clone()) {
+                a.ending = Some(Outcome::Failed {
+                    reason: why,
+                    platform: true,
+                });
+            } else {
+                let statuses: Vec<TaskStatus> = a
+                    .slots
+                    .iter()
+                    .map(|s| TaskStatus {
+                        task: s.rec.task.clone(),
+                        state: s.rec.state,
+                        exit_code: s.rec.exit_code,
+                        signal: s.rec.signal,
+                        restarts: s.rec.restarts,
+                    })
+                    .collect();
+                let d = decide(&a.spec, &statuses, a.job.stop_requested);
+                let reason = d.reason.clone().unwrap_or_default();
+                a.ending = match d.state {
+                    AttemptState::Running => None,
+                    AttemptState::Succeeded => Some(Outcome::Succeeded(reason)),
+                    AttemptState::Failed => Some(Outcome::Failed {
+                        reason,
+                        platform: false,
+                    }),
+                    AttemptState::Stopped => Some(Outcome::Stopped(reason)),
+                };
+                if a.ending.is_none() && !d.restart.is_empty() {
+                    let restart: Vec<usize> = a
+                        .slots
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| d.restart.contains(&s.rec.task))
+                        .map(|(i, _)| i)
+                        .collect();
+                    for i in restart {
+                        if let Some(a) = self.active.get_mut(&key) {
+                            a.slots[i].rec.restarts += 1;
+                        }
+                        self.relaunch(key, i, &mut change, "restarted by its restart policy");
+                    }
+                    self.apply(key, &change);
+                    return;
+                }
+            }
+            if let Some(a) = self.active.get(&key) {
+                if a.ending.is_some() {
+                    stop_unfinished(a);
+                }
+            }
+        }
+        let Some(a) = self.active.get(&key) else {
+            return;
+        };
+        let all_done = a.slots.iter().all(|s| s.rec.state.is_finished());
+        if a.ending.is_some() && all_done {
+            self.finish_attempt(key, change);
+        } else if !change.tasks.is_empty() || !change.events.is_empty() {
+            self.apply(key, &change);
+        }
+    }
+
+    fn finish_attempt(&mut self, key: i64, mut change: Change) {
+        let Some(a) = self.active.remove(&key) else {
+            return;
+        };
+        self.dirty = true;
+        let ports: Vec<u16> = a
+            .slots
+            .iter()
+            .flat_map(|s| s.rec.ports.values().flatten().copied())
+            .chain(a.master_port)
+            .collect();
+        self.ports.release(ports);
+        let Some(outcome) = a.ending.clone() else {
+            return;
+        };
+        let next = after_attempt(&a.spec, a.job.attempt, a.job.failed_attempts, &outcome);
+        let now = now_ms();
+        match next {
+            Next::Finish { state, reason } => {
+                change.job = JobPatch {
+                    state: Some(state),
+                    reason: Some(Some(reason.clone())),
+                    finished_at_ms: Some(Some(now)),
+                    ..Default::default()
+                };
+                change
+                    .events
+                    .push(event("finished", format!("{}: {reason}", state.as_str())));
+                self.apply(key, &change);
+            }
+            Next::Retry {
+                attempt,
+                failed_attempts,
+                reason,
+            } => {
+                change.job = JobPatch {
+                    state: Some(JobState::Waiting),
+                    reason: Some(Some(reason.clone())),
+                    attempt: Some(attempt),
+                    failed_attempts: Some(failed_attempts),
+                    deadline_at_ms: Some(None),
+                    pending_reason: Some(Some(format!("queued for attempt {attempt}"))),
+                    ..Default::default()
+                };
+                change.events.push(event("retried", reason));
+                if let Some(job) = self.apply(key, &change) {
+                    let request = request_of(&job, &a.spec);
+                    self.waiting.insert(
+                        key,
+                        Waiting {
+                            job,
+                            spec: a.spec,
+                            request,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    // ----- stop and deadlines ---------------------------------------------
+
+    fn on_stop(&mut self, key: i64, by: &str) -> Result<JobRecord, ControlError> {
+        if self.waiting.remove(&key).is_some() {
+            self.dirty = true;
+            let reason = format!("stopped by {by} before it started");
+            let change = Change {
+                job: JobPatch {
+                    state: Some(JobState::Stopped),
+                    stop_requested: Some(true),
+                    reason: Some(Some(reason.clone())),
+                    pending_reason: Some(None),
+                    finished_at_ms: Some(Some(now_ms())),
+                    ..Default::default()
+                },
+                events: vec![event("stopped", reason)],
+                ..Default::default()
+            };
+            return self
+                .apply(key, &change)
+                .ok_or_else(|| ControlError::Internal("cannot record the stop".into()));
+        }
+        if let Some(a) = self.active.get_mut(&key) {
+            if a.job.stop_requested {
+                return Ok(a.job.clone());
+            }
+            a.job.stop_requested = true;
+            let reason = format!("stopped by {by}");
+            if !matches!(
+                a.ending,
+                Some(Outcome::Succeeded(_) | Outcome::Failed { .. })
+            ) {
+                a.ending = Some(Outcome::Stopped(reason.clone()));
+            }
+            stop_unfinished(a);
+            let change = Change {
+                job: JobPatch {
+                    state: Some(JobState::Stopping),
+                    stop_requested: Some(true),
+                    ..Default::default()
+                },
+                events: vec![event("stop-requested", format!("stop requested by {by}"))],
+                ..Default::default()
+            };
+            let job = self
+                .apply(key, &change)
+                .ok_or_else(|| ControlError::Internal("cannot record the stop".into()))?;
+            if let Some(a) = self.active.get_mut(&key) {
+                a.job = job.clone();
+            }
+            self.evaluate(key);
+            return Ok(job);
+        }
+        match self.store.job_by_key(key) {
+            Ok(Some(j)) => Err(ControlError::Conflict(format!(
+                "job {} is already {}",
+                j.id,
+                j.state.as_str()
+            ))),
+            Ok(None) => Err(ControlError::NotFound(format!("job #{key}"))),
+            Err(e) => Err(ControlError::Internal(e.to_string())),
+        }
+    }
+
+    fn on_deadline_change(
+        &mut self,
+        key: i64,
+        by: &str,
+        change: DeadlineChange,
+    ) -> Result<JobRecord, ControlError> {
+        let Some(a) = self.active.get_mut(&key) else {
+            return match self.store.job_by_key(key) {
+                Ok(Some(j)) => Err(ControlError::Conflict(format!(
+                    "job {} is {}; only a running job's max duration can change (a waiting job's clock has not started)",
+                    j.id,
+                    j.state.as_str()
+                ))),
+                Ok(None) => Err(ControlError::NotFound(format!("job #{key}"))),
+                Err(e) => Err(ControlError::Internal(e.to_string())),
+            };
+        };
+        if a.ending.is_some() {
+            return Err(ControlError::Conflict(format!(
+                "job {} is already ending",
+                a.job.id
+            )));
+        }
+        let started = a.job.started_at_ms.unwrap_or_else(now_ms);
+        let (deadline, message) = match change {
+            DeadlineChange::ExtendBy(secs) => {
+                let Some(d) = a.job.deadline_at_ms else {
+                    return Err(ControlError::Invalid(format!(
+                        "job {} has no max duration to extend; set one with maxDuration",
+                        a.job.id
+                    )));
+                };
+                let d = d.saturating_add(secs.saturating_mul(1000));
+                (
+                    d,
+                    format!(
+                        "max duration extended by {} by {by}, to {} in all",
+                        format_duration_secs(secs),
+                        format_duration_secs(d.saturating_sub(started) / 1000)
+                    ),
+                )
+            }
+            DeadlineChange::Total(secs) => (
+                started.saturating_add(secs.saturating_mul(1000)),
+                format!("max duration set to {} by {by}", format_duration_secs(secs)),
+            ),
+        };
+        let ch = Change {
+            job: JobPatch {
+                deadline_at_ms: Some(Some(deadline)),
+                ..Default::default()
+            },
+            events: vec![event("extended", message)],
+            ..Default::default()
+        };
+        let job = self
+            .apply(key, &ch)
+            .ok_or_else(|| ControlError::Internal("cannot record the new deadline".into()))?;
+        if let Some(a) = self.active.get_mut(&key) {
+            a.job = job.clone();
+        }
+        self.dirty = true;
+        Ok(job)
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.active
+            .values()
+            .filter(|a| a.ending.is_none())
+            .filter_map(|a| a.job.deadline_at_ms)
+            .min()
+    }
+
+    fn fire_deadlines(&mut self) {
+        let now = now_ms();
+        let due: Vec<i64> = self
+            .active
+            .values()
+            .filter(|a| a.ending.is_none() && a.job.deadline_at_ms.is_some_and(|d| d <= now))
+            .map(|a| a.job.key)
+            .collect();
+        for key in due {
+            let Some(a) = self.active.get_mut(&key) else {
+                continue;
+            };
+            let max_secs = a
+                .job
+                .deadline_at_ms
+                .zip(a.job.started_at_ms)
+                .map_or(0, |(d, s)| d.saturating_sub(s) / 1000);
+            a.ending = Some(Outcome::DeadlineExceeded { max_secs });
+            stop_unfinished(a);
+            let change = Change {
+                events: vec![event(
+                    "deadline",
+                    format!(
+                        "ran past its max duration of {}; stopping its tasks",
+                        format_duration_secs(max_secs)
+                    ),
+                )],
+                ..Default::default()
+            };
+            self.apply(key, &change);
+            self.evaluate(key);
+        }
+    }
+
+    // ----- what the API shows ---------------------------------------------
+
+    fn publish(&self) {
+        let node = &self.cfg.discovered.node;
+        let mut gpu_jobs = HashMap::new();
+        let (mut cpus, mut mem) = (0u64, 0u64);
+        for a in self.active.values() {
+            for s in &a.slots {
+                for g in &s.placed.gpus {
+                    gpu_jobs.insert(*g, a.job.id.to_string());
+                }
+                cpus += u64::from(s.placed.cpus);
+                mem += s.placed.memory_mb;
+            }
+        }
+        let cg = &self.cfg.discovered.cgroups;
+        let limits = match (&cg.note, cg.version) {
+            (Some(note), _) => format!("not enforced: {note}"),
+            (None, Some(v)) => format!("enforced with cgroup v{v}"),
+            (None, None) => "not enforced: no usable cgroups".into(),
+        };
+        let view = ClusterView {
+            nodes: vec![NodeView {
+                node: node.clone(),
+                gpu_source: format!("{:?}", self.cfg.discovered.gpu_source),
+                gpu_jobs,
+                cpus_allocated: cpus,
+                memory_mb_allocated: mem,
+                limits,
+                notes: self.cfg.discovered.notes.clone(),
+            }],
+            waiting: self.waiting.len(),
+            running: self.active.len(),
+        };
+        if let Ok(mut c) = self.cluster.write() {
+            *c = view;
+        }
+    }
+}
+
+fn is_debug(spec: &JobSpec) -> bool {
+    spec.job_envs.get("isDebug").is_some_and(|v| match v {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::String(s) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    })
+}
+
+fn stop_unfinished(a: &Active) {
+    for s in &a.slots {
+        if s.rec.state.is_finished() {
+            continue;
+        }
+        if let Some(sup) = &s.sup {
+            if let Err(e) = sup.request_stop() {
+                warn!(task = %s.rec.task, error = %e, "cannot signal a supervisor");
+            }
+        }
+    }
+}
+
+/// One small thread per supervisor, blocked on its pidfd until it exits.
+fn watch(tx: Sender<Msg>, sup: Arc<Supervisor>, key: i64, attempt: u32, slot: usize, gen: u32) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("kiln-watch-{}", sup.pid()))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            sup.wait();
+            let _ = tx.send(Msg::TaskExited {
+                key,
+                attempt,
+                slot,
+                gen,
+            });
+        });
+    if let Err(e) = spawned {
+        error!(error = %e, "cannot start a watcher thread");
+    }
+}

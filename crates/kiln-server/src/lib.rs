@@ -1,0 +1,132 @@
+//! kiln's server: the control loop that runs jobs on the local engine, and
+//! the HTTP API over it. `kiln server` is a thin wrapper around [`serve`].
+
+pub mod api;
+pub mod auth;
+pub mod control;
+pub mod error;
+pub mod layout;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_engine::local::resources::{discover, Overrides};
+use kiln_store::{SqliteStore, Store};
+use tracing::info;
+
+pub use error::ServerError;
+use layout::Layout;
+
+pub struct Config {
+    pub data: PathBuf,
+    pub listen: String,
+    pub overrides: Overrides,
+    /// The kiln binary, re-executed to supervise each task.
+    pub exe: PathBuf,
+    pub stop_grace_secs: u64,
+}
+
+/// Reads this installation's id, making one on first start.
+fn instance_id(layout: &Layout) -> Result<String, ServerError> {
+    let path = layout.instance();
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        _ => {
+            let mut b = [0u8; 4];
+            getrandom::fill(&mut b).map_err(|e| ServerError::Random(e.to_string()))?;
+            let id = hex::encode(b);
+            std::fs::write(&path, &id).map_err(|e| ServerError::io("write", &path, e))?;
+            Ok(id)
+        }
+    }
+}
+
+/// Opens the data folder, recovers the jobs, binds the listener and serves
+/// until SIGINT/SIGTERM. Calls `ready` with the bound address once it
+/// accepts connections. Running tasks are left to their supervisors.
+pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
+    let layout = Layout::new(&config.data);
+    std::fs::create_dir_all(layout.root())
+        .map_err(|e| ServerError::io("create", layout.root(), e))?;
+    let db = layout.db();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || SqliteStore::open(&db))
+            .await
+            .map_err(|e| ServerError::Random(e.to_string()))??,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    auth::bootstrap_admin(store.as_ref(), &layout.admin_token(), now)?;
+    let discovered = {
+        let over = config.overrides.clone();
+        tokio::task::spawn_blocking(move || discover(&over))
+            .await
+            .map_err(|e| ServerError::Random(e.to_string()))?
+    };
+    info!(
+        cpus = discovered.node.cpus,
+        memory_mb = discovered.node.memory_mb,
+        gpus = discovered.node.gpus.len(),
+        "resources discovered"
+    );
+    let cfg = control::EngineConfig {
+        exe: config.exe.clone(),
+        layout: layout.clone(),
+        discovered,
+        instance: instance_id(&layout)?,
+        stop_grace_secs: config.stop_grace_secs,
+        host_ip: "127.0.0.1".into(),
+    };
+    let control = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || control::start(store, cfg))
+            .await
+            .map_err(|e| ServerError::Random(e.to_string()))??
+    };
+    let app = api::router(api::AppState {
+        store,
+        control: control.clone(),
+        layout,
+    });
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    info!(%addr, data = %config.data.display(), "kiln server listening");
+    ready(addr);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    control.shutdown();
+    info!("kiln server stopped; running tasks continue under their supervisors");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,259 @@
+//! A real `kiln server` on a free port with a temporary data folder, and the
+//! real CLI against it. Dropping the server kills it and every supervisor
+//! and task it started, so no test leaves processes behind.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn kiln_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub url: String,
+    pub data: tempfile::TempDir,
+    pub args: Vec<String>,
+    token: String,
+}
+
+impl Server {
+    /// 16 CPUs and 64 GiB declared so tests are not limited by this
+    /// machine's 2 cores; 4 fake GPUs.
+    pub fn start() -> Server {
+        Self::start_with(&[
+            "--fake-gpus",
+            "4",
+            "--cpus",
+            "16",
+            "--memory",
+            "64Gi",
+            "--stop-grace",
+            "1",
+        ])
+    }
+
+    pub fn start_with(args: &[&str]) -> Server {
+        let data = tempfile::tempdir().expect("tmp");
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            data,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            token: String::new(),
+        };
+        s.boot();
+        s
+    }
+
+    /// Starts the server process (again) on the same data folder.
+    pub fn boot(&mut self) {
+        let mut child = Command::new(kiln_exe())
+            .arg("server")
+            .arg("--data")
+            .arg(self.data.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("server started");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("first line");
+        let url = line
+            .trim()
+            .strip_prefix("kiln listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        self.url = url;
+        self.child = Some(child);
+        self.token = std::fs::read_to_string(self.data.path().join("admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_owned();
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(kiln_exe())
+            .args(args)
+            .env("KILN_URL", &self.url)
+            .env("KILN_DATA", self.data.path())
+            .env_remove("KILN_TOKEN")
+            .output()
+            .expect("cli ran")
+    }
+
+    /// Runs the CLI, expecting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed ({:?}): {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn write_spec(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.data.path().join(format!("{name}.spec"));
+        std::fs::write(&p, text).expect("spec written");
+        p
+    }
+
+    /// Submits a spec text; returns the job id.
+    pub fn submit(&self, name: &str, text: &str) -> String {
+        let p = self.write_spec(name, text);
+        self.ok(&["submit", p.to_str().expect("utf8")])
+            .trim()
+            .to_owned()
+    }
+
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}/api/v1{path}", self.url);
+        let auth = format!("Bearer {}", self.token);
+        let resp = match method {
+            "GET" => agent.get(&url).header("Authorization", &auth).call(),
+            "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),
+            "POST" => agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send(body.unwrap_or_default()),
+            "PATCH" => agent
+                .patch(&url)
+                .header("Authorization", &auth)
+                .send(body.unwrap_or_default()),
+            m => panic!("method {m}"),
+        };
+        let mut resp = resp.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub fn job(&self, id: &str) -> Value {
+        let (status, v) = self.api("GET", &format!("/jobs/{id}"), None);
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    /// Polls the job until `pred` holds, or fails the test after `secs`.
+    pub fn wait_job(
+        &self,
+        id: &str,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let j = self.job(id);
+            if pred(&j) {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {id} to be {what}: {j:#}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_state(&self, id: &str, state: &str, secs: u64) -> Value {
+        self.wait_job(id, secs, state, |j| j["state"] == state)
+    }
+
+    pub fn logs(&self, id: &str, task: &str) -> String {
+        self.ok(&["logs", id, "--task", task])
+    }
+
+    pub fn kill_everything(&self) {
+        kill_processes_mentioning(self.data.path());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        self.kill_everything();
+    }
+}
+
+/// SIGKILLs every process whose command line mentions `path` (supervisors
+/// carry their task folder there), then their tasks via the process groups.
+pub fn kill_processes_mentioning(path: &Path) {
+    let want = path.as_os_str().as_encoded_bytes();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmd.windows(want.len()).any(|w| w == want) {
+            // The supervisor's SIGTERM path kills its task group too.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+/// `KEY=VALUE` lines of `env` output.
+pub fn env_of(log: &str) -> std::collections::BTreeMap<String, String> {
+    log.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+pub fn task<'a>(job: &'a Value, id: &str) -> &'a Value {
+    job["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"] == id))
+        .unwrap_or_else(|| panic!("no task {id} in {job:#}"))
+}
+
+pub fn events(job: &Value) -> Vec<(String, String)> {
+    job["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| {
+                    (
+                        e["kind"].as_str().unwrap_or_default().to_owned(),
+                        e["message"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,406 @@
+//! The local engine end to end: a real server, the real CLI, real processes
+//! under real supervisors, 4 fake GPUs (`--fake-gpus 4`).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{env_of, events, task, Server};
+
+#[test]
+fn a_two_role_openpai_job_with_ports_gets_the_exact_environment() {
+    let s = Server::start();
+    let id = s.submit(
+        "ports",
+        r#"{
+          "jobName": "ports",
+          "image": "ubuntu",
+          "jobEnvs": {"LR": "0.1"},
+          "taskRoles": [
+            {"name": "master", "taskNumber": 1, "cpuNumber": 1, "memoryMB": 256, "gpuNumber": 1,
+             "portList": [{"label": "http", "beginAt": 0, "portNumber": 2}],
+             "command": "env | sort"},
+            {"name": "worker", "taskNumber": 2, "cpuNumber": 1, "memoryMB": 256, "gpuNumber": 1,
+             "portList": [{"label": "ssh", "beginAt": 0, "portNumber": 1}],
+             "command": "env | sort"}
+          ]
+        }"#,
+    );
+    assert_eq!(id, "admin~ports");
+    let job = s.wait_state(&id, "SUCCEEDED", 30);
+    let mut gpus = BTreeSet::new();
+    let mut master_ports = BTreeSet::new();
+    for (t, rank) in [("master-0", "0"), ("worker-0", "1"), ("worker-1", "2")] {
+        let env = env_of(&s.logs(&id, t));
+        let (role, index) = t.split_once('-').expect("task id");
+        assert_eq!(env["PAI_JOB_NAME"], "admin~ports");
+        assert_eq!(env["PAI_USER_NAME"], "admin");
+        assert_eq!(env["PAI_TASK_ROLE_COUNT"], "2");
+        assert_eq!(env["PAI_TASK_ROLE_LIST"], "master,worker");
+        assert_eq!(env["PAI_TASK_ROLE_TASK_COUNT_worker"], "2");
+        assert_eq!(env["PAI_RESOURCE_worker"], "1,1,256,64");
+        assert_eq!(env["PAI_MIN_FAILED_TASK_COUNT_worker"], "1");
+        assert_eq!(env["PAI_CURRENT_TASK_ROLE_NAME"], role);
+        assert_eq!(env["PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX"], index);
+        assert_eq!(env["PAI_HOST_IP_worker_1"], "127.0.0.1");
+        assert_eq!(env["LR"], "0.1");
+        assert_eq!(env["RANK"], rank);
+        assert_eq!(env["WORLD_SIZE"], "3");
+        assert_eq!(env["MASTER_ADDR"], "127.0.0.1");
+        assert_eq!(env["PET_MASTER_PORT"], env["MASTER_PORT"]);
+        assert_eq!(env["PYTHONUNBUFFERED"], "1");
+        assert_eq!(env["CUDA_DEVICE_ORDER"], "PCI_BUS_ID");
+        assert_eq!(env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]);
+        assert_eq!(env["KILN_JOB_ID"], "admin~ports");
+        assert_eq!(env["KILN_TASK_ID"], t);
+        assert_eq!(env["KILN_ATTEMPT"], "0");
+        assert!(env["KILN_TENSORBOARD_DIR"].starts_with(&env["KILN_OUTPUT_DIR"]));
+        // The ports in the environment are the ones the API reports.
+        let label = if role == "master" { "http" } else { "ssh" };
+        let listed = &task(&job, t)["ports"][label];
+        let from_env: Vec<String> = env[&format!("PAI_PORT_LIST_{role}_{index}_{label}")]
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let from_api: Vec<String> = listed
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(from_env, from_api);
+        assert_eq!(from_env.len(), if role == "master" { 2 } else { 1 });
+        gpus.insert(env["CUDA_VISIBLE_DEVICES"].clone());
+        assert_eq!(
+            task(&job, t)["gpus"][0].to_string(),
+            env["CUDA_VISIBLE_DEVICES"]
+        );
+        master_ports.insert(env["MASTER_PORT"].clone());
+    }
+    assert_eq!(gpus.len(), 3, "one distinct GPU per task: {gpus:?}");
+    assert_eq!(master_ports.len(), 1, "one rendezvous port per job");
+    // Nothing of the server's own environment leaks in beyond the basics.
+    let env = env_of(&s.logs(&id, "master-0"));
+    assert!(!env.contains_key("KILN_URL") && !env.contains_key("RUST_LOG"));
+}
+
+fn role_job(name: &str, replicas: u32, extra: &str, command: &str) -> String {
+    format!(
+        r#"name: {name}
+{extra}
+roles:
+  - name: w
+    replicas: {replicas}
+    cpus: 1
+    memory: 128Mi
+    command: {command}
+"#
+    )
+}
+
+#[test]
+fn completion_policy_rules_hold_on_real_processes() {
+    let s = Server::start();
+    let first_fails =
+        "'if [ $PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX = 0 ]; then exit 3; fi; sleep 300'";
+    let first_succeeds =
+        "'if [ $PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX = 0 ]; then exit 0; fi; sleep 300'";
+    let first_fails_rest_succeed =
+        "'if [ $PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX = 0 ]; then exit 3; fi; sleep 0.5'";
+    // Rule 2: minFailed 1 (default): the first failure fails the attempt, the rest are stopped.
+    let failfast = s.submit("failfast", &role_job("failfast", 3, "", first_fails));
+    // minFailed null: failures never fail the job; it succeeds when all finish.
+    let tolerant = s.submit(
+        "tolerant",
+        &role_job("tolerant", 3, "", first_fails_rest_succeed)
+            .replace("command:", "minFailed: null\n    command:"),
+    );
+    // Rule 3: minSucceeded 1: the first success succeeds the attempt, the rest are stopped.
+    let quorum = s.submit(
+        "quorum",
+        &role_job("quorum", 3, "", first_succeeds)
+            .replace("command:", "minSucceeded: 1\n    command:"),
+    );
+    // Rule 4: everything finished.
+    let all = s.submit("all", &role_job("all", 2, "", "'exit 0'"));
+
+    let j = s.wait_state(&failfast, "FAILED", 30);
+    assert_eq!(task(&j, "w-0")["exitCode"], 3);
+    assert_eq!(task(&j, "w-1")["state"], "STOPPED");
+    assert_eq!(task(&j, "w-2")["state"], "STOPPED");
+    assert!(
+        j["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("w-0 exited with code 3"),
+        "{j}"
+    );
+
+    let j = s.wait_state(&tolerant, "SUCCEEDED", 30);
+    assert_eq!(task(&j, "w-0")["state"], "FAILED");
+    assert_eq!(task(&j, "w-1")["state"], "SUCCEEDED");
+
+    let j = s.wait_state(&quorum, "SUCCEEDED", 30);
+    assert_eq!(task(&j, "w-0")["state"], "SUCCEEDED");
+    assert_eq!(task(&j, "w-1")["state"], "STOPPED");
+    assert!(
+        j["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("minSucceeded 1"),
+        "{j}"
+    );
+
+    s.wait_state(&all, "SUCCEEDED", 30);
+}
+
+#[test]
+fn retry_count_retries_until_the_third_attempt_succeeds() {
+    let s = Server::start();
+    let id = s.submit(
+        "retry",
+        "name: retry\nretryCount: 2\ncommand: 'echo attempt $KILN_ATTEMPT; [ $KILN_ATTEMPT -ge 2 ] || exit 1'\n",
+    );
+    let j = s.wait_state(&id, "SUCCEEDED", 30);
+    assert_eq!(j["attempt"], 2);
+    assert_eq!(j["failedAttempts"], 2);
+    assert_eq!(s.logs(&id, "main-0"), "attempt 2\n");
+    let retried = events(&j).iter().filter(|(k, _)| k == "retried").count();
+    assert_eq!(retried, 2);
+    // Without enough retries, the job fails on its last attempt.
+    let id = s.submit(
+        "noretry",
+        "name: noretry\nretryCount: 1\ncommand: '[ $KILN_ATTEMPT -ge 2 ] || exit 1'\n",
+    );
+    let j = s.wait_state(&id, "FAILED", 30);
+    assert_eq!(j["attempt"], 1);
+}
+
+#[test]
+fn stop_ends_a_running_and_a_waiting_job() {
+    let s = Server::start();
+    let id = s.submit("sleeper", "name: sleeper\ncommand: 'exec sleep 300'\n");
+    s.wait_state(&id, "RUNNING", 30);
+    let stopped = s.ok(&["stop", &id]);
+    assert!(
+        stopped.contains("STOPPING") || stopped.contains("STOPPED"),
+        "{stopped}"
+    );
+    let j = s.wait_state(&id, "STOPPED", 30);
+    assert_eq!(task(&j, "main-0")["state"], "STOPPED");
+    assert!(events(&j)
+        .iter()
+        .any(|(k, m)| k == "stop-requested" && m.contains("admin")));
+    // Stopping it again says it is over.
+    let again = s.cli(&["stop", &id]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already STOPPED"));
+
+    // A job that cannot start (more GPUs than exist) is stopped while waiting.
+    let id = s.submit("toobig", "name: toobig\ngpus: 8\ncommand: 'true'\n");
+    let j = s.wait_state(&id, "WAITING", 10);
+    assert!(
+        j["pendingReason"].as_str().expect("reason").contains("GPU"),
+        "{j}"
+    );
+    s.ok(&["stop", &id]);
+    s.wait_state(&id, "STOPPED", 10);
+}
+
+#[test]
+fn max_duration_fails_the_job_and_extend_lengthens_it() {
+    let s = Server::start();
+    let short = s.submit(
+        "short",
+        "name: short\nmaxDuration: 2s\ncommand: 'sleep 300'\n",
+    );
+    let long = s.submit("long", "name: long\nmaxDuration: 3s\ncommand: 'sleep 5'\n");
+    s.wait_state(&long, "RUNNING", 30);
+    let out = s.ok(&["extend", &long, "1m"]);
+    assert!(out.contains("now ends in"), "{out}");
+    let j = s.wait_state(&short, "FAILED", 30);
+    assert!(
+        j["reason"]
+            .as_str()
+            .expect("reason")
+            .starts_with("DeadlineExceeded"),
+        "{j}"
+    );
+    assert!(events(&j).iter().any(|(k, _)| k == "deadline"));
+    let j = s.wait_state(&long, "SUCCEEDED", 30);
+    assert!(
+        events(&j)
+            .iter()
+            .any(|(k, m)| k == "extended" && m.contains("by admin")),
+        "{j}"
+    );
+    // A finished job cannot be extended; a bad duration names the field.
+    let (status, p) = s.api(
+        "PATCH",
+        &format!("/jobs/{long}"),
+        Some(r#"{"extendBy": "1h"}"#),
+    );
+    assert_eq!(status, 409, "{p}");
+    let (status, p) = s.api(
+        "PATCH",
+        &format!("/jobs/{long}"),
+        Some(r#"{"extendBy": "soon"}"#),
+    );
+    assert_eq!(status, 422, "{p}");
+    assert_eq!(p["errors"][0]["path"], "extendBy");
+}
+
+#[test]
+fn is_debug_keeps_a_failed_tasks_folder_and_says_where() {
+    let s = Server::start();
+    let debug = s.submit(
+        "debug",
+        "name: debug\njobEnvs:\n  isDebug: true\ncommand: 'echo scratch > $TMPDIR/left.txt; exit 1'\n",
+    );
+    let plain = s.submit(
+        "plain",
+        "name: plain\ncommand: 'echo scratch > $TMPDIR/left.txt; exit 1'\n",
+    );
+    let j = s.wait_state(&debug, "FAILED", 30);
+    let (_, msg) = events(&j)
+        .into_iter()
+        .find(|(k, _)| k == "debug")
+        .expect("a debug event");
+    let path = msg
+        .split(" at ")
+        .nth(1)
+        .expect("a path")
+        .split(' ')
+        .next()
+        .expect("path");
+    assert!(
+        std::path::Path::new(path).join("tmp/left.txt").exists(),
+        "{msg}"
+    );
+    let j = s.wait_state(&plain, "FAILED", 30);
+    assert!(!events(&j).iter().any(|(k, _)| k == "debug"));
+}
+
+#[test]
+fn gpus_are_never_shared_and_gangs_never_start_partially() {
+    let s = Server::start();
+    let big = s.submit("three", "name: three\ngpus: 3\ncommand: 'sleep 2'\n");
+    s.wait_state(&big, "RUNNING", 30);
+    let two = s.submit(
+        "two",
+        "name: two\ngpus: 2\ncommand: 'echo $CUDA_VISIBLE_DEVICES'\n",
+    );
+    let j = s.wait_state(&two, "WAITING", 10);
+    let reason = j["pendingReason"].as_str().expect("reason");
+    assert!(reason.contains("needs 2 GPUs, 1 free"), "{reason}");
+    let j = s.wait_state(&two, "SUCCEEDED", 30);
+    assert!(j["startedAtMs"].as_u64() >= s.job(&big)["finishedAtMs"].as_u64());
+
+    // A 2x2 gang on 3 free GPUs: nothing starts until all 4 are free.
+    let one = s.submit("one", "name: one\ngpus: 1\ncommand: 'sleep 2'\n");
+    s.wait_state(&one, "RUNNING", 30);
+    let gang = s.submit(
+        "gang",
+        "name: gang\nroles:\n  - name: w\n    replicas: 2\n    gpus: 2\n    cpus: 1\n    memory: 128Mi\n    command: 'echo $CUDA_VISIBLE_DEVICES'\n",
+    );
+    let j = s.wait_state(&gang, "WAITING", 10);
+    assert!(j["tasks"].as_array().is_none_or(|t| t.is_empty()), "{j}");
+    let j = s.wait_state(&gang, "SUCCEEDED", 30);
+    assert!(j["startedAtMs"].as_u64() >= s.job(&one)["finishedAtMs"].as_u64());
+    let a = s.logs(&gang, "w-0");
+    let b = s.logs(&gang, "w-1");
+    let all: BTreeSet<&str> = a.trim().split(',').chain(b.trim().split(',')).collect();
+    assert_eq!(all.len(), 4, "{a} {b}");
+}
+
+#[test]
+fn a_job_over_its_memory_limit_fails_as_oom_killed() {
+    let s = Server::start();
+    let nodes = s.ok(&["nodes"]);
+    let id = s.submit(
+        "oom",
+        "name: oom\nmemory: 100Mi\ncommand: 'head -c 400M /dev/zero | tail > /dev/null'\n",
+    );
+    let j = s.wait_state(&id, "FAILED", 60);
+    if nodes.contains("limits: not enforced") {
+        // No usable cgroups here: the job's events say so rather than pretend.
+        assert!(events(&j).iter().any(|(k, _)| k == "limits"), "{j}");
+        return;
+    }
+    assert_eq!(task(&j, "main-0")["reason"], "OOMKilled", "{j}");
+    assert!(events(&j).iter().any(|(_, m)| m.contains("OOMKilled")));
+}
+
+#[test]
+fn clone_delete_and_the_error_shapes() {
+    let s = Server::start();
+    let id = s.submit("orig", "name: orig\ncommand: 'echo original'\n");
+    s.wait_state(&id, "SUCCEEDED", 30);
+    let copy = s.ok(&["clone", &id]).trim().to_owned();
+    assert_eq!(copy, "admin~orig-2");
+    s.wait_state(&copy, "SUCCEEDED", 30);
+    assert_eq!(s.logs(&copy, "main-0"), "original\n");
+    let named = s.ok(&["clone", &id, "--name", "again"]).trim().to_owned();
+    assert_eq!(named, "admin~again");
+
+    // Same name twice: a conflict that says what to do.
+    let dup = s.cli(&[
+        "submit",
+        s.write_spec("dup", "name: orig\ncommand: 'true'\n")
+            .to_str()
+            .expect("utf8"),
+    ]);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+
+    // Invalid specs: 422 problem+json naming every field.
+    let (status, p) = s.api(
+        "POST",
+        "/jobs",
+        Some(r#"{"jobName":"bad name!","taskRoles":[{"name":"r","taskNumber":0,"cpuNumber":1,"memoryMB":64,"command":"x"}]}"#),
+    );
+    assert_eq!(status, 422);
+    let paths: Vec<&str> = p["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(
+        paths.contains(&"jobName")
+            && paths.contains(&"taskRoles[0].taskNumber")
+            && paths.contains(&"taskRoles[0].memoryMB"),
+        "{p}"
+    );
+
+    // Delete: only finished jobs, and the logs go too.
+    let running = s.submit("busy", "name: busy\ncommand: 'sleep 300'\n");
+    s.wait_state(&running, "RUNNING", 30);
+    let rm = s.cli(&["rm", &running]);
+    assert!(!rm.status.success());
+    assert!(String::from_utf8_lossy(&rm.stderr).contains("only finished jobs"));
+    s.ok(&["stop", &running]);
+    s.wait_state(&running, "STOPPED", 30);
+    let key_dirs = std::fs::read_dir(s.data.path().join("jobs"))
+        .expect("jobs")
+        .count();
+    s.ok(&["rm", &id]);
+    assert_eq!(s.api("GET", &format!("/jobs/{id}"), None).0, 404);
+    assert_eq!(
+        std::fs::read_dir(s.data.path().join("jobs"))
+            .expect("jobs")
+            .count(),
+        key_dirs - 1
+    );
+
+    // No token, wrong token.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .get(format!("{}/api/v1/jobs", s.url))
+        .call()
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 401);
+}

@@ -1,0 +1,113 @@
+//! `kill -9` of the server while jobs run and wait: after a restart every
+//! job reaches the state it would have reached, logs are whole, and nothing
+//! runs twice.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{task, Server};
+
+fn wait_file(path: &Path, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_killed_server_comes_back_and_carries_on() {
+    let mut s = Server::start();
+    let marks = tempfile::tempdir().expect("tmp");
+    let m = marks.path().display().to_string();
+
+    // Runs across the crash and ends after the restart.
+    let across = s.submit(
+        "across",
+        &format!("name: across\ngpus: 1\ncommand: 'echo run >> {m}/across; echo start; while [ ! -e {m}/go ]; do sleep 0.05; done; echo done'\n"),
+    );
+    // Ends while the server is down.
+    let during = s.submit(
+        "during",
+        &format!("name: during\ncommand: 'echo run >> {m}/during; while [ ! -e {m}/go-during ]; do sleep 0.05; done; echo bye; touch {m}/during-ended'\n"),
+    );
+    // Fails while the server is down: one of two tasks exits 7.
+    let fails = s.submit(
+        "fails",
+        &format!(
+            "name: fails\nroles:\n  - name: w\n    replicas: 2\n    cpus: 1\n    memory: 128Mi\n    command: 'echo run >> {m}/fails-$KILN_TASK_ID; while [ ! -e {m}/go-during ]; do sleep 0.05; done; if [ $KILN_TASK_ID = w-0 ]; then touch {m}/fails-ended; exit 7; fi; sleep 300'\n"
+        ),
+    );
+    // Keeps running; stopped after the restart through its old supervisor.
+    let forever = s.submit(
+        "forever",
+        &format!("name: forever\ncommand: 'echo run >> {m}/forever; exec sleep 300'\n"),
+    );
+    // Waits for GPUs the first job holds.
+    let waits = s.submit(
+        "waits",
+        &format!(
+            "name: waits\ngpus: 4\ncommand: 'echo run >> {m}/waits; echo $CUDA_VISIBLE_DEVICES'\n"
+        ),
+    );
+    for id in [&across, &during, &fails, &forever] {
+        s.wait_state(id, "RUNNING", 30);
+    }
+    assert_eq!(s.job(&waits)["state"], "WAITING");
+    for f in ["across", "during", "fails-w-0", "fails-w-1", "forever"] {
+        wait_file(&marks.path().join(f), 30);
+    }
+
+    s.kill9();
+    // While it is down, two jobs' tasks end.
+    std::fs::write(marks.path().join("go-during"), "").expect("signal");
+    wait_file(&marks.path().join("during-ended"), 30);
+    wait_file(&marks.path().join("fails-ended"), 30);
+    s.boot();
+
+    let j = s.wait_state(&during, "SUCCEEDED", 30);
+    assert_eq!(task(&j, "main-0")["exitCode"], 0);
+    let j = s.wait_state(&fails, "FAILED", 30);
+    assert_eq!(task(&j, "w-0")["exitCode"], 7);
+    assert_eq!(task(&j, "w-1")["state"], "STOPPED");
+    assert_eq!(s.job(&across)["state"], "RUNNING");
+    assert_eq!(s.job(&forever)["state"], "RUNNING");
+    assert_eq!(s.job(&waits)["state"], "WAITING");
+
+    // The job that ran across the restart finishes normally, then the
+    // waiting one gets its GPUs.
+    std::fs::write(marks.path().join("go"), "").expect("signal");
+    s.wait_state(&across, "SUCCEEDED", 30);
+    assert_eq!(s.logs(&across, "main-0"), "start\ndone\n");
+    assert_eq!(s.logs(&during, "main-0"), "bye\n");
+    s.ok(&["stop", &forever]);
+    s.wait_state(&forever, "STOPPED", 30);
+    let j = s.wait_state(&waits, "SUCCEEDED", 30);
+    assert_eq!(j["attempt"], 0);
+    assert_eq!(s.logs(&waits, "main-0"), "0,1,2,3\n");
+
+    // Nothing ran twice.
+    for f in [
+        "across",
+        "during",
+        "fails-w-0",
+        "fails-w-1",
+        "forever",
+        "waits",
+    ] {
+        assert_eq!(lines(&marks.path().join(f)), 1, "{f} ran more than once");
+    }
+    for id in [&across, &during, &fails, &forever, &waits] {
+        assert_eq!(s.job(id)["attempt"], 0, "{id} was retried");
+    }
+}
