@@ -404,3 +404,46 @@ fn clone_delete_and_the_error_shapes() {
         .expect("request");
     assert_eq!(r.status().as_u16(), 401);
 }
+
+#[test]
+fn a_restart_policy_restarts_the_task_in_place() {
+    let s = Server::start();
+    let marks = tempfile::tempdir().expect("tmp");
+    let m = marks.path().display();
+    let id = s.submit(
+        "flaky",
+        &format!(
+            "name: flaky\nmaxRestarts: 2\nroles:\n  - name: w\n    replicas: 1\n    cpus: 1\n    memory: 128Mi\n    restartPolicy: OnFailure\n    command: 'echo run >> {m}/runs; if [ -e {m}/once ]; then exit 0; fi; touch {m}/once; exit 1'\n"
+        ),
+    );
+    let j = s.wait_state(&id, "SUCCEEDED", 30);
+    assert_eq!(j["attempt"], 0, "restarted in place, not retried: {j}");
+    assert_eq!(task(&j, "w-0")["restarts"], 1);
+    assert!(events(&j).iter().any(|(k, _)| k == "restarted"));
+    let runs = std::fs::read_to_string(marks.path().join("runs")).expect("runs");
+    assert_eq!(runs.lines().count(), 2);
+}
+
+#[test]
+fn a_fixed_port_in_use_keeps_the_job_waiting_until_it_is_free() {
+    let s = Server::start();
+    let busy = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let spec = format!(
+        r#"{{"jobName": "fixed", "image": "ubuntu", "taskRoles": [{{"name": "web", "taskNumber": 1, "cpuNumber": 1, "memoryMB": 128, "gpuNumber": 0,
+            "portList": [{{"label": "http", "beginAt": {port}, "portNumber": 1}}],
+            "command": "echo $PAI_PORT_LIST_web_0_http"}}]}}"#
+    );
+    let id = s.submit("fixed", &spec);
+    let j = s.wait_job(&id, 10, "waiting for its port", |j| {
+        j["pendingReason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&port.to_string()))
+    });
+    assert_eq!(j["state"], "WAITING");
+    // Nothing in kiln changes when an outside process lets go of a port: the
+    // loop looks again by itself.
+    drop(busy);
+    s.wait_state(&id, "SUCCEEDED", 30);
+    assert_eq!(s.logs(&id, "web-0").trim(), port.to_string());
+}

@@ -80,7 +80,13 @@ struct Loop {
     cluster: Arc<RwLock<ClusterView>>,
     /// Something changed that may let a waiting job start.
     dirty: bool,
+    /// A job waits for a port held outside kiln: no event says when it is
+    /// let go, so the loop looks again after a while.
+    recheck_at: Option<u64>,
 }
+
+/// How soon a job waiting on something outside kiln (a port) is retried.
+const RECHECK_MS: u64 = 1000;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -112,6 +118,7 @@ pub fn start(store: Arc<dyn Store>, cfg: EngineConfig) -> Result<Control, Contro
         reasons: Arc::clone(&reasons),
         cluster: Arc::clone(&cluster),
         dirty: true,
+        recheck_at: None,
     };
     lp.recover()?;
     lp.schedule();
@@ -190,6 +197,9 @@ impl Loop {
                 }
             }
             self.fire_deadlines();
+            if self.recheck_at.is_some_and(|at| at <= now_ms()) {
+                self.dirty = true;
+            }
             if self.dirty {
                 self.schedule();
                 self.publish();
@@ -427,6 +437,7 @@ impl Loop {
 
     fn schedule(&mut self) {
         self.dirty = false;
+        self.recheck_at = None;
         if self.waiting.is_empty() {
             if let Ok(mut r) = self.reasons.write() {
                 r.clear();
@@ -454,6 +465,7 @@ impl Loop {
             let key = start.key as i64;
             if let Err(reason) = self.start_job(key, start.tasks) {
                 reasons.insert(key, reason);
+                self.recheck_at = Some(now_ms() + RECHECK_MS);
             }
         }
         if let Ok(mut r) = self.reasons.write() {
@@ -1148,6 +1160,7 @@ impl Loop {
             .values()
             .filter(|a| a.ending.is_none())
             .filter_map(|a| a.job.deadline_at_ms)
+            .chain(self.recheck_at)
             .min()
     }
 
