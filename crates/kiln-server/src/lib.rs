@@ -1,6 +1,7 @@
 //! kiln's server: the control loop that runs jobs on the local engine, and
 //! the HTTP API over it. `kiln server` is a thin wrapper around [`serve`].
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod control;

@@ -27,6 +27,8 @@ const EXAMPLES: &[(&str, Format)] = &[
     ),
     ("ailab/pytorch-single.yaml", Format::Kiln),
     ("ailab/pytorch-distributed.yaml", Format::Kiln),
+    ("local/hello.yaml", Format::Kiln),
+    ("local/hello-distributed.yaml", Format::Kiln),
 ];
 
 #[test]

@@ -447,3 +447,29 @@ fn a_fixed_port_in_use_keeps_the_job_waiting_until_it_is_free() {
     s.wait_state(&id, "SUCCEEDED", 30);
     assert_eq!(s.logs(&id, "web-0").trim(), port.to_string());
 }
+
+#[test]
+fn the_readme_examples_run_on_a_two_core_machine() {
+    // The server as the README starts it: detected capacity, no overrides.
+    let s = Server::start_with(&["--stop-grace", "1"]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local");
+    for (file, tasks) in [
+        ("hello.yaml", &["main-0"][..]),
+        ("hello-distributed.yaml", &["master-0", "worker-0"][..]),
+    ] {
+        let path = root.join(file);
+        let out = s.ok(&["submit", path.to_str().expect("utf8"), "--wait"]);
+        assert!(out.contains("SUCCEEDED"), "{file}: {out}");
+        let id = out.split_whitespace().next().expect("id").to_owned();
+        for t in tasks {
+            let log = s.logs(&id, t);
+            assert!(
+                log.contains(&format!("I am {t}")) || log.contains(&format!("hello from {t}")),
+                "{file} {t}: {log}"
+            );
+        }
+    }
+    let id = "admin~hello-distributed";
+    assert!(s.logs(id, "master-0").contains("rank 0 of 2"));
+    assert!(s.logs(id, "worker-0").contains("rank 1 of 2"));
+}

@@ -83,9 +83,17 @@ pub async fn submit(
     let mut spec = parsed.job;
     // The caller owns what they submit, whatever the spec says.
     spec.user = Some(caller.name.clone());
+    let admission = crate::admission::admit(&spec);
+    if !admission.errors.is_empty() {
+        let e = kiln_spec::SpecError::Invalid {
+            issues: admission.errors,
+        };
+        return Err(Problem::invalid_spec(&e));
+    }
     let warnings: Vec<_> = parsed
         .warnings
         .iter()
+        .chain(&admission.warnings)
         .map(|w| serde_json::json!({"path": w.path, "message": w.message}))
         .collect();
     if q.dry_run {
