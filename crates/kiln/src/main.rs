@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod client;
 mod job_cmds;
 mod spec_cmds;
+mod user_cmds;
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +46,33 @@ enum Stream {
     Output,
     Stdout,
     Stderr,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user (admin only); prints the new user's token.
+    Add {
+        name: String,
+        /// Read a password for web logins from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// List users (admin only).
+    Ls {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Issue a new token, for yourself or (admin) for NAME.
+    Token {
+        name: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +176,11 @@ enum Command {
         job: String,
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
+    },
+    /// Users and their API tokens.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// The machine's CPUs, memory and GPUs, and who holds them.
     Nodes {
@@ -273,6 +306,16 @@ fn main() -> ExitCode {
         } => job_cmds::extend(&job, &duration, json(output)),
         Command::Events { job, output } => job_cmds::events(&job, json(output)),
         Command::Nodes { output } => job_cmds::nodes(json(output)),
+        Command::User { command } => match command {
+            UserCommand::Add {
+                name,
+                password_stdin,
+                admin,
+                output,
+            } => user_cmds::add(&name, password_stdin, admin, json(output)),
+            UserCommand::Ls { output } => user_cmds::list(json(output)),
+            UserCommand::Token { name, output } => user_cmds::token(name, json(output)),
+        },
         Command::Supervise { dir } => {
             let dir = kiln_engine::local::TaskDir::new(dir);
             kiln_engine::local::supervise(&dir)

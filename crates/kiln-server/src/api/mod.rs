@@ -5,6 +5,7 @@
 mod jobs;
 mod logs;
 mod problem;
+pub mod users;
 pub mod views;
 
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/clone", post(jobs::clone))
         .route("/api/v1/jobs/{id}/tasks/{task}/logs", get(logs::logs))
         .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/me", get(users::me))
+        .route("/api/v1/login", post(users::login))
+        .route("/api/v1/users", get(users::list).post(users::add))
+        .route("/api/v1/users/{name}/tokens", post(users::token))
         .with_state(state)
 }
 

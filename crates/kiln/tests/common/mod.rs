@@ -101,6 +101,17 @@ impl Server {
             .expect("cli ran")
     }
 
+    /// The CLI with another user's token.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(kiln_exe())
+            .args(args)
+            .env("KILN_URL", &self.url)
+            .env("KILN_DATA", self.data.path())
+            .env("KILN_TOKEN", token)
+            .output()
+            .expect("cli ran")
+    }
+
     /// Runs the CLI, expecting success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
@@ -129,12 +140,28 @@ impl Server {
     }
 
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let token = self.token.clone();
+        self.api_as(&token, method, path, body)
+    }
+
+    /// An API call with `token` (empty: no Authorization header at all).
+    pub fn api_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
         let url = format!("{}/api/v1{path}", self.url);
-        let auth = format!("Bearer {}", self.token);
+        let auth = if token.is_empty() {
+            String::new()
+        } else {
+            format!("Bearer {token}")
+        };
         let resp = match method {
             "GET" => agent.get(&url).header("Authorization", &auth).call(),
             "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),

@@ -1,0 +1,194 @@
+//! Users and tokens: the admin adds users (each gets a token, shown once);
+//! anyone logs in with a password for a fresh token; `/me` says who a token
+//! belongs to.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use kiln_store::User;
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, AppState, Caller, Problem};
+use crate::auth::{hash_password, hash_token, new_token, verify_password};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub name: String,
+    pub is_admin: bool,
+    pub created_at_ms: u64,
+}
+
+/// A token, shown once; kiln keeps only its hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenView {
+    pub name: String,
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewUser {
+    name: String,
+    password: Option<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    name: String,
+    password: String,
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not anyone's password").unwrap_or_default())
+}
+
+fn view(u: &User) -> UserView {
+    UserView {
+        name: u.name.clone(),
+        is_admin: u.is_admin,
+        created_at_ms: u.created_at_ms,
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, Problem> {
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request(format!("body: expected {shape}: {e}")))
+}
+
+fn admin_only(caller: &Caller) -> Result<(), Problem> {
+    if caller.is_admin {
+        Ok(())
+    } else {
+        // Like another user's job: not the caller's business that it exists.
+        Err(Problem::not_found("no such resource"))
+    }
+}
+
+pub async fn me(caller: Caller) -> Json<UserView> {
+    Json(UserView {
+        name: caller.name,
+        is_admin: caller.is_admin,
+        created_at_ms: 0,
+    })
+}
+
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<UserView>>, Problem> {
+    admin_only(&caller)?;
+    let store = Arc::clone(&state.store);
+    let users = blocking(move || store.users()).await?;
+    Ok(Json(users.iter().map(view).collect()))
+}
+
+pub async fn add(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<TokenView>), Problem> {
+    admin_only(&caller)?;
+    let req: NewUser = json_body(&body, r#"{"name": "alice", "password": "..."}"#)?;
+    kiln_spec::ids::check_user_name(&req.name).map_err(|m| {
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("name: {m}"));
+        p.errors.push(super::problem::FieldError {
+            path: "name".into(),
+            message: m,
+            line: None,
+            column: None,
+        });
+        p
+    })?;
+    if req.password.as_deref().is_some_and(|p| p.len() < 8) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password: must be at least 8 characters",
+        ));
+    }
+    let token = new_token().map_err(|e| Problem::internal(e.to_string()))?;
+    let store = Arc::clone(&state.store);
+    let name = req.name.clone();
+    let token_hash = hash_token(&token);
+    blocking(move || {
+        let password_hash = match &req.password {
+            Some(p) => Some(
+                hash_password(p).map_err(|e| kiln_store::StoreError::Corrupt {
+                    what: "password",
+                    detail: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        store.add_user(&User {
+            name: req.name.clone(),
+            is_admin: req.admin,
+            password_hash,
+            created_at_ms: now,
+        })?;
+        store.add_token(&req.name, &token_hash)
+    })
+    .await
+    .map_err(|p| {
+        if p.status == 409 {
+            Problem::conflict(format!("user {name} already exists"))
+        } else {
+            p
+        }
+    })?;
+    Ok((StatusCode::CREATED, Json(TokenView { name, token })))
+}
+
+/// A new token for a user: yourself, or anyone for the admin.
+pub async fn token(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<TokenView>), Problem> {
+    if !caller.is_admin && caller.name != name {
+        return Err(Problem::not_found(format!("user {name} not found")));
+    }
+    let token = new_token().map_err(|e| Problem::internal(e.to_string()))?;
+    let store = Arc::clone(&state.store);
+    let (n, h) = (name.clone(), hash_token(&token));
+    blocking(move || store.add_token(&n, &h)).await?;
+    Ok((StatusCode::CREATED, Json(TokenView { name, token })))
+}
+
+pub async fn login(State(state): State<AppState>, body: Bytes) -> Result<Json<TokenView>, Problem> {
+    let req: Login = json_body(&body, r#"{"name": "alice", "password": "..."}"#)?;
+    let store = Arc::clone(&state.store);
+    let name = req.name.clone();
+    let token = new_token().map_err(|e| Problem::internal(e.to_string()))?;
+    let token_hash = hash_token(&token);
+    let ok = blocking(move || {
+        let Some(user) = store.user(&req.name)? else {
+            // Same work as a real check, so timing does not tell who exists.
+            let _ = verify_password(&req.password, dummy_hash());
+            return Ok(false);
+        };
+        let good = user
+            .password_hash
+            .as_deref()
+            .is_some_and(|h| verify_password(&req.password, h));
+        if good {
+            store.add_token(&user.name, &token_hash)?;
+        }
+        Ok(good)
+    })
+    .await?;
+    if !ok {
+        return Err(Problem::unauthorized("wrong user name or password"));
+    }
+    Ok(Json(TokenView { name, token }))
+}

@@ -1,0 +1,72 @@
+//! `kiln user add|ls|token`.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use kiln_server::api::users::{TokenView, UserView};
+
+use crate::client::{enc, Client};
+
+fn print_token(t: &TokenView, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(t)?);
+    } else {
+        println!("{}", t.token);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn add(name: &str, password_stdin: bool, admin: bool, json: bool) -> Result<ExitCode> {
+    let c = Client::from_env()?;
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let p = line.trim_end_matches(['\n', '\r']).to_owned();
+        if p.is_empty() {
+            bail!("--password-stdin: standard input held no password");
+        }
+        Some(p)
+    } else {
+        None
+    };
+    let body = serde_json::to_vec(&serde_json::json!({
+        "name": name,
+        "password": password,
+        "admin": admin,
+    }))?;
+    let t: TokenView = c.json("POST", "/users", Some(body))?;
+    print_token(&t, json)
+}
+
+pub fn list(json: bool) -> Result<ExitCode> {
+    let c = Client::from_env()?;
+    let users: Vec<UserView> = c.json("GET", "/users", None)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&users)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} ROLE", "USER");
+    for u in users {
+        println!(
+            "{:<24} {}",
+            u.name,
+            if u.is_admin { "admin" } else { "user" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn token(name: Option<String>, json: bool) -> Result<ExitCode> {
+    let c = Client::from_env()?;
+    let name = match name {
+        Some(n) => n,
+        None => c.json::<UserView>("GET", "/me", None)?.name,
+    };
+    let t: TokenView = c.json(
+        "POST",
+        &format!("/users/{}/tokens", enc(&name)),
+        Some(Vec::new()),
+    )?;
+    print_token(&t, json)
+}

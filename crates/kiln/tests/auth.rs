@@ -1,0 +1,133 @@
+//! Who may do what: tokens, passwords, and each user seeing only their own
+//! jobs (another user's job is "not found", never "forbidden").
+
+mod common;
+
+use common::Server;
+use serde_json::Value;
+
+fn token_of(out: &str) -> String {
+    let v: Value = serde_json::from_str(out).expect("json");
+    v["token"].as_str().expect("token").to_owned()
+}
+
+#[test]
+fn users_see_and_touch_only_their_own_jobs() {
+    let s = Server::start();
+    let alice = token_of(&s.ok(&["user", "add", "alice", "-o", "json"]));
+    let bob = s.ok(&["user", "add", "bob"]).trim().to_owned();
+    assert!(bob.starts_with("kiln_"), "{bob}");
+
+    // No token, a wrong token: 401 with a problem document.
+    let (status, p) = s.api_as("", "GET", "/jobs", None);
+    assert_eq!(status, 401, "{p}");
+    assert!(p["detail"].as_str().expect("detail").contains("token"));
+    assert_eq!(s.api_as("kiln_nonsense", "GET", "/jobs", None).0, 401);
+    let out = s.cli_as("kiln_nonsense", &["ls"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authentication failed"));
+
+    // Alice's job is hers.
+    let spec = s.write_spec("a", "name: mine\ncommand: 'sleep 300'\n");
+    let out = s.cli_as(&alice, &["submit", spec.to_str().expect("utf8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice~mine");
+    s.wait_state("alice~mine", "RUNNING", 30);
+    assert_eq!(s.api_as(&alice, "GET", "/jobs/mine", None).0, 200);
+
+    // Bob cannot see it, stop it, clone it, read its logs or delete it.
+    for (method, path) in [
+        ("GET", "/jobs/alice~mine"),
+        ("GET", "/jobs/alice~mine/spec"),
+        ("GET", "/jobs/alice~mine/events"),
+        ("POST", "/jobs/alice~mine/stop"),
+        ("POST", "/jobs/alice~mine/clone"),
+        ("PATCH", "/jobs/alice~mine"),
+        ("DELETE", "/jobs/alice~mine"),
+        ("GET", "/jobs/alice~mine/tasks/main-0/logs"),
+    ] {
+        let (status, p) = s.api_as(&bob, method, path, Some("{}"));
+        assert_eq!(status, 404, "{method} {path}: {p}");
+    }
+    let (_, list) = s.api_as(&bob, "GET", "/jobs?user=alice", None);
+    assert_eq!(list["items"].as_array().expect("items").len(), 0);
+    // Bob's "mine" is his own.
+    let spec = s.write_spec("b", "name: mine\ncommand: 'true'\n");
+    let out = s.cli_as(&bob, &["submit", spec.to_str().expect("utf8")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "bob~mine");
+
+    // The admin sees and acts on everyone's.
+    let (_, all) = s.api("GET", "/jobs", None);
+    assert_eq!(all["items"].as_array().expect("items").len(), 2);
+    s.ok(&["stop", "alice~mine"]);
+    s.wait_state("alice~mine", "STOPPED", 30);
+
+    // Only the admin manages users.
+    let (status, _) = s.api_as(&bob, "POST", "/users", Some(r#"{"name": "eve"}"#));
+    assert_eq!(status, 404);
+    assert_eq!(s.api_as(&bob, "GET", "/users", None).0, 404);
+    let users = s.ok(&["user", "ls"]);
+    assert!(users.contains("alice") && users.contains("bob") && users.contains("admin"));
+    // A user may issue themselves another token, not someone else's.
+    let again = token_of(&String::from_utf8_lossy(
+        &s.cli_as(&bob, &["user", "token", "-o", "json"]).stdout,
+    ));
+    assert_eq!(s.api_as(&again, "GET", "/me", None).1["name"], "bob");
+    assert_eq!(s.api_as(&bob, "POST", "/users/alice/tokens", None).0, 404);
+    // Duplicate and malformed user names.
+    assert_eq!(s.api("POST", "/users", Some(r#"{"name": "bob"}"#)).0, 409);
+    let (status, p) = s.api("POST", "/users", Some(r#"{"name": "../root"}"#));
+    assert_eq!(status, 422, "{p}");
+}
+
+#[test]
+fn passwords_log_in_for_a_fresh_token() {
+    let s = Server::start();
+    let mut child = std::process::Command::new(common::kiln_exe())
+        .args(["user", "add", "carol", "--password-stdin"])
+        .env("KILN_URL", &s.url)
+        .env("KILN_DATA", s.data.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawned");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"correct horse battery\n")
+        .expect("written");
+    assert!(child.wait_with_output().expect("ran").status.success());
+
+    let (status, v) = s.api_as(
+        "",
+        "POST",
+        "/login",
+        Some(r#"{"name": "carol", "password": "correct horse battery"}"#),
+    );
+    assert_eq!(status, 200, "{v}");
+    let token = v["token"].as_str().expect("token");
+    assert_eq!(s.api_as(token, "GET", "/me", None).1["name"], "carol");
+    for body in [
+        r#"{"name": "carol", "password": "wrong"}"#,
+        r#"{"name": "nobody", "password": "correct horse battery"}"#,
+    ] {
+        assert_eq!(s.api_as("", "POST", "/login", Some(body)).0, 401);
+    }
+    assert_eq!(s.api_as("", "POST", "/login", Some("{not json")).0, 400);
+    // Short passwords are refused.
+    assert_eq!(
+        s.api(
+            "POST",
+            "/users",
+            Some(r#"{"name": "dan", "password": "short"}"#)
+        )
+        .0,
+        422
+    );
+}
