@@ -20,6 +20,8 @@ pub struct Server {
     pub url: String,
     pub data: tempfile::TempDir,
     pub args: Vec<String>,
+    /// Extra environment for the server (and so for its tasks).
+    pub envs: Vec<(String, String)>,
     token: String,
 }
 
@@ -40,12 +42,20 @@ impl Server {
     }
 
     pub fn start_with(args: &[&str]) -> Server {
+        Self::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let data = tempfile::tempdir().expect("tmp");
         let mut s = Server {
             child: None,
             url: String::new(),
             data,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             token: String::new(),
         };
         s.boot();
@@ -61,6 +71,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
             .env("RUST_LOG", "warn")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

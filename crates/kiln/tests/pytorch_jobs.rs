@@ -1,0 +1,230 @@
+//! The seeds' jobs with real PyTorch on the CPU (gloo backend), through the
+//! real server and CLI. PyTorch comes from the virtual environment that
+//! `scripts/test` prepares and names in KILN_TEST_PYTHON; a run without it
+//! skips these tests loudly, and `scripts/test` (KILN_REQUIRE_TORCH=1) makes
+//! that a failure instead.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use common::{env_of, task, Server};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// The venv's bin folder, or None (after saying so) when there is none.
+fn torch_bin() -> Option<PathBuf> {
+    match std::env::var_os("KILN_TEST_PYTHON") {
+        Some(py) => Some(PathBuf::from(py).parent().expect("bin folder").to_owned()),
+        None => {
+            assert!(
+                std::env::var_os("KILN_REQUIRE_TORCH").is_none(),
+                "KILN_REQUIRE_TORCH is set but KILN_TEST_PYTHON is not"
+            );
+            eprintln!("SKIPPED: set KILN_TEST_PYTHON to a python with torch (scripts/test does)");
+            None
+        }
+    }
+}
+
+/// A server whose tasks find the venv's python3, torchrun and packages first.
+fn torch_server(bin: &Path) -> Server {
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Server::start_env(
+        &["--cpus", "8", "--memory", "32Gi", "--stop-grace", "2"],
+        &[("PATH", &path)],
+    )
+}
+
+fn make_dataset(bin: &Path, data: &Path, name: &str) {
+    let status = std::process::Command::new(bin.join("python3"))
+        .arg(examples().join("mnist/make_mnist.py"))
+        .arg(data)
+        .args(["--name", name])
+        .status()
+        .expect("generator ran");
+    assert!(status.success());
+}
+
+#[test]
+fn crater_mnist_training_saves_its_model() {
+    let Some(bin) = torch_bin() else { return };
+    let s = torch_server(&bin);
+    // The seed's layout: the code in a folder `mnist`, the data in ../data.
+    let work = tempfile::tempdir().expect("tmp");
+    let mnist = work.path().join("mnist");
+    std::fs::create_dir(&mnist).expect("mkdir");
+    std::fs::copy(examples().join("mnist/train.py"), mnist.join("train.py")).expect("copy");
+    make_dataset(&bin, &work.path().join("data"), "MNIST");
+    let id = s.submit(
+        "crater",
+        &format!(
+            "name: crater-mnist\ncpus: 2\nmemory: 4Gi\ncommand: |\n  cd {}; python3 train.py --epochs 1\n",
+            mnist.display()
+        ),
+    );
+    let j = s.wait_state(&id, "SUCCEEDED", 600);
+    assert_eq!(task(&j, "main-0")["exitCode"], 0);
+    let log = s.logs(&id, "main-0");
+    assert!(log.contains("Train Epoch: 1"), "{log}");
+    assert!(log.contains("Test set: Average loss"), "{log}");
+    assert!(
+        mnist
+            .join("mnist_cnn.pt")
+            .metadata()
+            .expect("model saved")
+            .len()
+            > 100_000
+    );
+}
+
+#[test]
+fn kubeflow_pytorchjob_trains_with_ddp_over_gloo() {
+    let Some(bin) = torch_bin() else { return };
+    let s = torch_server(&bin);
+    let work = tempfile::tempdir().expect("tmp");
+    let kf = work.path().join("kf");
+    std::fs::create_dir(&kf).expect("mkdir");
+    make_dataset(&bin, &work.path().join("data"), "FashionMNIST");
+    // The manifest as the seed has it, with the image's script path pointed
+    // at examples/kubeflow/mnist.py and a working folder (no containers on
+    // the local engine).
+    let manifest = std::fs::read_to_string(examples().join("kubeflow/pytorch-simple.yaml"))
+        .expect("manifest")
+        .replace(
+            "/opt/pytorch-mnist/mnist.py",
+            &examples().join("kubeflow/mnist.py").display().to_string(),
+        )
+        .replace(
+            "imagePullPolicy: Always",
+            &format!(
+                "imagePullPolicy: Always\n              workingDir: {}",
+                kf.display()
+            ),
+        )
+        .replace(
+            "\"--epochs=1\"",
+            "\"--epochs=1\"\n                - \"--save-model\"",
+        );
+    let id = s.submit("kubeflow", &manifest);
+    assert_eq!(id, "admin~pytorch-simple");
+    let j = s.wait_state(&id, "SUCCEEDED", 600);
+    assert_eq!(task(&j, "master-0")["state"], "SUCCEEDED");
+    let master = s.logs(&id, "master-0");
+    let worker = s.logs(&id, "worker-0");
+    assert!(master.contains("World Size: 2. Rank: 0"), "{master}");
+    assert!(worker.contains("World Size: 2. Rank: 1"), "{worker}");
+    assert!(master.contains("accuracy="), "{master}");
+    assert!(kf.join("mnist_cnn.pt").exists());
+}
+
+#[test]
+fn ailab_distributed_job_forms_a_group_of_three() {
+    let Some(bin) = torch_bin() else { return };
+    let s = torch_server(&bin);
+    let path = examples().join("ailab/pytorch-distributed.yaml");
+    let out = s.ok(&["submit", path.to_str().expect("utf8"), "--wait"]);
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    let id = "admin~ailab-pytorch-distributed";
+    let master = s.logs(id, "master-0");
+    assert!(master.contains("Rank: 0, World Size: 3"), "{master}");
+    assert!(
+        master.contains("Distributed process group initialized successfully"),
+        "{master}"
+    );
+    assert!(master.contains("Epoch 9, Loss:"), "{master}");
+    for w in ["worker-0", "worker-1"] {
+        let log = s.logs(id, w);
+        assert!(
+            log.contains("Distributed process group initialized successfully"),
+            "{w}: {log}"
+        );
+        assert!(log.contains("DDP model created successfully"), "{w}: {log}");
+    }
+}
+
+/// A master and a worker that join one gloo group and all-reduce their ranks.
+fn allreduce_job(name: &str) -> String {
+    let script = "import os, torch, torch.distributed as dist\n\
+        dist.init_process_group('gloo')\n\
+        t = torch.tensor([float(dist.get_rank() + 1)])\n\
+        dist.all_reduce(t)\n\
+        print(f'MASTER_PORT={os.environ[\"MASTER_PORT\"]} rank={dist.get_rank()} sum={t.item():.0f}')\n\
+        dist.destroy_process_group()\n";
+    let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
+    format!(
+        "name: {name}\npytorch: {{}}\nroles:\n  - name: master\n    memory: 1Gi\n    command: |\n      python3 - <<'PY'\n{indented}      PY\n  - name: worker\n    memory: 1Gi\n    command: |\n      python3 - <<'PY'\n{indented}      PY\n"
+    )
+}
+
+#[test]
+fn two_distributed_jobs_at_once_get_their_own_rendezvous() {
+    let Some(bin) = torch_bin() else { return };
+    let s = torch_server(&bin);
+    let a = s.submit("a", &allreduce_job("ddp-a"));
+    let b = s.submit("b", &allreduce_job("ddp-b"));
+    s.wait_state(&a, "RUNNING", 30);
+    s.wait_state(&b, "RUNNING", 30);
+    let mut ports = BTreeSet::new();
+    for id in [&a, &b] {
+        s.wait_state(id, "SUCCEEDED", 300);
+        for t in ["master-0", "worker-0"] {
+            let log = s.logs(id, t);
+            assert!(log.contains("sum=3"), "{id} {t}: {log}");
+            let line = log
+                .lines()
+                .find(|l| l.starts_with("MASTER_PORT="))
+                .expect("port line");
+            ports.insert(env_of(line.split(' ').next().expect("first"))["MASTER_PORT"].clone());
+        }
+    }
+    assert_eq!(
+        ports.len(),
+        2,
+        "each job has its own MASTER_PORT: {ports:?}"
+    );
+}
+
+#[test]
+fn torchrun_inside_tasks_takes_the_pet_variables() {
+    let Some(bin) = torch_bin() else { return };
+    let s = torch_server(&bin);
+    let work = tempfile::tempdir().expect("tmp");
+    let script = work.path().join("worker.py");
+    std::fs::write(
+        &script,
+        "import os, torch, torch.distributed as dist\n\
+         dist.init_process_group('gloo')\n\
+         t = torch.ones(1)\n\
+         dist.all_reduce(t)\n\
+         print(f\"rank={os.environ['RANK']} local={os.environ['LOCAL_RANK']} world={os.environ['WORLD_SIZE']} sum={t.item():.0f}\", flush=True)\n\
+         dist.destroy_process_group()\n",
+    )
+    .expect("script");
+    // No arguments: torchrun reads PET_NNODES, PET_NODE_RANK,
+    // PET_NPROC_PER_NODE, PET_MASTER_ADDR and PET_MASTER_PORT.
+    let cmd = format!("torchrun {}", script.display());
+    let id = s.submit(
+        "torchrun",
+        &format!(
+            "name: torchrun\npytorch: {{nprocPerNode: 2}}\nroles:\n  - name: master\n    cpus: 2\n    memory: 2Gi\n    command: {cmd}\n  - name: worker\n    cpus: 2\n    memory: 2Gi\n    command: {cmd}\n"
+        ),
+    );
+    s.wait_state(&id, "SUCCEEDED", 300);
+    let mut ranks = BTreeSet::new();
+    for t in ["master-0", "worker-0"] {
+        let log = s.logs(&id, t);
+        for l in log.lines().filter(|l| l.starts_with("rank=")) {
+            assert!(l.contains("world=4") && l.ends_with("sum=4"), "{t}: {l}");
+            ranks.insert(l.split(' ').next().expect("rank").to_owned());
+        }
+    }
+    assert_eq!(ranks.len(), 4, "four processes across two tasks: {ranks:?}");
+}
