@@ -235,6 +235,7 @@ pub fn logs(
     task: Option<String>,
     tail: Option<usize>,
     stream: &str,
+    follow: bool,
 ) -> Result<ExitCode> {
     let c = Client::from_env()?;
     let task = match task {
@@ -260,11 +261,15 @@ pub fn logs(
     if let Some(n) = tail {
         q.push_str(&format!("&tail={n}"));
     }
-    let bytes = c.ok(
-        "GET",
-        &format!("{}/tasks/{}/logs{q}", job_path(job), enc(&task)),
-        None,
-    )?;
+    let path = format!("{}/tasks/{}/logs{q}", job_path(job), enc(&task));
+    if follow {
+        c.stream_to(
+            &format!("{path}&follow=true"),
+            &mut std::io::stdout().lock(),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bytes = c.ok("GET", &path, None)?;
     std::io::stdout().write_all(&bytes)?;
     Ok(ExitCode::SUCCESS)
 }

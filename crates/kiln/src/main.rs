@@ -139,6 +139,9 @@ enum Command {
         tail: Option<usize>,
         #[arg(long, value_enum, default_value = "output")]
         stream: Stream,
+        /// Keep printing new output until the task ends, like `kubectl logs -f`.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Wait for a job to finish: exit 0 SUCCEEDED, 1 FAILED or STOPPED, 2 timeout.
     Wait {
@@ -283,13 +286,14 @@ fn main() -> ExitCode {
             task,
             tail,
             stream,
+            follow,
         } => {
             let stream = match stream {
                 Stream::Output => "output",
                 Stream::Stdout => "stdout",
                 Stream::Stderr => "stderr",
             };
-            job_cmds::logs(&job, task, tail, stream)
+            job_cmds::logs(&job, task, tail, stream, follow)
         }
         Command::Wait {
             job,

@@ -473,3 +473,82 @@ fn the_readme_examples_run_on_a_two_core_machine() {
     assert!(s.logs(id, "master-0").contains("rank 0 of 2"));
     assert!(s.logs(id, "worker-0").contains("rank 1 of 2"));
 }
+
+#[test]
+fn logs_follow_live_and_come_in_ranges_and_downloads() {
+    use std::io::{BufRead, BufReader};
+    let s = Server::start();
+    let marks = tempfile::tempdir().expect("tmp");
+    let go = marks.path().join("go");
+    let id = s.submit(
+        "talker",
+        &format!(
+            "name: talker\ncommand: 'echo first; echo oops >&2; while [ ! -e {} ]; do sleep 0.05; done; echo last'\n",
+            go.display()
+        ),
+    );
+    s.wait_state(&id, "RUNNING", 30);
+    // `kiln logs -f` prints what is there, then waits for more.
+    let mut follower = std::process::Command::new(common::kiln_exe())
+        .args(["logs", &id, "-f"])
+        .env("KILN_URL", &s.url)
+        .env("KILN_DATA", s.data.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("follower");
+    let mut out = BufReader::new(follower.stdout.take().expect("stdout"));
+    // stdout and stderr come through separate pipes: either may be first.
+    let mut first_two = BTreeSet::new();
+    let mut line = String::new();
+    for _ in 0..2 {
+        line.clear();
+        out.read_line(&mut line).expect("a line");
+        first_two.insert(line.clone());
+    }
+    assert_eq!(
+        first_two,
+        BTreeSet::from(["first\n".to_owned(), "oops\n".to_owned()])
+    );
+    // The task is still running: the follower is still waiting.
+    assert!(follower.try_wait().expect("status").is_none());
+    std::fs::write(&go, "").expect("go");
+    line.clear();
+    out.read_line(&mut line).expect("a line");
+    assert_eq!(line, "last\n");
+    // It ends by itself when the task ends.
+    let status = follower.wait().expect("exited");
+    assert!(status.success());
+    s.wait_state(&id, "SUCCEEDED", 30);
+
+    // Streams apart, tails, byte ranges, downloads.
+    assert_eq!(s.ok(&["logs", &id, "--stream", "stdout"]), "first\nlast\n");
+    assert_eq!(s.ok(&["logs", &id, "--stream", "stderr"]), "oops\n");
+    assert_eq!(s.ok(&["logs", &id, "--tail", "1"]), "last\n");
+    let all = s.ok(&["logs", &id]);
+    assert_eq!(all.len(), "first\noops\nlast\n".len());
+    assert!(all.ends_with("last\n"));
+    let (status, v) = s.api(
+        "GET",
+        &format!("/jobs/{id}/tasks/main-0/logs?offset=6&length=4"),
+        None,
+    );
+    assert_eq!((status, v.as_str()), (200, Some(&all[6..10])));
+    let (status, v) = s.api(
+        "GET",
+        &format!("/jobs/{id}/tasks/main-0/logs?download=true"),
+        None,
+    );
+    assert_eq!((status, v.as_str()), (200, Some(all.as_str())));
+    // Following a finished task prints everything and ends at once.
+    assert_eq!(s.ok(&["logs", &id, "-f", "--tail", "2"]), all[6..]);
+    // A bad stream name or an unknown task is a clear 4xx.
+    let (status, p) = s.api(
+        "GET",
+        &format!("/jobs/{id}/tasks/main-0/logs?stream=both"),
+        None,
+    );
+    assert_eq!(status, 400, "{p}");
+    let (status, p) = s.api("GET", &format!("/jobs/{id}/tasks/worker-9/logs"), None);
+    assert_eq!(status, 404, "{p}");
+    assert!(p["detail"].as_str().expect("detail").contains("main-0"));
+}

@@ -1,15 +1,19 @@
-//! `GET /jobs/{id}/tasks/{task}/logs`: a task's output, whole or its last
-//! lines. (Live following arrives with the streaming API.)
+//! `GET /jobs/{id}/tasks/{task}/logs`: a task's output — whole (streamed,
+//! never loaded into memory), its last lines, a byte range, as a download,
+//! or followed live until the task ends.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use kiln_engine::local::TaskDir;
 use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::jobs::resolve;
 use super::{blocking, AppState, Caller, Problem};
@@ -18,11 +22,26 @@ use super::{blocking, AppState, Caller, Problem};
 pub struct LogQuery {
     /// `output` (both, in arrival order; default), `stdout` or `stderr`.
     stream: Option<String>,
-    /// Only the last N lines.
+    /// Only the last N lines (with `follow`: then everything new).
     tail: Option<usize>,
+    /// Start at this byte.
+    offset: Option<u64>,
+    /// At most this many bytes from `offset`.
+    length: Option<u64>,
+    /// Keep the response open and send new output as it is written; it
+    /// ends when the task ends.
+    #[serde(default)]
+    follow: bool,
+    /// Send as a file download.
+    #[serde(default)]
+    download: bool,
     /// Default: the job's current attempt.
     attempt: Option<u32>,
 }
+
+/// A safety net under the file watcher: look at the file at least this
+/// often while following, in case a change notification is missed.
+const FOLLOW_RECHECK: Duration = Duration::from_secs(2);
 
 pub async fn logs(
     caller: Caller,
@@ -37,7 +56,11 @@ pub async fn logs(
     let Some(rec) = tasks.iter().find(|t| t.task.to_string() == task) else {
         let known: Vec<String> = tasks.iter().map(|t| t.task.to_string()).collect();
         return Err(Problem::not_found(if known.is_empty() {
-            format!("job {} has no tasks in attempt {attempt} yet", job.id)
+            format!(
+                "job {} has no tasks in attempt {attempt} yet (it is {}); its logs start when it runs",
+                job.id,
+                job.state.as_str()
+            )
         } else {
             format!(
                 "job {} has no task {task} in attempt {attempt}; it has {}",
@@ -49,7 +72,8 @@ pub async fn logs(
     let Some(dir) = rec.dir.clone().map(TaskDir::new) else {
         return Err(Problem::not_found(format!("task {task} has not started")));
     };
-    let path = match q.stream.as_deref().unwrap_or("output") {
+    let stream = q.stream.as_deref().unwrap_or("output");
+    let path = match stream {
         "output" | "all" => dir.output(),
         "stdout" => dir.stdout(),
         "stderr" => dir.stderr(),
@@ -59,32 +83,174 @@ pub async fn logs(
             )))
         }
     };
-    let tail = q.tail;
-    let text = tokio::task::spawn_blocking(move || read_log(&path, tail))
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))?
-        .map_err(Problem::internal)?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+    if q.tail.is_some() && q.offset.is_some() {
+        return Err(Problem::bad_request("give tail or offset, not both"));
+    }
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+
+    // Where to start: after the tail's first byte, at the offset, or at 0.
+    let start = match (q.tail, q.offset) {
+        (Some(n), _) => {
+            let p = path.clone();
+            let tail = tokio::task::spawn_blocking(move || tail_start(&p, n))
+                .await
+                .map_err(|e| Problem::internal(e.to_string()))?
+                .map_err(Problem::internal)?;
+            if !q.follow {
+                let bytes = read_range(&path, tail, None).await?;
+                return Ok((text_plain, bytes).into_response());
+            }
+            tail
+        }
+        (None, Some(o)) => o,
+        (None, None) => 0,
+    };
+    if q.follow {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        tokio::spawn(follow(path, dir, start, tx));
+        let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        return Ok((text_plain, body).into_response());
+    }
+    if q.length.is_some() {
+        let bytes = read_range(&path, start, q.length).await?;
+        return Ok((text_plain, bytes).into_response());
+    }
+    // The whole file (from `start`), streamed.
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(mut f) => {
+            f.seek(SeekFrom::Start(start))
+                .await
+                .map_err(|e| Problem::internal(format!("cannot read {}: {e}", path.display())))?;
+            Some(f)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(Problem::internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let body = match file {
+        Some(f) => Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+        None => Body::empty(),
+    };
+    if q.download {
+        let name = format!(
+            "{}-{task}-{stream}.log",
+            job.id.to_string().replace('~', "_")
+        );
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}\""),
+                ),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok((text_plain, body).into_response())
 }
 
-fn read_log(path: &FsPath, tail: Option<usize>) -> Result<Vec<u8>, String> {
-    let mut f = match std::fs::File::open(path) {
+async fn read_range(path: &FsPath, start: u64, length: Option<u64>) -> Result<Vec<u8>, Problem> {
+    let mut f = match tokio::fs::File::open(path).await {
         Ok(f) => f,
-        // Not written yet: nothing to show.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    match tail {
-        None => {
-            let mut all = Vec::new();
-            f.read_to_end(&mut all)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Ok(all)
+        Err(e) => {
+            return Err(Problem::internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
         }
-        Some(n) => {
-            last_lines(&mut f, n).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut out = Vec::new();
+    let res = async {
+        f.seek(SeekFrom::Start(start)).await?;
+        match length {
+            Some(n) => f.take(n).read_to_end(&mut out).await,
+            None => f.read_to_end(&mut out).await,
         }
     }
+    .await;
+    res.map_err(|e| Problem::internal(format!("cannot read {}: {e}", path.display())))?;
+    Ok(out)
+}
+
+/// Sends what the log holds from `pos` on, then what is written to it,
+/// waking on file-system notifications, until the task's exit record
+/// exists and everything before it has been sent (the supervisor writes the
+/// exit record only after the last output). Ends early when the client
+/// goes away.
+async fn follow(
+    path: PathBuf,
+    dir: TaskDir,
+    mut pos: u64,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    use notify::Watcher;
+    let (ntx, mut nrx) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = ntx.try_send(());
+    });
+    // Without a watcher the recheck below still gets everything, later.
+    let _watcher = watcher.and_then(|mut w| {
+        w.watch(dir.path(), notify::RecursiveMode::NonRecursive)?;
+        Ok(w)
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Looked at before reading: an exit seen now means the output
+        // read next is complete.
+        let finished = dir.exit().exists();
+        if let Ok(mut f) = tokio::fs::File::open(&path).await {
+            if f.seek(SeekFrom::Start(pos)).await.is_ok() {
+                loop {
+                    match f.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            pos += n as u64;
+                            if tx
+                                .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if finished {
+            return;
+        }
+        tokio::select! {
+            _ = nrx.recv() => {}
+            _ = tokio::time::sleep(FOLLOW_RECHECK) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+/// The byte where the last `n` lines begin.
+fn tail_start(path: &FsPath, n: usize) -> Result<u64, String> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let len = f
+        .seek(SeekFrom::End(0))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let tail = last_lines(&mut f, n).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(len - tail.len() as u64)
 }
 
 /// The last `n` lines, reading backwards in blocks so a huge log costs only
