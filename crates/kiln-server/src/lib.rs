@@ -47,9 +47,14 @@ fn instance_id(layout: &Layout) -> Result<String, ServerError> {
 /// until SIGINT/SIGTERM. Calls `ready` with the bound address once it
 /// accepts connections. Running tasks are left to their supervisors.
 pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
-    let layout = Layout::new(&config.data);
-    std::fs::create_dir_all(layout.root())
-        .map_err(|e| ServerError::io("create", layout.root(), e))?;
+    std::fs::create_dir_all(&config.data)
+        .map_err(|e| ServerError::io("create", &config.data, e))?;
+    // Task folders, logs and KILN_OUTPUT_DIR are handed to processes in
+    // other working folders, and read back after restarts started elsewhere:
+    // they must be absolute.
+    let root = std::fs::canonicalize(&config.data)
+        .map_err(|e| ServerError::io("resolve", &config.data, e))?;
+    let layout = Layout::new(&root);
     let db = layout.db();
     let store: Arc<dyn Store> = Arc::new(
         tokio::task::spawn_blocking(move || SqliteStore::open(&db))
@@ -103,7 +108,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             addr: config.listen.clone(),
             source,
         })?;
-    info!(%addr, data = %config.data.display(), "kiln server listening");
+    info!(%addr, data = %root.display(), "kiln server listening");
     ready(addr);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

@@ -14,11 +14,13 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8420";
 /// The data folder: `--data`, else `KILN_DATA`, else `$XDG_DATA_HOME/kiln`
 /// (`~/.local/share/kiln`).
 pub fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(d) = flag {
-        return Ok(d);
-    }
-    if let Some(d) = std::env::var_os("KILN_DATA").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d));
+    let given = flag.or_else(|| {
+        std::env::var_os("KILN_DATA")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(d) = given {
+        return std::path::absolute(&d).with_context(|| format!("data folder {}", d.display()));
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(x).join("kiln"));

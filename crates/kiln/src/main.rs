@@ -263,6 +263,18 @@ fn server(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Server { .. } | Command::Supervise { .. }
+    ) {
+        // A client printing into `| head` should end quietly when the reader
+        // goes away, as other command-line tools do, not panic on EPIPE.
+        // SAFETY: restoring a default signal disposition at start-up, before
+        // any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let json = |f: Format| f == Format::Json;
     let result = match cli.command {
         Command::Server {

@@ -540,7 +540,8 @@ fn logs_follow_live_and_come_in_ranges_and_downloads() {
     );
     assert_eq!((status, v.as_str()), (200, Some(all.as_str())));
     // Following a finished task prints everything and ends at once.
-    assert_eq!(s.ok(&["logs", &id, "-f", "--tail", "2"]), all[6..]);
+    let last_two: String = all.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    assert_eq!(s.ok(&["logs", &id, "-f", "--tail", "2"]), last_two);
     // A bad stream name or an unknown task is a clear 4xx.
     let (status, p) = s.api(
         "GET",
@@ -551,4 +552,165 @@ fn logs_follow_live_and_come_in_ranges_and_downloads() {
     let (status, p) = s.api("GET", &format!("/jobs/{id}/tasks/worker-9/logs"), None);
     assert_eq!(status, 404, "{p}");
     assert!(p["detail"].as_str().expect("detail").contains("main-0"));
+}
+
+#[test]
+fn a_stop_while_a_failed_attempt_winds_down_stops_instead_of_retrying() {
+    let s = Server::start();
+    // w-0 fails at once; w-1 ignores SIGTERM, so the attempt takes the whole
+    // grace period (1 s) to wind down. The stop lands in that window.
+    let id = s.submit(
+        "winding",
+        &role_job(
+            "winding",
+            2,
+            "retryCount: 2",
+            "'trap \"\" TERM; if [ $PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX = 0 ]; then exit 3; fi; sleep 300'",
+        ),
+    );
+    s.wait_job(&id, 30, "w-0 failed", |j| {
+        j["tasks"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["id"] == "w-0" && t["state"] == "FAILED"))
+    });
+    s.ok(&["stop", &id]);
+    let j = s.wait_job(&id, 30, "finished", |j| {
+        ["STOPPED", "FAILED", "SUCCEEDED"].contains(&j["state"].as_str().unwrap_or_default())
+    });
+    assert_eq!(j["state"], "STOPPED", "{j}");
+    assert_eq!(j["attempt"], 0, "not retried after the stop: {j}");
+}
+
+#[test]
+fn a_sigterm_from_outside_kiln_is_a_failure_not_a_success() {
+    let s = Server::start();
+    let id = s.submit("victim", "name: victim\ncommand: 'sleep 300'\n");
+    s.wait_state(&id, "RUNNING", 30);
+    let claim = glob_one(
+        &s.data.path().join("jobs"),
+        "attempt-0/main-0/supervisor.pid",
+    );
+    let pid: i32 = wait_read(&claim).trim().parse().expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signalled");
+    let j = s.wait_job(&id, 30, "finished", |j| {
+        ["STOPPED", "FAILED", "SUCCEEDED"].contains(&j["state"].as_str().unwrap_or_default())
+    });
+    assert_eq!(j["state"], "FAILED", "{j}");
+    assert!(
+        task(&j, "main-0")["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("outside kiln"),
+        "{j}"
+    );
+}
+
+#[test]
+fn a_relative_data_folder_works() {
+    let s = common::Server::start_relative(&["--cpus", "4"]);
+    let id = s.submit(
+        "rel",
+        "name: rel\ncommand: 'cd /; touch \"$KILN_OUTPUT_DIR/made\" && echo ok'\n",
+    );
+    s.wait_state(&id, "SUCCEEDED", 30);
+    assert_eq!(s.logs(&id, "main-0"), "ok\n");
+}
+
+#[test]
+fn malformed_requests_get_problem_documents() {
+    let s = Server::start();
+    for (method, path, body, status) in [
+        ("GET", "/jobs?limit=-1", None, 400),
+        ("GET", "/jobs?state=SLEEPING", None, 400),
+        (
+            "POST",
+            "/jobs?dryRun=maybe",
+            Some("name: x\ncommand: 'true'\n"),
+            400,
+        ),
+        ("GET", "/no/such/path", None, 404),
+        ("DELETE", "/nodes", None, 405),
+        ("GET", "/jobs/..~..%2F..", None, 404),
+        ("GET", "/jobs/nobody~nothing", None, 404),
+        ("PATCH", "/jobs/nobody~nothing", Some("{"), 404),
+        ("POST", "/jobs", Some("{\"jobName\": 3}"), 422),
+        ("POST", "/jobs", Some("\u{0}\u{1}garbage"), 422),
+        ("POST", "/users", Some("[1, 2]"), 400),
+    ] {
+        let (got, p) = s.api(method, path, body);
+        assert_eq!(got, status, "{method} {path}: {p}");
+        assert!(
+            p["detail"].is_string(),
+            "{method} {path}: not a problem document: {p}"
+        );
+    }
+    // A 10 MB body is refused with the same shape. The server may answer
+    // and close before the whole body is sent: send it from another thread
+    // and read the answer here.
+    use std::io::{Read, Write};
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let token = std::fs::read_to_string(s.data.path().join("admin.token")).expect("token");
+    let mut writer = conn.try_clone().expect("clone");
+    let head = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        token.trim(),
+        10 << 20
+    );
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(head.as_bytes());
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..160 {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let mut reply = Vec::new();
+    let _ = conn.read_to_end(&mut reply);
+    let _ = sender.join();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("application/problem+json"), "{reply}");
+}
+
+fn glob_one(root: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        for e in std::fs::read_dir(root).expect("jobs").flatten() {
+            let p = e.path().join(suffix);
+            if p.exists() {
+                return p;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {suffix} under {}",
+            root.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn wait_read(p: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(p) {
+            if !t.trim().is_empty() {
+                return t;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} stayed empty",
+            p.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -111,3 +111,47 @@ fn a_killed_server_comes_back_and_carries_on() {
         assert_eq!(s.job(id)["attempt"], 0, "{id} was retried");
     }
 }
+
+#[test]
+fn a_deadline_that_fired_before_a_crash_still_fails_the_job() {
+    let mut s = Server::start();
+    let marks = tempfile::tempdir().expect("tmp");
+    let m = marks.path().display().to_string();
+    // The task takes its time over SIGTERM (the grace period, 1 s, then
+    // SIGKILL), so the server can die between the deadline and the end.
+    let id = s.submit(
+        "late",
+        &format!("name: late\nmaxDuration: 1s\ncommand: 'trap \"touch {m}/term\" TERM; while true; do sleep 0.05; done'\n"),
+    );
+    s.wait_job(&id, 30, "past its deadline", |j| {
+        j["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "deadline"))
+    });
+    s.kill9();
+    wait_file(&marks.path().join("term"), 30);
+    // Let the supervisor finish the task (SIGKILL after the grace period).
+    let exit = s
+        .data
+        .path()
+        .join("jobs")
+        .read_dir()
+        .expect("jobs")
+        .flatten()
+        .map(|e| e.path().join("attempt-0/main-0/exit.json"))
+        .next()
+        .expect("a job folder");
+    wait_file(&exit, 30);
+    s.boot();
+    let j = s.wait_job(&id, 30, "finished", |j| {
+        ["STOPPED", "FAILED", "SUCCEEDED"].contains(&j["state"].as_str().unwrap_or_default())
+    });
+    assert_eq!(j["state"], "FAILED", "{j}");
+    assert!(
+        j["reason"]
+            .as_str()
+            .expect("reason")
+            .starts_with("DeadlineExceeded"),
+        "{j}"
+    );
+}

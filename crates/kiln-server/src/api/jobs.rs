@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,6 +13,7 @@ use kiln_spec::{JobId, JobSpec};
 use kiln_store::{JobFilter, JobRecord, NewJob};
 use serde::Deserialize;
 
+use super::extract::{Body, P, Q};
 use super::views::{EventView, JobList, JobView};
 use super::{blocking, AppState, Caller, Problem};
 use crate::control::DeadlineChange;
@@ -76,8 +76,8 @@ pub struct SubmitQuery {
 pub async fn submit(
     caller: Caller,
     State(state): State<AppState>,
-    Query(q): Query<SubmitQuery>,
-    body: Bytes,
+    Q(q): Q<SubmitQuery>,
+    Body(body): Body,
 ) -> Result<Response, Problem> {
     let parsed = kiln_spec::parse(&body).map_err(|e| Problem::invalid_spec(&e))?;
     let mut spec = parsed.job;
@@ -163,7 +163,7 @@ pub struct ListQuery {
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    Q(q): Q<ListQuery>,
 ) -> Result<Json<JobList>, Problem> {
     let job_state = match q.state.as_deref() {
         None | Some("") => None,
@@ -204,7 +204,7 @@ pub async fn list(
 pub async fn show(
     caller: Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Json<JobView>, Problem> {
     let job = resolve(&state, &caller, &id).await?;
     Ok(Json(detail(&state, &job, true).await?))
@@ -213,7 +213,7 @@ pub async fn show(
 pub async fn spec(
     caller: Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Response, Problem> {
     let job = resolve(&state, &caller, &id).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], job.spec_json).into_response())
@@ -222,7 +222,7 @@ pub async fn spec(
 pub async fn events(
     caller: Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Json<Vec<EventView>>, Problem> {
     let job = resolve(&state, &caller, &id).await?;
     let store = Arc::clone(&state.store);
@@ -234,7 +234,7 @@ pub async fn events(
 pub async fn stop(
     caller: Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Json<JobView>, Problem> {
     let job = resolve(&state, &caller, &id).await?;
     let job = state.control.stop(job.key, &caller.name).await?;
@@ -249,8 +249,8 @@ pub struct CloneBody {
 pub async fn clone(
     caller: Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Bytes,
+    P(id): P<String>,
+    Body(body): Body,
 ) -> Result<Response, Problem> {
     let source = resolve(&state, &caller, &id).await?;
     let body: CloneBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -318,8 +318,8 @@ pub struct PatchBody {
 pub async fn patch(
     caller: Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Bytes,
+    P(id): P<String>,
+    Body(body): Body,
 ) -> Result<Json<JobView>, Problem> {
     let job = resolve(&state, &caller, &id).await?;
     let body: PatchBody = serde_json::from_slice(&body).map_err(|e| {
@@ -358,7 +358,7 @@ pub async fn patch(
 pub async fn delete(
     caller: Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<StatusCode, Problem> {
     let job = resolve(&state, &caller, &id).await?;
     if !job.state.is_finished() {

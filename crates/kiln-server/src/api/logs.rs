@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use kiln_engine::local::TaskDir;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::extract::{P, Q};
 use super::jobs::resolve;
 use super::{blocking, AppState, Caller, Problem};
 
@@ -39,6 +40,10 @@ pub struct LogQuery {
     attempt: Option<u32>,
 }
 
+/// Limits on what one request holds in memory.
+const MAX_RANGE: u64 = 64 << 20;
+const MAX_TAIL: usize = 1_000_000;
+
 /// A safety net under the file watcher: look at the file at least this
 /// often while following, in case a change notification is missed.
 const FOLLOW_RECHECK: Duration = Duration::from_secs(2);
@@ -46,8 +51,8 @@ const FOLLOW_RECHECK: Duration = Duration::from_secs(2);
 pub async fn logs(
     caller: Caller,
     State(state): State<AppState>,
-    Path((id, task)): Path<(String, String)>,
-    Query(q): Query<LogQuery>,
+    P((id, task)): P<(String, String)>,
+    Q(q): Q<LogQuery>,
 ) -> Result<Response, Problem> {
     let job = resolve(&state, &caller, &id).await?;
     let attempt = q.attempt.unwrap_or(job.attempt);
@@ -83,6 +88,16 @@ pub async fn logs(
             )))
         }
     };
+    if q.length.is_some_and(|n| n > MAX_RANGE) {
+        return Err(Problem::bad_request(format!(
+            "length: at most {MAX_RANGE} bytes per request; use download for the whole log"
+        )));
+    }
+    if q.tail.is_some_and(|n| n > MAX_TAIL) {
+        return Err(Problem::bad_request(format!(
+            "tail: at most {MAX_TAIL} lines; use download for the whole log"
+        )));
+    }
     if q.tail.is_some() && q.offset.is_some() {
         return Err(Problem::bad_request("give tail or offset, not both"));
     }
@@ -254,40 +269,51 @@ fn tail_start(path: &FsPath, n: usize) -> Result<u64, String> {
 }
 
 /// The last `n` lines, reading backwards in blocks so a huge log costs only
-/// what is returned.
+/// what is returned (linear in that).
 pub fn last_lines<R: Read + Seek>(f: &mut R, n: usize) -> std::io::Result<Vec<u8>> {
     const BLOCK: u64 = 64 * 1024;
     let len = f.seek(SeekFrom::End(0))?;
     if n == 0 || len == 0 {
         return Ok(Vec::new());
     }
-    let mut buf: Vec<u8> = Vec::new();
+    // Blocks from the end backwards; a final newline ends the last line, it
+    // does not start another.
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut newlines = 0usize;
     let mut pos = len;
-    loop {
+    let mut skip_final = true;
+    let mut cut: Option<(usize, usize)> = None; // (block, offset) where the tail starts
+    while pos > 0 && cut.is_none() {
         let start = pos.saturating_sub(BLOCK);
         let mut block = vec![0u8; (pos - start) as usize];
         f.seek(SeekFrom::Start(start))?;
         f.read_exact(&mut block)?;
-        block.extend_from_slice(&buf);
-        buf = block;
         pos = start;
-        // A final newline ends the last line; it does not start another.
-        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let newlines = body.iter().filter(|b| **b == b'\n').count();
-        if newlines >= n || pos == 0 {
-            let mut seen = 0;
-            let cut = body
-                .iter()
-                .rposition(|b| {
-                    if *b == b'\n' {
-                        seen += 1;
-                    }
-                    seen == n
-                })
-                .map_or(0, |i| i + 1);
-            return Ok(buf[cut..].to_vec());
+        for i in (0..block.len()).rev() {
+            if block[i] != b'\n' {
+                skip_final = false;
+                continue;
+            }
+            if skip_final {
+                skip_final = false;
+                continue;
+            }
+            newlines += 1;
+            if newlines == n {
+                cut = Some((blocks.len(), i + 1));
+                break;
+            }
+        }
+        blocks.push(block);
+    }
+    let mut out = Vec::new();
+    for (b, block) in blocks.iter().enumerate().rev() {
+        match cut {
+            Some((cb, off)) if cb == b => out.extend_from_slice(&block[off..]),
+            _ => out.extend_from_slice(block),
         }
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -307,6 +333,13 @@ mod tests {
         assert_eq!(tail("a\nb\nc\n", 10), "a\nb\nc\n");
         assert_eq!(tail("a\nb\nc\n", 0), "");
         assert_eq!(tail("", 3), "");
+    }
+
+    #[test]
+    fn tails_of_files_without_lines_or_with_only_newlines() {
+        assert_eq!(tail("no newline at all", 1), "no newline at all");
+        assert_eq!(tail("\n\n\n", 2), "\n\n");
+        assert_eq!(tail("a\n", 1), "a\n");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! they check who is asking, read the store or ask the control loop, and
 //! shape the answer. Store calls run on the blocking pool.
 
+mod extract;
 mod jobs;
 mod logs;
 mod problem;
@@ -46,6 +47,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/users", get(users::list).post(users::add))
         .route("/api/v1/users/{name}/tokens", post(users::token))
+        .fallback(extract::not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed)
         .with_state(state)
 }
 

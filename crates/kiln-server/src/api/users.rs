@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use kiln_store::User;
 use serde::{Deserialize, Serialize};
 
+use super::extract::{Body, P};
 use super::{blocking, AppState, Caller, Problem};
 use crate::auth::{hash_password, hash_token, new_token, verify_password};
 
@@ -93,7 +94,7 @@ pub async fn list(
 pub async fn add(
     caller: Caller,
     State(state): State<AppState>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<(StatusCode, Json<TokenView>), Problem> {
     admin_only(&caller)?;
     let req: NewUser = json_body(&body, r#"{"name": "alice", "password": "..."}"#)?;
@@ -153,7 +154,7 @@ pub async fn add(
 pub async fn token(
     caller: Caller,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    P(name): P<String>,
 ) -> Result<(StatusCode, Json<TokenView>), Problem> {
     if !caller.is_admin && caller.name != name {
         return Err(Problem::not_found(format!("user {name} not found")));
@@ -165,7 +166,10 @@ pub async fn token(
     Ok((StatusCode::CREATED, Json(TokenView { name, token })))
 }
 
-pub async fn login(State(state): State<AppState>, body: Bytes) -> Result<Json<TokenView>, Problem> {
+pub async fn login(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> Result<Json<TokenView>, Problem> {
     let req: Login = json_body(&body, r#"{"name": "alice", "password": "..."}"#)?;
     let store = Arc::clone(&state.store);
     let name = req.name.clone();

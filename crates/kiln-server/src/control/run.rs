@@ -80,9 +80,11 @@ struct Loop {
     cluster: Arc<RwLock<ClusterView>>,
     /// Something changed that may let a waiting job start.
     dirty: bool,
-    /// A job waits for a port held outside kiln: no event says when it is
-    /// let go, so the loop looks again after a while.
+    /// A job waits for a port held outside kiln (no event says when it is
+    /// let go), or a store write failed: the loop looks again after a while.
     recheck_at: Option<u64>,
+    /// Jobs to come back to after a store failure.
+    retry_later: std::collections::BTreeSet<i64>,
 }
 
 /// How soon a job waiting on something outside kiln (a port) is retried.
@@ -119,6 +121,7 @@ pub fn start(store: Arc<dyn Store>, cfg: EngineConfig) -> Result<Control, Contro
         cluster: Arc::clone(&cluster),
         dirty: true,
         recheck_at: None,
+        retry_later: std::collections::BTreeSet::new(),
     };
     lp.recover()?;
     lp.schedule();
@@ -198,7 +201,9 @@ impl Loop {
             }
             self.fire_deadlines();
             if self.recheck_at.is_some_and(|at| at <= now_ms()) {
+                self.recheck_at = None;
                 self.dirty = true;
+                self.retry_pending();
             }
             if self.dirty {
                 self.schedule();
@@ -253,20 +258,7 @@ impl Loop {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
                     error!(job = %job.id, error = %e, "failing a job kiln cannot read back");
-                    self.apply(
-                        job.key,
-                        &Change {
-                            job: JobPatch {
-                                state: Some(JobState::Failed),
-                                reason: Some(Some(e.clone())),
-                                finished_at_ms: Some(Some(now_ms())),
-                                pending_reason: Some(None),
-                                ..Default::default()
-                            },
-                            events: vec![event("finished", e)],
-                            ..Default::default()
-                        },
-                    );
+                    self.abandon(&job, e)?;
                     continue;
                 }
             };
@@ -275,7 +267,7 @@ impl Loop {
                     let request = request_of(&job, &spec);
                     self.waiting.insert(job.key, Waiting { job, spec, request });
                 }
-                JobState::Running | JobState::Stopping => self.recover_active(job, spec),
+                JobState::Running | JobState::Stopping => self.recover_active(job, spec)?,
                 _ => {}
             }
         }
@@ -287,12 +279,48 @@ impl Loop {
         Ok(())
     }
 
-    fn recover_active(&mut self, job: JobRecord, spec: Arc<JobSpec>) {
+    /// A job kiln can no longer read: its tasks are stopped (nothing may
+    /// keep running unaccounted for) and it fails with the reason.
+    fn abandon(&mut self, job: &JobRecord, why: String) -> Result<(), ControlError> {
+        if job.state != JobState::Waiting {
+            let tasks = self
+                .store
+                .tasks(job.key, job.attempt)
+                .map_err(|e| ControlError::Internal(e.to_string()))?;
+            for t in tasks.iter().filter(|t| !t.state.is_finished()) {
+                let Some(dir) = t.dir.as_deref().map(TaskDir::new) else {
+                    continue;
+                };
+                if let Some(sup) = dir.claimed_by().and_then(|p| Supervisor::find(&dir, p)) {
+                    let _ = sup.request_stop();
+                }
+            }
+        }
+        self.apply(
+            job.key,
+            &Change {
+                job: JobPatch {
+                    state: Some(JobState::Failed),
+                    reason: Some(Some(why.clone())),
+                    finished_at_ms: Some(Some(now_ms())),
+                    pending_reason: Some(None),
+                    ..Default::default()
+                },
+                events: vec![event("finished", why)],
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
+    fn recover_active(&mut self, job: JobRecord, spec: Arc<JobSpec>) -> Result<(), ControlError> {
         let key = job.key;
-        let recs = self.store.tasks(key, job.attempt).unwrap_or_else(|e| {
-            error!(job = %job.id, error = %e, "cannot read tasks back");
-            Vec::new()
-        });
+        // Without its tasks a running job cannot be carried on: better not to
+        // start at all than to hand its GPUs to someone else.
+        let recs = self
+            .store
+            .tasks(key, job.attempt)
+            .map_err(|e| ControlError::Internal(format!("reading the tasks of {}: {e}", job.id)))?;
         let mut slots = Vec::new();
         for rec in recs {
             let placed = Placed {
@@ -331,8 +359,18 @@ impl Loop {
         if let Some(p) = master_port {
             self.ports.hold([p]);
         }
-        let ending = (job.state == JobState::Stopping)
-            .then(|| Outcome::Stopped("stopped on request".into()));
+        // What was decided before the restart is in the store: a stop
+        // request, or a deadline that has passed.
+        let ending = if job.stop_requested || job.state == JobState::Stopping {
+            Some(Outcome::Stopped("stopped on request".into()))
+        } else {
+            match (job.deadline_at_ms, job.started_at_ms) {
+                (Some(d), Some(s)) if d <= now_ms() => Some(Outcome::DeadlineExceeded {
+                    max_secs: d.saturating_sub(s) / 1000,
+                }),
+                _ => None,
+            }
+        };
         let attempt = job.attempt;
         self.active.insert(
             key,
@@ -352,7 +390,13 @@ impl Loop {
         if !change.tasks.is_empty() || !change.events.is_empty() {
             self.apply(key, &change);
         }
+        if let Some(a) = self.active.get(&key) {
+            if a.ending.is_some() {
+                stop_unfinished(a);
+            }
+        }
         self.evaluate(key);
+        Ok(())
     }
 
     /// Finds a task of a running job again after a restart.
@@ -360,6 +404,7 @@ impl Loop {
         let Some(a) = self.active.get_mut(&key) else {
             return;
         };
+        let ending = a.ending.is_some();
         let slot = &mut a.slots[i];
         if slot.rec.state.is_finished() {
             return;
@@ -368,8 +413,9 @@ impl Loop {
             return;
         };
         let gen = slot.gen;
-        let exited = || {
-            let _ = self.tx.send(Msg::TaskExited {
+        let tx = self.tx.clone();
+        let exited = move || {
+            let _ = tx.send(Msg::TaskExited {
                 key,
                 attempt,
                 slot: i,
@@ -382,15 +428,24 @@ impl Loop {
         }
         // Claim the folder: if that works, no supervisor ever took it (kiln
         // stopped between recording the start and starting it), and none
-        // ever will; the task is started in a fresh folder.
-        match dir.try_claim(0) {
-            Ok(true) => {
+        // ever will. A claim with pid 0 is kiln's own from an earlier
+        // recovery that did not get as far as the fresh start.
+        let never_started = match dir.try_claim(0) {
+            Ok(true) => true,
+            Ok(false) => dir.claimed_by() == Some(0),
+            Err(e) => {
+                warn!(error = %e, "cannot inspect a task folder");
+                false
+            }
+        };
+        if never_started {
+            if ending {
+                self.skip_unstarted(key, i, change);
+            } else {
                 info!(job_key = key, task = %slot.rec.task, "starting a task kiln recorded but never started");
                 self.relaunch(key, i, change, "started after kiln restarted");
-                return;
             }
-            Ok(false) => {}
-            Err(e) => warn!(error = %e, "cannot inspect a task folder"),
+            return;
         }
         // A supervisor claimed it; it writes its pid right after.
         let mut pid = dir.claimed_by();
@@ -412,6 +467,18 @@ impl Loop {
         }
     }
 
+    /// A task that never started and now never will: its attempt ended.
+    fn skip_unstarted(&mut self, key: i64, i: usize, change: &mut Change) {
+        let Some(a) = self.active.get_mut(&key) else {
+            return;
+        };
+        let slot = &mut a.slots[i];
+        slot.rec.state = TaskState::Stopped;
+        slot.rec.reason = Some("NotStarted: its attempt ended before it started".into());
+        slot.rec.finished_at_ms = Some(now_ms());
+        change.tasks.push(slot.rec.clone());
+    }
+
     // ----- submissions and scheduling -------------------------------------
 
     fn on_submitted(&mut self, key: i64) {
@@ -419,7 +486,8 @@ impl Loop {
             Ok(Some(j)) if j.state == JobState::Waiting => j,
             Ok(_) => return,
             Err(e) => {
-                error!(job_key = key, error = %e, "cannot read a submitted job");
+                error!(job_key = key, error = %e, "cannot read a submitted job; trying again");
+                self.later(key);
                 return;
             }
         };
@@ -427,6 +495,7 @@ impl Loop {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 error!(job = %job.id, error = %e, "submitted job does not parse back");
+                let _ = self.abandon(&job, e);
                 return;
             }
         };
@@ -437,7 +506,6 @@ impl Loop {
 
     fn schedule(&mut self) {
         self.dirty = false;
-        self.recheck_at = None;
         if self.waiting.is_empty() {
             if let Ok(mut r) = self.reasons.write() {
                 r.clear();
@@ -678,8 +746,22 @@ impl Loop {
                 ending: None,
             },
         );
+        let mut change = Change::default();
         for (i, (dir, _)) in prepared.iter().enumerate() {
-            self.spawn(key, job.attempt, i, 0, dir);
+            // Once the attempt is decided (a task could not be started),
+            // the rest are not started at all.
+            if self.active.get(&key).is_some_and(|a| a.ending.is_some()) {
+                self.skip_unstarted(key, i, &mut change);
+                continue;
+            }
+            if !self.spawn(key, job.attempt, i, 0, dir, &mut change) {
+                self.apply(key, &std::mem::take(&mut change));
+                self.evaluate(key);
+            }
+        }
+        if !change.tasks.is_empty() {
+            self.apply(key, &change);
+            self.evaluate(key);
         }
         Ok(())
     }
@@ -725,35 +807,46 @@ impl Loop {
         }
     }
 
-    /// Starts one supervisor; a failure to start it is the task's end.
-    fn spawn(&mut self, key: i64, attempt: u32, i: usize, gen: u32, dir: &TaskDir) {
-        let started = spawn_supervisor(&self.cfg.exe, dir).and_then(Supervisor::from_child);
+    /// Starts one supervisor. A failure to start it is the task's end,
+    /// recorded in `change`; returns whether it started.
+    fn spawn(
+        &mut self,
+        key: i64,
+        attempt: u32,
+        i: usize,
+        gen: u32,
+        dir: &TaskDir,
+        change: &mut Change,
+    ) -> bool {
+        let started = spawn_supervisor(&self.cfg.exe, dir);
         let Some(a) = self.active.get_mut(&key) else {
-            return;
+            return false;
         };
         match started {
-            Ok(sup) => {
-                let sup = Arc::new(sup);
+            Ok(child) => {
+                let sup = Arc::new(Supervisor::from_child(child, dir));
                 a.slots[i].sup = Some(Arc::clone(&sup));
                 watch(self.tx.clone(), sup, key, attempt, i, gen);
+                true
             }
             Err(e) => {
                 error!(job_key = key, error = %e, "cannot start a supervisor");
-                let mut change = Change::default();
                 self.record_end(
                     key,
                     i,
                     task_lost(&format!("cannot start its supervisor: {e}")),
-                    &mut change,
+                    change,
                 );
-                self.apply(key, &change);
-                self.evaluate(key);
+                false
             }
         }
     }
 
     /// Starts a task again in a fresh folder of the same attempt, with the
-    /// same launch (an in-place restart, or a start kiln never made).
+    /// same launch (an in-place restart, or a start kiln never made). The
+    /// new folder is recorded before the supervisor starts, together with
+    /// whatever `change` held so far, so a crash in between is recovered
+    /// like any recorded-but-unstarted task.
     fn relaunch(&mut self, key: i64, i: usize, change: &mut Change, why: &str) {
         let Some(a) = self.active.get_mut(&key) else {
             return;
@@ -766,8 +859,17 @@ impl Loop {
             self.record_end(key, i, end, change);
             return;
         };
-        slot.gen += 1;
-        let gen = slot.gen;
+        // A folder nobody has used: a crash may have left later ones behind.
+        let mut gen = slot.gen + 1;
+        while self
+            .cfg
+            .layout
+            .task(key, attempt, &slot.rec.task, gen)
+            .exists()
+        {
+            gen += 1;
+        }
+        slot.gen = gen;
         let dir = TaskDir::new(self.cfg.layout.task(key, attempt, &slot.rec.task, gen));
         let tmp = dir.path().join("tmp");
         let _ = std::fs::create_dir_all(&tmp);
@@ -794,11 +896,13 @@ impl Loop {
         slot.rec.started_at_ms = Some(now_ms());
         slot.rec.finished_at_ms = None;
         slot.rec.dir = Some(dir.path().display().to_string());
-        change.tasks.push(slot.rec.clone());
-        change
+        let mut recorded = std::mem::take(change);
+        recorded.tasks.push(slot.rec.clone());
+        recorded
             .events
             .push(event("restarted", format!("{} {why}", slot.rec.task)));
-        self.spawn(key, attempt, i, gen, &dir);
+        self.apply(key, &recorded);
+        self.spawn(key, attempt, i, gen, &dir, change);
     }
 
     fn finish_unstarted(&mut self, key: i64, state: JobState, reason: String) {
@@ -858,10 +962,20 @@ impl Loop {
         self.evaluate(key);
     }
 
-    fn record_end(&mut self, key: i64, i: usize, end: TaskEnd, change: &mut Change) {
+    fn record_end(&mut self, key: i64, i: usize, mut end: TaskEnd, change: &mut Change) {
         let Some(a) = self.active.get_mut(&key) else {
             return;
         };
+        // Only kiln's own stop makes a stopped task: a SIGTERM from anyone
+        // else (an operator, a service manager stopping everything) ended
+        // the task early, which is a failure, not a finish.
+        if end.state == TaskState::Stopped && a.ending.is_none() && !a.job.stop_requested {
+            end.state = TaskState::Failed;
+            end.reason = Some(
+                "killed from outside kiln: its supervisor got SIGTERM without a stop request"
+                    .into(),
+            );
+        }
         let debug = is_debug(&a.spec);
         let slot = &mut a.slots[i];
         slot.sup = None;
@@ -890,7 +1004,11 @@ impl Loop {
                     ),
                 ));
             } else {
-                let _ = std::fs::remove_dir_all(dir.join("tmp"));
+                // A big scratch folder must not hold up the loop.
+                let tmp = dir.join("tmp");
+                let _ = std::thread::Builder::new()
+                    .name("kiln-cleanup".into())
+                    .spawn(move || std::fs::remove_dir_all(tmp));
             }
         }
     }
@@ -945,7 +1063,12 @@ impl Loop {
                         }
                         self.relaunch(key, i, &mut change, "restarted by its restart policy");
                     }
-                    self.apply(key, &change);
+                    if !change.tasks.is_empty() || !change.events.is_empty() {
+                        // A restart that could not be started ends the task
+                        // for good: the policy decides again.
+                        self.apply(key, &change);
+                        self.evaluate(key);
+                    }
                     return;
                 }
             }
@@ -967,23 +1090,23 @@ impl Loop {
     }
 
     fn finish_attempt(&mut self, key: i64, mut change: Change) {
-        let Some(a) = self.active.remove(&key) else {
+        let Some(a) = self.active.get(&key) else {
             return;
         };
-        self.dirty = true;
-        let ports: Vec<u16> = a
-            .slots
-            .iter()
-            .flat_map(|s| s.rec.ports.values().flatten().copied())
-            .chain(a.master_port)
-            .collect();
-        self.ports.release(ports);
-        let Some(outcome) = a.ending.clone() else {
+        let Some(mut outcome) = a.ending.clone() else {
             return;
         };
+        // A stop request outranks a failure that would be retried.
+        if a.job.stop_requested {
+            if let Outcome::Failed { reason, .. } = &outcome {
+                outcome = Outcome::Stopped(format!(
+                    "stopped on request while the attempt was ending ({reason})"
+                ));
+            }
+        }
         let next = after_attempt(&a.spec, a.job.attempt, a.job.failed_attempts, &outcome);
         let now = now_ms();
-        match next {
+        let retry = match next {
             Next::Finish { state, reason } => {
                 change.job = JobPatch {
                     state: Some(state),
@@ -994,7 +1117,7 @@ impl Loop {
                 change
                     .events
                     .push(event("finished", format!("{}: {reason}", state.as_str())));
-                self.apply(key, &change);
+                false
             }
             Next::Retry {
                 attempt,
@@ -1007,21 +1130,56 @@ impl Loop {
                     attempt: Some(attempt),
                     failed_attempts: Some(failed_attempts),
                     deadline_at_ms: Some(None),
+                    stop_requested: Some(false),
                     pending_reason: Some(Some(format!("queued for attempt {attempt}"))),
                     ..Default::default()
                 };
                 change.events.push(event("retried", reason));
-                if let Some(job) = self.apply(key, &change) {
-                    let request = request_of(&job, &a.spec);
-                    self.waiting.insert(
-                        key,
-                        Waiting {
-                            job,
-                            spec: a.spec,
-                            request,
-                        },
-                    );
-                }
+                true
+            }
+        };
+        let Some(job) = self.apply(key, &change) else {
+            // The job stays as it is, in memory and in the store, and the
+            // loop tries again shortly.
+            self.later(key);
+            return;
+        };
+        let Some(a) = self.active.remove(&key) else {
+            return;
+        };
+        self.dirty = true;
+        let ports: Vec<u16> = a
+            .slots
+            .iter()
+            .flat_map(|s| s.rec.ports.values().flatten().copied())
+            .chain(a.master_port)
+            .collect();
+        self.ports.release(ports);
+        if retry {
+            let request = request_of(&job, &a.spec);
+            self.waiting.insert(
+                key,
+                Waiting {
+                    job,
+                    spec: a.spec,
+                    request,
+                },
+            );
+        }
+    }
+
+    /// Comes back to a job after a store failure.
+    fn later(&mut self, key: i64) {
+        self.retry_later.insert(key);
+        self.recheck_at = Some(now_ms() + RECHECK_MS);
+    }
+
+    fn retry_pending(&mut self) {
+        for key in std::mem::take(&mut self.retry_later) {
+            if self.active.contains_key(&key) {
+                self.evaluate(key);
+            } else if !self.waiting.contains_key(&key) {
+                self.on_submitted(key);
             }
         }
     }

@@ -22,6 +22,9 @@ pub struct Server {
     pub args: Vec<String>,
     /// Extra environment for the server (and so for its tasks).
     pub envs: Vec<(String, String)>,
+    /// Start the server from the data folder's parent with a relative
+    /// `--data`, as a person typing `--data d` would.
+    pub relative: bool,
     token: String,
 }
 
@@ -56,6 +59,22 @@ impl Server {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            relative: false,
+            token: String::new(),
+        };
+        s.boot();
+        s
+    }
+
+    pub fn start_relative(args: &[&str]) -> Server {
+        let data = tempfile::tempdir().expect("tmp");
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            data,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            envs: Vec::new(),
+            relative: true,
             token: String::new(),
         };
         s.boot();
@@ -64,10 +83,16 @@ impl Server {
 
     /// Starts the server process (again) on the same data folder.
     pub fn boot(&mut self) {
-        let mut child = Command::new(kiln_exe())
-            .arg("server")
-            .arg("--data")
-            .arg(self.data.path())
+        let mut cmd = Command::new(kiln_exe());
+        if self.relative {
+            let path = self.data.path();
+            cmd.current_dir(path.parent().expect("parent"));
+            cmd.args(["server", "--data"]);
+            cmd.arg(path.file_name().expect("name"));
+        } else {
+            cmd.arg("server").arg("--data").arg(self.data.path());
+        }
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
             .env("RUST_LOG", "warn")
