@@ -131,3 +131,49 @@ fn passwords_log_in_for_a_fresh_token() {
         422
     );
 }
+
+#[test]
+fn the_openapi_document_covers_every_route() {
+    let s = Server::start();
+    // Public: tools read it before they have a token.
+    let (status, doc) = s.api_as("", "GET", "/openapi.json", None);
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3."));
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/v1/jobs", "post"),
+        ("/api/v1/jobs", "get"),
+        ("/api/v1/jobs/{id}", "get"),
+        ("/api/v1/jobs/{id}", "patch"),
+        ("/api/v1/jobs/{id}", "delete"),
+        ("/api/v1/jobs/{id}/spec", "get"),
+        ("/api/v1/jobs/{id}/stop", "post"),
+        ("/api/v1/jobs/{id}/clone", "post"),
+        ("/api/v1/jobs/{id}/events", "get"),
+        ("/api/v1/jobs/{id}/tasks/{task}/logs", "get"),
+        ("/api/v1/nodes", "get"),
+        ("/api/v1/users", "post"),
+        ("/api/v1/login", "post"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    let job = &doc["components"]["schemas"]["JobView"]["properties"];
+    for field in [
+        "id",
+        "name",
+        "user",
+        "state",
+        "pendingReason",
+        "attempt",
+        "tasks",
+    ] {
+        assert!(job.get(field).is_some(), "JobView.{field} missing");
+    }
+    let task = &doc["components"]["schemas"]["TaskView"]["properties"];
+    for field in ["id", "role", "index", "state", "exitCode", "gpus"] {
+        assert!(task.get(field).is_some(), "TaskView.{field} missing");
+    }
+}

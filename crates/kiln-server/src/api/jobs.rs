@@ -12,6 +12,7 @@ use kiln_spec::quantity::parse_duration_secs;
 use kiln_spec::{JobId, JobSpec};
 use kiln_store::{JobFilter, JobRecord, NewJob};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Body, P, Q};
 use super::views::{EventView, JobList, JobView};
@@ -66,13 +67,23 @@ async fn detail(state: &AppState, job: &JobRecord, with_events: bool) -> Result<
     Ok(view)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct SubmitQuery {
+    /// Validate and render the environment; store nothing.
     #[serde(default)]
     dry_run: bool,
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", params(SubmitQuery),
+    request_body(content = String, description = "a job spec in any supported format (kiln YAML or JSON, OpenPAI v1 JSON, OpenPAI v2 YAML, Kubeflow PyTorchJob YAML), detected by content",
+        content_type = "application/yaml"),
+    responses((status = 201, description = "the job as stored, WAITING", body = JobView),
+        (status = 200, description = "with dryRun: the canonical job and each task's environment"),
+        (status = 401, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 422, description = "every invalid field, with its path", body = Problem)))]
+/// Submits a job.
 pub async fn submit(
     caller: Caller,
     State(state): State<AppState>,
@@ -151,7 +162,8 @@ async fn store_new_job(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     user: Option<String>,
     state: Option<String>,
@@ -160,6 +172,9 @@ pub struct ListQuery {
     before: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = JobList), (status = 400, body = Problem), (status = 401, body = Problem)))]
+/// Jobs, newest first; a user sees their own, the admin everyone's.
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
@@ -201,6 +216,9 @@ pub async fn list(
     Ok(Json(JobList { items, next }))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "user~name, or name for your own job")),
+    responses((status = 200, body = JobView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// A job with its tasks, pending reason and event history.
 pub async fn show(
     caller: Caller,
     State(state): State<AppState>,
@@ -210,6 +228,9 @@ pub async fn show(
     Ok(Json(detail(&state, &job, true).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/spec", tag = "jobs", params(("id" = String, Path, description = "user~name, or name for your own job")),
+    responses((status = 200, description = "the canonical job in kiln's JSON format"), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// The job's spec, as kiln stores it.
 pub async fn spec(
     caller: Caller,
     State(state): State<AppState>,
@@ -219,6 +240,9 @@ pub async fn spec(
     Ok(([(header::CONTENT_TYPE, "application/json")], job.spec_json).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path, description = "user~name, or name for your own job")),
+    responses((status = 200, body = Vec<EventView>), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// The job's history: submitted, placed, started, exited, retried, stopped, ...
 pub async fn events(
     caller: Caller,
     State(state): State<AppState>,
@@ -231,6 +255,9 @@ pub async fn events(
     Ok(Json(events.iter().map(EventView::from_record).collect()))
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/stop", tag = "jobs", params(("id" = String, Path, description = "user~name, or name for your own job")),
+    responses((status = 200, body = JobView), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+/// Stops a job: WAITING → STOPPED at once; RUNNING → STOPPING → STOPPED.
 pub async fn stop(
     caller: Caller,
     State(state): State<AppState>,
@@ -241,11 +268,17 @@ pub async fn stop(
     Ok(Json(detail(&state, &job, false).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CloneBody {
+    /// The copy's name; default: the first free `<name>-N`.
     name: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/clone", tag = "jobs", params(("id" = String, Path, description = "user~name, or name for your own job")),
+    request_body(content = Option<CloneBody>, description = "optional; empty for a generated name"),
+    responses((status = 201, body = JobView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+/// Submits a copy of a job under a new name.
 pub async fn clone(
     caller: Caller,
     State(state): State<AppState>,
@@ -306,7 +339,7 @@ async fn free_clone_name(state: &AppState, user: &str, name: &str) -> Result<Str
     )))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchBody {
     /// Total max duration, from the attempt's start ("3h").
@@ -315,6 +348,10 @@ pub struct PatchBody {
     extend_by: Option<String>,
 }
 
+#[utoipa::path(patch, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "user~name, or name for your own job")), request_body = PatchBody,
+    responses((status = 200, body = JobView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+/// Changes a running job's max duration (Crater's 设定工作时长).
 pub async fn patch(
     caller: Caller,
     State(state): State<AppState>,
@@ -355,6 +392,9 @@ pub async fn patch(
     Ok(Json(detail(&state, &job, false).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "user~name, or name for your own job")),
+    responses((status = 204, description = "deleted, with its logs"), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+/// Deletes a finished job with its logs.
 pub async fn delete(
     caller: Caller,
     State(state): State<AppState>,

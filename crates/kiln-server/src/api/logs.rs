@@ -14,12 +14,14 @@ use axum::response::{IntoResponse, Response};
 use kiln_engine::local::TaskDir;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use utoipa::IntoParams;
 
 use super::extract::{P, Q};
 use super::jobs::resolve;
 use super::{blocking, AppState, Caller, Problem};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// `output` (both, in arrival order; default), `stdout` or `stderr`.
     stream: Option<String>,
@@ -48,6 +50,12 @@ const MAX_TAIL: usize = 1_000_000;
 /// often while following, in case a change notification is missed.
 const FOLLOW_RECHECK: Duration = Duration::from_secs(2);
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/{task}/logs", tag = "logs",
+    params(("id" = String, Path, description = "user~name, or name for your own job"),
+        ("task" = String, Path, description = "task id, e.g. worker-0"), LogQuery),
+    responses((status = 200, description = "the log text (streamed while following)", content_type = "text/plain"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// A task's log.
 pub async fn logs(
     caller: Caller,
     State(state): State<AppState>,

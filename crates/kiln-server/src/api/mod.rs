@@ -5,6 +5,7 @@
 mod extract;
 mod jobs;
 mod logs;
+mod openapi;
 mod problem;
 pub mod users;
 pub mod views;
@@ -32,6 +33,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/health", get(|| async { "ok" }))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
         .route(
             "/api/v1/jobs/{id}",
@@ -95,6 +97,13 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-async fn nodes(_caller: Caller, State(state): State<AppState>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "cluster",
+    responses((status = 200, description = "the machine(s): capacity, GPUs and who holds them, whether limits are enforced", body = Object),
+        (status = 401, body = Problem)))]
+/// The cluster as kiln sees it.
+pub(crate) async fn nodes(
+    _caller: Caller,
+    State(state): State<AppState>,
+) -> Json<serde_json::Value> {
     Json(serde_json::to_value(state.control.cluster()).unwrap_or_default())
 }

@@ -5,10 +5,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_spec::Issue;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::control::ControlError;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     pub path: String,
     pub message: String,
@@ -18,7 +19,7 @@ pub struct FieldError {
     pub column: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

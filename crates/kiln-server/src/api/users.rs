@@ -10,12 +10,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use kiln_store::User;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::extract::{Body, P};
 use super::{blocking, AppState, Caller, Problem};
 use crate::auth::{hash_password, hash_token, new_token, verify_password};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub name: String,
@@ -24,13 +25,13 @@ pub struct UserView {
 }
 
 /// A token, shown once; kiln keeps only its hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenView {
     pub name: String,
     pub token: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewUser {
     name: String,
@@ -39,7 +40,7 @@ pub struct NewUser {
     admin: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     name: String,
@@ -73,6 +74,9 @@ fn admin_only(caller: &Caller) -> Result<(), Problem> {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/me", tag = "users",
+    responses((status = 200, body = UserView), (status = 401, body = Problem)))]
+/// Who the token belongs to.
 pub async fn me(caller: Caller) -> Json<UserView> {
     Json(UserView {
         name: caller.name,
@@ -81,6 +85,9 @@ pub async fn me(caller: Caller) -> Json<UserView> {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = 200, body = Vec<UserView>), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// Every user (admin only).
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
@@ -91,6 +98,10 @@ pub async fn list(
     Ok(Json(users.iter().map(view).collect()))
 }
 
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
+    responses((status = 201, body = TokenView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+/// Adds a user (admin only); the answer holds their first token, shown once.
 pub async fn add(
     caller: Caller,
     State(state): State<AppState>,
@@ -150,6 +161,9 @@ pub async fn add(
     Ok((StatusCode::CREATED, Json(TokenView { name, token })))
 }
 
+#[utoipa::path(post, path = "/api/v1/users/{name}/tokens", tag = "users",
+    params(("name" = String, Path, description = "user name")),
+    responses((status = 201, body = TokenView), (status = 401, body = Problem), (status = 404, body = Problem)))]
 /// A new token for a user: yourself, or anyone for the admin.
 pub async fn token(
     caller: Caller,
@@ -166,6 +180,9 @@ pub async fn token(
     Ok((StatusCode::CREATED, Json(TokenView { name, token })))
 }
 
+#[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = Login, security(()),
+    responses((status = 200, body = TokenView), (status = 400, body = Problem), (status = 401, body = Problem)))]
+/// Exchanges a user name and password for a fresh token.
 pub async fn login(
     State(state): State<AppState>,
     Body(body): Body,

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use kiln_store::{Event, JobRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     /// `user~name`.
@@ -39,7 +40,7 @@ pub struct JobView {
     pub events: Option<Vec<EventView>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     /// `<role>-<index>`.
@@ -64,7 +65,7 @@ pub struct TaskView {
     pub finished_at_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
     pub seq: i64,
@@ -73,7 +74,7 @@ pub struct EventView {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobList {
     pub items: Vec<JobView>,
