@@ -81,7 +81,7 @@ pub struct SubmitQuery {
         content_type = "application/yaml"),
     responses((status = 201, description = "the job as stored, WAITING", body = JobView),
         (status = 200, description = "with dryRun: the canonical job and each task's environment"),
-        (status = 401, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
         (status = 422, description = "every invalid field, with its path", body = Problem)))]
 /// Submits a job.
 pub async fn submit(
@@ -162,13 +162,35 @@ async fn store_new_job(
     })
 }
 
+/// Job states, as the API names them.
+#[derive(Debug, ToSchema)]
+#[allow(clippy::upper_case_acronyms, dead_code)]
+pub enum StateName {
+    WAITING,
+    RUNNING,
+    STOPPING,
+    SUCCEEDED,
+    FAILED,
+    STOPPED,
+}
+
+/// Most jobs one page holds.
+const MAX_PAGE: u32 = 500;
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this user's jobs (the admin; others always see only their own).
     user: Option<String>,
+    /// Only jobs in this state.
+    #[param(value_type = Option<StateName>)]
     state: Option<String>,
+    /// Only the job of this name.
     name: Option<String>,
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// The `next` of the previous page.
     before: Option<i64>,
 }
 
@@ -193,7 +215,12 @@ pub async fn list(
     } else {
         Some(caller.name.clone())
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit: must be between 1 and {MAX_PAGE}, got {limit}"
+        )));
+    }
     let filter = JobFilter {
         user,
         state: job_state,

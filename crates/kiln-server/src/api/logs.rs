@@ -20,16 +20,29 @@ use super::extract::{P, Q};
 use super::jobs::resolve;
 use super::{blocking, AppState, Caller, Problem};
 
+/// A task's output streams.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StreamName {
+    Output,
+    Stdout,
+    Stderr,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// `output` (both, in arrival order; default), `stdout` or `stderr`.
+    #[param(value_type = Option<StreamName>)]
     stream: Option<String>,
     /// Only the last N lines (with `follow`: then everything new).
+    #[param(maximum = 1_000_000)]
     tail: Option<usize>,
     /// Start at this byte.
     offset: Option<u64>,
     /// At most this many bytes from `offset`.
+    #[param(maximum = 67_108_864)]
     length: Option<u64>,
     /// Keep the response open and send new output as it is written; it
     /// ends when the task ends.

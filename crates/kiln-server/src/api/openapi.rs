@@ -31,7 +31,7 @@ use super::views::{EventView, JobList, JobView, TaskView};
         super::users::login,
     ),
     components(schemas(JobView, TaskView, EventView, JobList, Problem, FieldError, UserView, TokenView, NewUser, Login,
-        super::jobs::PatchBody, super::jobs::CloneBody)),
+        super::jobs::PatchBody, super::jobs::CloneBody, super::jobs::StateName, super::logs::StreamName)),
     modifiers(&BearerAuth),
     security(("token" = []))
 )]
@@ -56,6 +56,39 @@ impl Modify for BearerAuth {
     }
 }
 
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The document as served: problem documents are declared with the media
+/// type they are sent with, `application/problem+json`.
+pub fn document_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for op in paths.values_mut().filter_map(|p| p.as_object_mut()) {
+            for method in op.values_mut() {
+                let Some(responses) = method.get_mut("responses").and_then(|r| r.as_object_mut())
+                else {
+                    continue;
+                };
+                for response in responses.values_mut() {
+                    let Some(content) = response.get_mut("content").and_then(|c| c.as_object_mut())
+                    else {
+                        continue;
+                    };
+                    let is_problem = content
+                        .get("application/json")
+                        .and_then(|c| c.pointer("/schema/$ref"))
+                        .and_then(|r| r.as_str())
+                        .is_some_and(|r| r.ends_with("/Problem"));
+                    if is_problem {
+                        if let Some(c) = content.remove("application/json") {
+                            content.insert("application/problem+json".into(), c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    doc
+}
+
+pub async fn document() -> Json<serde_json::Value> {
+    Json(document_json())
 }

@@ -34,7 +34,14 @@ pub struct TokenView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     name: String,
+    /// For web logins; at least 8 characters.
+    #[schema(min_length = 8)]
     password: Option<String>,
     #[serde(default)]
     admin: bool,
