@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
 mod job_cmds;
+mod run_cmd;
 mod spec_cmds;
 mod user_cmds;
 
@@ -107,6 +108,42 @@ enum Command {
         /// Wait until the job finishes; exit 0 SUCCEEDED, 1 FAILED or STOPPED.
         #[arg(long)]
         wait: bool,
+    },
+    /// Run one command as a job and follow its output, like srun; exit 0
+    /// when it succeeds, 1 when it fails or is stopped.
+    Run {
+        #[arg(long)]
+        gpus: Option<u32>,
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory, e.g. 4Gi (a bare number is MiB).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Shared memory (/dev/shm), e.g. 1Gi.
+        #[arg(long)]
+        shm: Option<String>,
+        #[arg(long)]
+        gpu_type: Option<String>,
+        #[arg(long)]
+        image: Option<String>,
+        /// SRC:DST (a folder of your space, or dataset:NAME, at DST).
+        #[arg(long = "mount", value_name = "SRC:DST")]
+        mounts: Vec<String>,
+        /// K=V, repeatable.
+        #[arg(long = "env", value_name = "K=V")]
+        envs: Vec<String>,
+        /// Job name (default: run-<time>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Maximum run time, e.g. 2h.
+        #[arg(long)]
+        max_duration: Option<String>,
+        /// Print the job id and return at once.
+        #[arg(short, long)]
+        detach: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, num_args = 1..)]
+        command: Vec<String>,
     },
     /// List jobs, newest first.
     Ls {
@@ -286,6 +323,33 @@ fn main() -> ExitCode {
             stop_grace,
         } => server(listen, data, fake_gpus, cpus, memory, stop_grace),
         Command::Submit { file, output, wait } => job_cmds::submit(&file, json(output), wait),
+        Command::Run {
+            gpus,
+            cpus,
+            memory,
+            shm,
+            gpu_type,
+            image,
+            mounts,
+            envs,
+            name,
+            max_duration,
+            detach,
+            command,
+        } => run_cmd::run(run_cmd::RunArgs {
+            gpus,
+            cpus,
+            memory,
+            shm,
+            gpu_type,
+            image,
+            mounts,
+            envs,
+            name,
+            max_duration,
+            detach,
+            command,
+        }),
         Command::Ls {
             state,
             user,

@@ -714,3 +714,42 @@ fn wait_read(p: &std::path::Path) -> String {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn kiln_run_runs_one_command_and_follows_it() {
+    let s = Server::start();
+    let out = s.cli(&[
+        "run",
+        "--gpus",
+        "2",
+        "--env",
+        "GREETING=hi there",
+        "--",
+        "bash",
+        "-c",
+        "echo \"$GREETING\" on $CUDA_VISIBLE_DEVICES",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi there on 0,1\n");
+    // A failing command fails the run, with the reason on stderr.
+    let out = s.cli(&[
+        "run",
+        "--name",
+        "failing",
+        "--",
+        "sh",
+        "-c",
+        "echo before; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exited with code 3"));
+    // Detached: just the id.
+    let out = s.ok(&["run", "-d", "--name", "bg", "--", "true"]);
+    assert_eq!(out.trim(), "admin~bg");
+    s.wait_state("admin~bg", "SUCCEEDED", 30);
+}
