@@ -165,6 +165,17 @@ fn retry_count_retries_until_the_third_attempt_succeeds() {
     assert_eq!(j["attempt"], 2);
     assert_eq!(j["failedAttempts"], 2);
     assert_eq!(s.logs(&id, "main-0"), "attempt 2\n");
+    // Earlier attempts stay visible, with how their tasks ended.
+    let earlier = j["attempts"].as_array().expect("attempts");
+    assert_eq!(earlier.len(), 2);
+    assert_eq!(earlier[1]["attempt"], 1);
+    assert_eq!(earlier[1]["tasks"][0]["exitCode"], 1);
+    let (_, log) = s.api(
+        "GET",
+        &format!("/jobs/{id}/tasks/main-0/logs?attempt=0"),
+        None,
+    );
+    assert_eq!(log.as_str(), Some("attempt 0\n"));
     let retried = events(&j).iter().filter(|(k, _)| k == "retried").count();
     assert_eq!(retried, 2);
     // Without enough retries, the job fails on its last attempt.

@@ -157,6 +157,7 @@ fn allreduce_job(name: &str) -> String {
         t = torch.tensor([float(dist.get_rank() + 1)])\n\
         dist.all_reduce(t)\n\
         print(f'MASTER_PORT={os.environ[\"MASTER_PORT\"]} rank={dist.get_rank()} sum={t.item():.0f}')\n\
+        dist.barrier()\n\
         dist.destroy_process_group()\n";
     let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
     format!(
@@ -205,6 +206,7 @@ fn torchrun_inside_tasks_takes_the_pet_variables() {
          t = torch.ones(1)\n\
          dist.all_reduce(t)\n\
          print(f\"rank={os.environ['RANK']} local={os.environ['LOCAL_RANK']} world={os.environ['WORLD_SIZE']} sum={t.item():.0f}\", flush=True)\n\
+         dist.barrier()\n\
          dist.destroy_process_group()\n",
     )
     .expect("script");

@@ -155,3 +155,29 @@ fn a_deadline_that_fired_before_a_crash_still_fails_the_job() {
         "{j}"
     );
 }
+
+#[test]
+fn a_graceful_shutdown_leaves_running_tasks_alone() {
+    let mut s = Server::start();
+    let marks = tempfile::tempdir().expect("tmp");
+    let m = marks.path().display().to_string();
+    let id = s.submit(
+        "steady",
+        &format!("name: steady\ncommand: 'echo up; while [ ! -e {m}/go ]; do sleep 0.05; done; echo down'\n"),
+    );
+    s.wait_state(&id, "RUNNING", 30);
+    // SIGTERM, as `systemctl stop` or Ctrl-C would send to the server alone.
+    let mut child = s.child.take().expect("server");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signalled");
+    let status = child.wait().expect("exited");
+    assert!(status.success(), "{status:?}");
+    std::fs::write(marks.path().join("go"), "").expect("go");
+    s.boot();
+    let j = s.wait_state(&id, "SUCCEEDED", 30);
+    assert_eq!(j["attempt"], 0);
+    assert_eq!(s.logs(&id, "main-0"), "up\ndown\n");
+}

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Body, P, Q};
-use super::views::{EventView, JobList, JobView};
+use super::views::{AttemptView, EventView, JobList, JobView, TaskView};
 use super::{blocking, AppState, Caller, Problem};
 use crate::control::DeadlineChange;
 
@@ -52,18 +52,28 @@ pub(crate) async fn resolve(
 async fn detail(state: &AppState, job: &JobRecord, with_events: bool) -> Result<JobView, Problem> {
     let (key, attempt) = (job.key, job.attempt);
     let store = Arc::clone(&state.store);
-    let (tasks, events) = blocking(move || {
+    let (tasks, events, earlier) = blocking(move || {
         let tasks = store.tasks(key, attempt)?;
-        let events = if with_events {
-            Some(store.events(key)?)
+        let (events, earlier) = if with_events {
+            let earlier = (0..attempt)
+                .map(|a| store.tasks(key, a).map(|t| (a, t)))
+                .collect::<Result<Vec<_>, _>>()?;
+            (Some(store.events(key)?), earlier)
         } else {
-            None
+            (None, Vec::new())
         };
-        Ok((tasks, events))
+        Ok((tasks, events, earlier))
     })
     .await?;
     let mut view = JobView::new(job, state.control.pending_reason(key), &tasks);
     view.events = events.map(|e| e.iter().map(EventView::from_record).collect());
+    view.attempts = earlier
+        .into_iter()
+        .map(|(attempt, tasks)| AttemptView {
+            attempt,
+            tasks: tasks.iter().map(TaskView::from_record).collect(),
+        })
+        .collect();
     Ok(view)
 }
 

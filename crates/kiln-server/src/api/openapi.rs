@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::problem::{FieldError, Problem};
 use super::users::{Login, NewUser, TokenView, UserView};
-use super::views::{EventView, JobList, JobView, TaskView};
+use super::views::{AttemptView, EventView, JobList, JobView, TaskView};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,7 +30,7 @@ use super::views::{EventView, JobList, JobView, TaskView};
         super::users::token,
         super::users::login,
     ),
-    components(schemas(JobView, TaskView, EventView, JobList, Problem, FieldError, UserView, TokenView, NewUser, Login,
+    components(schemas(JobView, TaskView, AttemptView, EventView, JobList, Problem, FieldError, UserView, TokenView, NewUser, Login,
         super::jobs::PatchBody, super::jobs::CloneBody, super::jobs::StateName, super::logs::StreamName)),
     modifiers(&BearerAuth),
     security(("token" = []))

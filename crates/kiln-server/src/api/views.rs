@@ -38,6 +38,16 @@ pub struct JobView {
     pub tasks: Vec<TaskView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventView>>,
+    /// Earlier attempts (retries), oldest first, with how their tasks ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub tasks: Vec<TaskView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -141,6 +151,7 @@ impl JobView {
             stop_requested: j.stop_requested,
             tasks: tasks.iter().map(TaskView::from_record).collect(),
             events: None,
+            attempts: Vec::new(),
         }
     }
 }
