@@ -194,3 +194,20 @@ fn render_converts_between_formats() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("error: maxDuration: OpenPAI v1 has no maximum duration"));
 }
+
+#[test]
+fn an_unreachable_server_is_one_clear_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["ls"])
+        .env("KILN_URL", "http://127.0.0.1:1")
+        .env("KILN_TOKEN", "kiln_x")
+        .output()
+        .expect("ran");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot reach the kiln server at http://127.0.0.1:1"),
+        "{err}"
+    );
+}
