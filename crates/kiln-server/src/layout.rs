@@ -5,6 +5,7 @@
 //! <data>/kiln.db                 the store
 //! <data>/admin.token             the admin's API token (0600)
 //! <data>/instance                this installation's id (cgroup names)
+//! <data>/spaces/<user>/          each user's files
 //! <data>/jobs/<key>/output/      KILN_OUTPUT_DIR, default working folder
 //! <data>/jobs/<key>/attempt-<n>/<task>[.<gen>]/   one task run (TaskDir)
 //! ```
@@ -37,6 +38,10 @@ impl Layout {
 
     pub fn instance(&self) -> PathBuf {
         self.root.join("instance")
+    }
+
+    pub fn spaces(&self) -> PathBuf {
+        self.root.join("spaces")
     }
 
     pub fn job(&self, key: i64) -> PathBuf {

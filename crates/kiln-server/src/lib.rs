@@ -7,6 +7,7 @@ pub mod auth;
 pub mod control;
 pub mod error;
 pub mod layout;
+pub mod spaces;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub struct Config {
     /// The kiln binary, re-executed to supervise each task.
     pub exe: PathBuf,
     pub stop_grace_secs: u64,
+    /// Most bytes one user's space may hold; None = no limit.
+    pub quota_bytes: Option<u64>,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -91,10 +94,12 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             .await
             .map_err(|e| ServerError::Random(e.to_string()))??
     };
+    let spaces = Arc::new(spaces::Spaces::new(layout.spaces(), config.quota_bytes));
     let app = api::router(api::AppState {
         store,
         control: control.clone(),
         layout,
+        spaces,
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -120,6 +120,54 @@ impl Client {
         Ok(Reply { status, body })
     }
 
+    /// GETs `path` and hands back its media type and a reader over the
+    /// body, for answers too big to hold.
+    pub fn get_reader(&self, path: &str) -> Result<(String, Box<dyn std::io::Read + Send>)> {
+        let resp = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let kind = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut body = resp.into_body();
+        if !(200..300).contains(&status) {
+            let bytes = body.read_to_vec().map_err(|e| self.unreachable(e))?;
+            return Err(problem_error(status, &bytes));
+        }
+        Ok((kind, Box::new(body.into_reader())))
+    }
+
+    /// PUTs a local file, streamed.
+    pub fn put_file(&self, path: &str, file: std::fs::File) -> Result<Vec<u8>> {
+        let resp = self
+            .agent
+            .put(self.url(path))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/octet-stream")
+            // Lets the server refuse (quota, auth) before the body is sent,
+            // so the refusal arrives instead of a broken pipe.
+            .header("Expect", "100-continue")
+            .send(file)
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .read_to_vec()
+            .map_err(|e| self.unreachable(e))?;
+        if (200..300).contains(&status) {
+            Ok(bytes)
+        } else {
+            Err(problem_error(status, &bytes))
+        }
+    }
+
     /// GETs `path` and copies the body to `out` as it arrives, flushing each
     /// chunk (for following logs).
     pub fn stream_to(&self, path: &str, out: &mut impl std::io::Write) -> Result<()> {

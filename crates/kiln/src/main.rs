@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
+mod files_cmds;
 mod job_cmds;
 mod run_cmd;
 mod spec_cmds;
@@ -47,6 +48,41 @@ enum Stream {
     Output,
     Stdout,
     Stderr,
+}
+
+#[derive(Subcommand)]
+enum FilesCommand {
+    /// List a folder of your space (default: its top).
+    Ls {
+        path: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Upload a file or a whole folder.
+    Put {
+        local: std::path::PathBuf,
+        remote: String,
+    },
+    /// Download a file or a whole folder.
+    Get {
+        remote: String,
+        local: std::path::PathBuf,
+    },
+    /// Make a folder (and its parents).
+    Mkdir { path: String },
+    /// Remove a file or an empty folder; -r for a folder and everything in it.
+    Rm {
+        path: String,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Move or rename.
+    Mv { from: String, to: String },
+    /// How much your space holds, and its quota.
+    Du {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +134,9 @@ enum Command {
         /// Seconds between SIGTERM and SIGKILL when tasks are stopped.
         #[arg(long, default_value_t = 10)]
         stop_grace: u64,
+        /// Most one user's space may hold, e.g. 100Gi (default: no limit).
+        #[arg(long)]
+        quota: Option<String>,
     },
     /// Submit a job spec (any supported format); prints the job id.
     Submit {
@@ -217,6 +256,11 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
+    /// Your space: list, upload, download, make folders, remove, move.
+    Files {
+        #[command(subcommand)]
+        command: FilesCommand,
+    },
     /// Users and their API tokens.
     User {
         #[command(subcommand)]
@@ -251,14 +295,26 @@ enum Command {
     },
 }
 
-fn server(
+struct ServerArgs {
     listen: String,
     data: Option<std::path::PathBuf>,
     fake_gpus: Option<String>,
     cpus: Option<u32>,
     memory: Option<String>,
     stop_grace: u64,
-) -> anyhow::Result<ExitCode> {
+    quota: Option<String>,
+}
+
+fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
+    let ServerArgs {
+        listen,
+        data,
+        fake_gpus,
+        cpus,
+        memory,
+        stop_grace,
+        quota,
+    } = a;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -288,6 +344,14 @@ fn server(
         overrides,
         exe: std::env::current_exe()?,
         stop_grace_secs: stop_grace,
+        quota_bytes: quota
+            .as_deref()
+            .map(|q| {
+                kiln_spec::quantity::parse_memory_mib(q, kiln_spec::quantity::BareUnit::Mebibytes)
+            })
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--quota: {e}"))?
+            .map(|mib| mib.saturating_mul(1 << 20)),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kiln_server::serve(config, |addr| {
@@ -321,7 +385,16 @@ fn main() -> ExitCode {
             cpus,
             memory,
             stop_grace,
-        } => server(listen, data, fake_gpus, cpus, memory, stop_grace),
+            quota,
+        } => server(ServerArgs {
+            listen,
+            data,
+            fake_gpus,
+            cpus,
+            memory,
+            stop_grace,
+            quota,
+        }),
         Command::Submit { file, output, wait } => job_cmds::submit(&file, json(output), wait),
         Command::Run {
             gpus,
@@ -386,6 +459,17 @@ fn main() -> ExitCode {
         } => job_cmds::extend(&job, &duration, json(output)),
         Command::Events { job, output } => job_cmds::events(&job, json(output)),
         Command::Nodes { output } => job_cmds::nodes(json(output)),
+        Command::Files { command } => match command {
+            FilesCommand::Ls { path, output } => {
+                files_cmds::list(path.as_deref().unwrap_or(""), json(output))
+            }
+            FilesCommand::Put { local, remote } => files_cmds::put(&local, &remote),
+            FilesCommand::Get { remote, local } => files_cmds::get(&remote, &local),
+            FilesCommand::Mkdir { path } => files_cmds::mkdir(&path),
+            FilesCommand::Rm { path, recursive } => files_cmds::remove(&path, recursive),
+            FilesCommand::Mv { from, to } => files_cmds::rename(&from, &to),
+            FilesCommand::Du { output } => files_cmds::usage(json(output)),
+        },
         Command::User { command } => match command {
             UserCommand::Add {
                 name,

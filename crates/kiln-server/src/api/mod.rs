@@ -3,6 +3,7 @@
 //! shape the answer. Store calls run on the blocking pool.
 
 mod extract;
+pub mod files;
 mod jobs;
 mod logs;
 mod openapi;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub control: Control,
     pub layout: Layout,
+    pub spaces: Arc<crate::spaces::Spaces>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +47,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/clone", post(jobs::clone))
         .route("/api/v1/jobs/{id}/tasks/{task}/logs", get(logs::logs))
         .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/space", get(files::usage))
+        .route("/api/v1/files", get(files::get_root))
+        .route("/api/v1/files/", get(files::get_root))
+        .route(
+            "/api/v1/files/{*path}",
+            get(files::get)
+                .put(files::put)
+                .post(files::post)
+                .delete(files::delete)
+                // Uploads are streamed to disk; the quota bounds them.
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/api/v1/me", get(users::me))
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/users", get(users::list).post(users::add))

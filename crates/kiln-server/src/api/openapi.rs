@@ -29,9 +29,15 @@ use super::views::{AttemptView, EventView, JobList, JobView, TaskView};
         super::users::add,
         super::users::token,
         super::users::login,
+        super::files::usage,
+        super::files::get,
+        super::files::put,
+        super::files::post,
+        super::files::delete,
     ),
     components(schemas(JobView, TaskView, AttemptView, EventView, JobList, Problem, FieldError, UserView, TokenView, NewUser, Login,
-        super::jobs::PatchBody, super::jobs::CloneBody, super::jobs::StateName, super::logs::StreamName)),
+        super::jobs::PatchBody, super::jobs::CloneBody, super::jobs::StateName, super::logs::StreamName,
+        super::files::Listing, super::files::Written, crate::spaces::Entry, crate::spaces::Usage)),
     modifiers(&BearerAuth),
     security(("token" = []))
 )]

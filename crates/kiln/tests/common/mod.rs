@@ -205,6 +205,10 @@ impl Server {
                 .post(&url)
                 .header("Authorization", &auth)
                 .send(body.unwrap_or_default()),
+            "PUT" => agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send(body.unwrap_or_default()),
             "PATCH" => agent
                 .patch(&url)
                 .header("Authorization", &auth)

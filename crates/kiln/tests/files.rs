@@ -1,0 +1,143 @@
+//! Spaces through the real server and CLI: folders up and down, moves,
+//! removals, quotas, and every way a path could try to leave a space.
+
+mod common;
+
+use std::path::Path;
+
+use common::Server;
+
+fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).expect("under").display().to_string();
+                out.push((rel, std::fs::read(&p).expect("file")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn folders_go_up_and_come_back_the_same() {
+    let s = Server::start();
+    let local = tempfile::tempdir().expect("tmp");
+    let src = local.path().join("mnist");
+    std::fs::create_dir_all(src.join("data/raw")).expect("mkdir");
+    std::fs::write(src.join("train.py"), "print('train')\n").expect("write");
+    // A bigger file, so streaming is exercised across many chunks.
+    let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src.join("data/raw/images.bin"), &big).expect("write");
+
+    s.ok(&["files", "put", src.to_str().expect("utf8"), "mnist"]);
+    let ls = s.ok(&["files", "ls", "mnist"]);
+    assert!(ls.contains("data/") && ls.contains("train.py"), "{ls}");
+    let du = s.ok(&["files", "du"]);
+    assert!(
+        du.contains(&format!("{} bytes used", 20_000_000 + 15)),
+        "{du}"
+    );
+
+    let back = local.path().join("back");
+    s.ok(&["files", "get", "mnist", back.to_str().expect("utf8")]);
+    assert_eq!(tree(&src), tree(&back));
+
+    s.ok(&["files", "mkdir", "runs/2026/a"]);
+    s.ok(&["files", "mv", "mnist/train.py", "runs/2026/a/train.py"]);
+    assert!(s.ok(&["files", "ls", "runs/2026/a"]).contains("train.py"));
+    let rm = s.cli(&["files", "rm", "mnist"]);
+    assert!(!rm.status.success(), "a full folder needs -r");
+    assert!(String::from_utf8_lossy(&rm.stderr).contains("not empty"));
+    s.ok(&["files", "rm", "-r", "mnist"]);
+    assert!(!s.ok(&["files", "ls"]).contains("mnist"));
+    let gone = s.cli(&["files", "get", "mnist/train.py", "/tmp/x"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
+}
+
+#[test]
+fn a_quota_refuses_what_does_not_fit_and_leaves_nothing_behind() {
+    let s = Server::start_with(&["--quota", "1Mi", "--stop-grace", "1"]);
+    let local = tempfile::tempdir().expect("tmp");
+    let small = local.path().join("small");
+    std::fs::write(&small, vec![1u8; 600_000]).expect("write");
+    s.ok(&["files", "put", small.to_str().expect("utf8"), "a"]);
+    let out = s.cli(&["files", "put", small.to_str().expect("utf8"), "b"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quota exceeded"), "{err}");
+    let listing = s.ok(&["files", "ls"]);
+    assert_eq!(
+        listing.lines().count(),
+        1,
+        "only a, no leftovers: {listing}"
+    );
+    let (status, u) = s.api("GET", "/space", None);
+    assert_eq!(status, 200);
+    assert_eq!(u["usedBytes"], 600_000);
+    assert_eq!(u["quotaBytes"], 1 << 20);
+}
+
+#[test]
+fn no_path_leaves_the_space() {
+    let s = Server::start();
+    let alice = {
+        let v: serde_json::Value =
+            serde_json::from_str(&s.ok(&["user", "add", "alice", "-o", "json"])).expect("json");
+        v["token"].as_str().expect("token").to_owned()
+    };
+    let (status, _) = s.api_as(&alice, "PUT", "/files/notes.txt", Some("mine"));
+    assert_eq!(status, 201);
+    // Plant symlinks in alice's space, pointing out of it.
+    let space = s.data.path().join("spaces/alice");
+    std::os::unix::fs::symlink("/etc/passwd", space.join("passwd")).expect("symlink");
+    std::os::unix::fs::symlink("../admin", space.join("admins")).expect("symlink");
+    std::os::unix::fs::symlink("/tmp", space.join("tmp")).expect("symlink");
+    for (method, path, body) in [
+        ("GET", "/files/../admin.token", None),
+        ("GET", "/files/%2e%2e/admin.token", None),
+        ("GET", "/files/a/%2E%2E/%2E%2E/admin.token", None),
+        ("GET", "/files/..%2fadmin.token", None),
+        ("GET", "/files/x%00y", None),
+        ("GET", "/files/passwd", None),
+        ("GET", "/files/admins", None),
+        ("GET", "/files/tmp", None),
+        ("PUT", "/files/tmp/evil.txt", Some("x")),
+        ("PUT", "/files/../evil.txt", Some("x")),
+        ("POST", "/files/tmp/evil?op=mkdir", None),
+        ("POST", "/files/notes.txt?op=move&to=../../evil.txt", None),
+        ("POST", "/files/notes.txt?op=move&to=tmp/evil.txt", None),
+    ] {
+        let (status, p) = s.api_as(&alice, method, path, body);
+        assert!(
+            (400..500).contains(&status),
+            "{method} {path} answered {status}: {p}"
+        );
+    }
+    assert!(!Path::new("/tmp/evil.txt").exists());
+    assert!(!Path::new("/tmp/evil").exists());
+    // Deleting a planted link removes the link only.
+    let (status, _) = s.api_as(&alice, "DELETE", "/files/passwd", None);
+    assert_eq!(status, 204);
+    assert!(Path::new("/etc/passwd").exists());
+    // Another user's space: not found for users, reachable for the admin.
+    let bob = {
+        let v: serde_json::Value =
+            serde_json::from_str(&s.ok(&["user", "add", "bob", "-o", "json"])).expect("json");
+        v["token"].as_str().expect("token").to_owned()
+    };
+    assert_eq!(
+        s.api_as(&bob, "GET", "/files/notes.txt?user=alice", None).0,
+        404
+    );
+    let (status, text) = s.api("GET", "/files/notes.txt?user=alice", None);
+    assert_eq!((status, text.as_str()), (200, Some("mine")));
+    assert_eq!(s.api_as(&bob, "GET", "/files/notes.txt", None).0, 404);
+}
