@@ -3,6 +3,7 @@
 //! not apply on this engine are accepted with a warning. Nothing is dropped
 //! silently.
 
+use kiln_spec::model::MountSource;
 use kiln_spec::{Issue, JobSpec};
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -11,14 +12,36 @@ pub struct Admission {
     pub warnings: Vec<Issue>,
 }
 
-pub fn admit(spec: &JobSpec) -> Admission {
+/// `sandboxed`: tasks run under bubblewrap, which mounts are made with.
+pub fn admit(spec: &JobSpec, sandboxed: bool) -> Admission {
     let mut a = Admission::default();
-    if !spec.mounts.is_empty() {
+    if !spec.mounts.is_empty() && !sandboxed {
         a.errors.push(Issue::new(
             "mounts",
-            "the local engine cannot mount spaces or datasets yet; submit without mounts \
-             (tasks run in the job's output folder, KILN_OUTPUT_DIR)",
+            "mounts need bubblewrap on the kiln server's machine: install it \
+             (apt-get install bubblewrap) and restart kiln, or submit without mounts",
         ));
+    }
+    if sandboxed {
+        for (i, m) in spec.mounts.iter().enumerate() {
+            match &m.source {
+                MountSource::Dataset(name) => a.errors.push(Issue::new(
+                    format!("mounts[{i}].dataset"),
+                    format!("dataset {name}: shared datasets are not available on this server yet"),
+                )),
+                MountSource::Space(rel) => {
+                    if let Err(e) = crate::spaces::SpacePath::parse(rel) {
+                        a.errors.push(Issue::new(format!("mounts[{i}].space"), e));
+                    }
+                }
+            }
+            if !m.target.starts_with('/') || m.target.split('/').any(|c| c == "..") {
+                a.errors.push(Issue::new(
+                    format!("mounts[{i}].target"),
+                    format!("must be an absolute path without '..', got {}", m.target),
+                ));
+            }
+        }
     }
     let ignored = |what: &str| {
         format!("{what}: the local engine runs tasks directly on this machine, without containers")
@@ -68,20 +91,22 @@ mod tests {
 
     #[test]
     fn a_plain_job_is_admitted_without_remarks() {
-        assert_eq!(
-            admit(&spec("name: a\ncommand: 'true'\n")),
-            Admission::default()
-        );
+        let plain = spec("name: a\ncommand: 'true'\n");
+        assert_eq!(admit(&plain, false), Admission::default());
+        assert_eq!(admit(&plain, true), Admission::default());
     }
 
     #[test]
-    fn mounts_are_refused_and_images_are_remarked() {
-        let a = admit(&spec(
-            "name: a\nimage: pytorch/pytorch\ncommand: 'true'\nmounts: [mnist]\n",
-        ));
+    fn mounts_need_a_sandbox_and_images_are_remarked() {
+        let s = spec("name: a\nimage: pytorch/pytorch\ncommand: 'true'\nmounts: [mnist]\n");
+        let a = admit(&s, false);
         assert_eq!(a.errors.len(), 1);
         assert_eq!(a.errors[0].path, "mounts");
+        assert!(a.errors[0].message.contains("apt-get install bubblewrap"));
         assert_eq!(a.warnings.len(), 1);
         assert_eq!(a.warnings[0].path, "image");
+        assert!(admit(&s, true).errors.is_empty());
+        let ds = spec("name: a\ncommand: 'true'\nmounts: [dataset:imagenet]\n");
+        assert_eq!(admit(&ds, true).errors[0].path, "mounts[0].dataset");
     }
 }

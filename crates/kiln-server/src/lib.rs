@@ -29,6 +29,8 @@ pub struct Config {
     pub stop_grace_secs: u64,
     /// Most bytes one user's space may hold; None = no limit.
     pub quota_bytes: Option<u64>,
+    /// Run tasks under bubblewrap when it is installed (the default).
+    pub sandbox: bool,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -80,6 +82,21 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         gpus = discovered.node.gpus.len(),
         "resources discovered"
     );
+    let bwrap = config
+        .sandbox
+        .then(kiln_engine::local::sandbox::find_bwrap)
+        .flatten();
+    match (&bwrap, config.sandbox) {
+        (Some(b), _) => {
+            info!(bwrap = %b.display(), "tasks run in a sandbox with the user's space at /mnt")
+        }
+        (None, true) => info!(
+            "bubblewrap (bwrap) not found: tasks run unsandboxed and jobs with mounts are refused"
+        ),
+        (None, false) => {
+            info!("sandbox off: tasks run unsandboxed and jobs with mounts are refused")
+        }
+    }
     let cfg = control::EngineConfig {
         exe: config.exe.clone(),
         layout: layout.clone(),
@@ -87,6 +104,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         instance: instance_id(&layout)?,
         stop_grace_secs: config.stop_grace_secs,
         host_ip: "127.0.0.1".into(),
+        bwrap: bwrap.clone(),
     };
     let control = {
         let store = Arc::clone(&store);
@@ -100,6 +118,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         control: control.clone(),
         layout,
         spaces,
+        sandboxed: bwrap.is_some(),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

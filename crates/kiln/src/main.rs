@@ -137,6 +137,9 @@ enum Command {
         /// Most one user's space may hold, e.g. 100Gi (default: no limit).
         #[arg(long)]
         quota: Option<String>,
+        /// Run tasks without the bubblewrap sandbox (no /mnt, no mounts).
+        #[arg(long)]
+        no_sandbox: bool,
     },
     /// Submit a job spec (any supported format); prints the job id.
     Submit {
@@ -303,6 +306,7 @@ struct ServerArgs {
     memory: Option<String>,
     stop_grace: u64,
     quota: Option<String>,
+    no_sandbox: bool,
 }
 
 fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -314,6 +318,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         memory,
         stop_grace,
         quota,
+        no_sandbox,
     } = a;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
@@ -352,6 +357,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             .transpose()
             .map_err(|e| anyhow::anyhow!("--quota: {e}"))?
             .map(|mib| mib.saturating_mul(1 << 20)),
+        sandbox: !no_sandbox,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kiln_server::serve(config, |addr| {
@@ -386,6 +392,7 @@ fn main() -> ExitCode {
             memory,
             stop_grace,
             quota,
+            no_sandbox,
         } => server(ServerArgs {
             listen,
             data,
@@ -394,6 +401,7 @@ fn main() -> ExitCode {
             memory,
             stop_grace,
             quota,
+            no_sandbox,
         }),
         Command::Submit { file, output, wait } => job_cmds::submit(&file, json(output), wait),
         Command::Run {

@@ -38,7 +38,15 @@ fn torch_server(bin: &Path) -> Server {
         std::env::var("PATH").unwrap_or_default()
     );
     Server::start_env(
-        &["--cpus", "8", "--memory", "32Gi", "--stop-grace", "2"],
+        &[
+            "--cpus",
+            "8",
+            "--memory",
+            "32Gi",
+            "--stop-grace",
+            "2",
+            "--no-sandbox",
+        ],
         &[("PATH", &path)],
     )
 }
@@ -83,6 +91,57 @@ fn crater_mnist_training_saves_its_model() {
             .len()
             > 100_000
     );
+}
+
+/// Crater's workflow as the seed describes it: upload the code into the
+/// space folder `mnist`, run `cd /mnt/mnist; python train.py` in the
+/// sandbox, and find the model back in the space.
+#[test]
+fn crater_workflow_in_the_sandbox_leaves_the_model_in_the_space() {
+    let Some(bin) = torch_bin() else { return };
+    if kiln_engine::local::sandbox::find_bwrap().is_none() {
+        assert!(
+            std::env::var_os("KILN_REQUIRE_BWRAP").is_none(),
+            "KILN_REQUIRE_BWRAP is set but bwrap is not installed"
+        );
+        eprintln!("SKIPPED: bubblewrap is not installed");
+        return;
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let s = Server::start_env(
+        &["--cpus", "8", "--memory", "32Gi", "--stop-grace", "2"],
+        &[("PATH", &path)],
+    );
+    let local = tempfile::tempdir().expect("tmp");
+    let mnist = local.path().join("mnist");
+    std::fs::create_dir(&mnist).expect("mkdir");
+    std::fs::copy(examples().join("mnist/train.py"), mnist.join("train.py")).expect("copy");
+    make_dataset(&bin, &local.path().join("data"), "MNIST");
+    s.ok(&["files", "put", mnist.to_str().expect("utf8"), "mnist"]);
+    s.ok(&[
+        "files",
+        "put",
+        local.path().join("data").to_str().expect("utf8"),
+        "data",
+    ]);
+    let id = s.submit(
+        "crater-sandbox",
+        "name: crater-sandbox\ncpus: 2\nmemory: 4Gi\nshm: 256Mi\ncommand: |\n  cd /mnt/mnist; python3 train.py --epochs 1\n",
+    );
+    s.wait_state(&id, "SUCCEEDED", 600);
+    assert!(s.logs(&id, "main-0").contains("Test set: Average loss"));
+    let back = local.path().join("model.pt");
+    s.ok(&[
+        "files",
+        "get",
+        "mnist/mnist_cnn.pt",
+        back.to_str().expect("utf8"),
+    ]);
+    assert!(back.metadata().expect("downloaded").len() > 100_000);
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn launch(dir: &Path, command: &str, grace: u64) -> TaskDir {
         working_dir: dir.to_owned(),
         stop_grace_secs: grace,
         limits: None,
+        sandbox: None,
     })
     .expect("launch.json");
     task
@@ -196,6 +197,7 @@ fn a_task_that_cannot_start_is_a_launch_error() {
         working_dir: tmp.path().join("no/such/folder"),
         stop_grace_secs: 1,
         limits: None,
+        sandbox: None,
     })
     .expect("launch.json");
     let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
@@ -229,6 +231,7 @@ fn limited(
             cpu_root: cg.cpu_root.clone(),
             group: format!("kiln-test-{}-{name}", std::process::id()),
         }),
+        sandbox: None,
     })
     .expect("launch.json");
     (

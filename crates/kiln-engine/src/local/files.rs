@@ -26,6 +26,9 @@ pub struct LaunchSpec {
     /// Memory and CPU limits, where cgroups can enforce them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<super::cgroup::Limits>,
+    /// The file system view (bubblewrap), where it is available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<super::sandbox::Sandbox>,
 }
 
 /// Written by the supervisor once the task's process exists.

@@ -4,9 +4,11 @@ pub mod cgroup;
 pub mod files;
 pub mod handle;
 pub mod resources;
+pub mod sandbox;
 pub mod supervisor;
 
 pub use cgroup::Limits;
 pub use files::{Exit, LaunchSpec, Started, TaskDir};
 pub use handle::Supervisor;
+pub use sandbox::{Bind, Sandbox};
 pub use supervisor::{pid_supervises, spawn_supervisor, supervise, supervisor_alive};

@@ -142,7 +142,14 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         return ended_early(None, cgroup);
     }
 
-    let mut cmd = Command::new("bash");
+    let mut cmd = match &spec.sandbox {
+        Some(sb) => {
+            let mut c = Command::new(&sb.bwrap);
+            c.args(sb.args()).arg("bash");
+            c
+        }
+        None => Command::new("bash"),
+    };
     cmd.arg("-c")
         .arg(&spec.command)
         .env_clear()
@@ -168,10 +175,10 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let what = if joins_cgroup {
-                "cannot start the task (bash, or joining its cgroup)"
-            } else {
-                "cannot start bash"
+            let what = match (&spec.sandbox, joins_cgroup) {
+                (Some(_), _) => "cannot start the task's sandbox (bwrap)",
+                (None, true) => "cannot start the task (bash, or joining its cgroup)",
+                (None, false) => "cannot start bash",
             };
             let msg = format!("{what} in {}: {e}", spec.working_dir.display());
             return ended_early(Some(msg), cgroup);
@@ -186,6 +193,10 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     watch_signals(
         signals,
         group,
+        // bwrap dies of SIGTERM at once and takes the task with it
+        // (--die-with-parent); the grace period is for the task, so bwrap
+        // is spared the first signal.
+        spec.sandbox.is_some(),
         spec.stop_grace_secs,
         Arc::clone(&stop_requested),
         Arc::clone(&task_done),
@@ -288,6 +299,7 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
 fn watch_signals(
     mut signals: Signals,
     group: Pid,
+    spare_leader: bool,
     grace_secs: u64,
     stop: Arc<AtomicBool>,
     task_done: Arc<AtomicBool>,
@@ -300,7 +312,11 @@ fn watch_signals(
             {
                 continue;
             }
-            let _ = killpg(group, Signal::SIGTERM);
+            if spare_leader {
+                term_group_except_leader(group);
+            } else {
+                let _ = killpg(group, Signal::SIGTERM);
+            }
             thread::spawn(move || {
                 // A timer, not a synchronisation: the grace period itself.
                 thread::sleep(Duration::from_secs(grace_secs));
@@ -308,6 +324,34 @@ fn watch_signals(
             });
         }
     });
+}
+
+/// SIGTERM to every process of the group but its leader.
+fn term_group_except_leader(group: Pid) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        let _ = killpg(group, Signal::SIGTERM);
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == group.as_raw() {
+            continue;
+        }
+        // /proc/PID/stat: "pid (comm) state ppid pgrp ..."; comm may hold
+        // spaces and parentheses, so read after the last ')'.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|p| p.parse::<i32>().ok());
+        if pgrp == Some(group.as_raw()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
 }
 
 /// Copies one stream to its own log and to the merged log, chunk by chunk.

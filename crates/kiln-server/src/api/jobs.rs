@@ -104,7 +104,27 @@ pub async fn submit(
     let mut spec = parsed.job;
     // The caller owns what they submit, whatever the spec says.
     spec.user = Some(caller.name.clone());
-    let admission = crate::admission::admit(&spec);
+    let mut admission = crate::admission::admit(&spec, state.sandboxed);
+    if admission.errors.is_empty() {
+        // Mounted folders must exist in the caller's space.
+        for (i, m) in spec.mounts.iter().enumerate() {
+            if let kiln_spec::model::MountSource::Space(rel) = &m.source {
+                let Ok(p) = crate::spaces::SpacePath::parse(rel) else {
+                    continue;
+                };
+                let (spaces, user) = (Arc::clone(&state.spaces), caller.name.clone());
+                let found = tokio::task::spawn_blocking(move || spaces.is_dir(&user, &p))
+                    .await
+                    .map_err(|e| Problem::internal(e.to_string()))?;
+                if !matches!(found, Ok(true)) {
+                    admission.errors.push(kiln_spec::Issue::new(
+                        format!("mounts[{i}].space"),
+                        format!("there is no folder {rel} in your space"),
+                    ));
+                }
+            }
+        }
+    }
     if !admission.errors.is_empty() {
         let e = kiln_spec::SpecError::Invalid {
             issues: admission.errors,

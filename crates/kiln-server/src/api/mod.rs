@@ -30,6 +30,8 @@ pub struct AppState {
     pub control: Control,
     pub layout: Layout,
     pub spaces: Arc<crate::spaces::Spaces>,
+    /// Tasks run under bubblewrap, so mounts can be honoured.
+    pub sandboxed: bool,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use kiln_engine::local::resources::Discovered;
-use kiln_engine::local::{spawn_supervisor, LaunchSpec, Limits, Supervisor, TaskDir};
+use kiln_engine::local::{
+    spawn_supervisor, Bind, LaunchSpec, Limits, Sandbox, Supervisor, TaskDir,
+};
 use kiln_sched::{JobRequest, Placed, RunningJob, TaskRequest};
 use kiln_spec::completion::{decide, AttemptState, JobState, TaskState, TaskStatus};
 use kiln_spec::env::{render_env, task_ids, RenderContext, TaskPlacement};
+use kiln_spec::model::MountSource;
 use kiln_spec::quantity::format_duration_secs;
 use kiln_spec::{JobSpec, TaskId};
 use kiln_store::{Change, JobPatch, JobRecord, NewEvent, Store, TaskRecord};
@@ -35,6 +38,8 @@ pub struct EngineConfig {
     pub stop_grace_secs: u64,
     /// The address tasks reach each other at (`MASTER_ADDR`, `PAI_HOST_IP_*`).
     pub host_ip: String,
+    /// bubblewrap, when installed: tasks then see the user's space at /mnt.
+    pub bwrap: Option<PathBuf>,
 }
 
 struct Waiting {
@@ -590,13 +595,30 @@ impl Loop {
             all: taken,
         } = self.allocate_ports(&spec, &ids)?;
 
-        let output = self.cfg.layout.output(key);
+        // Sandboxed (bwrap): the space is /mnt and outputs go to
+        // Output/<name> in it. Otherwise: a folder of the job's own.
+        let space = self
+            .cfg
+            .bwrap
+            .as_ref()
+            .map(|_| self.cfg.layout.spaces().join(job.id.user()));
+        let (output, output_inside, fs_uri) = match &space {
+            Some(sp) => (
+                sp.join("Output").join(job.id.name()),
+                PathBuf::from("/mnt/Output").join(job.id.name()),
+                "file:///mnt".to_owned(),
+            ),
+            None => {
+                let o = self.cfg.layout.output(key);
+                (o.clone(), o.clone(), format!("file://{}", o.display()))
+            }
+        };
         let ctx = RenderContext {
             job_id: job.id.clone(),
             attempt: job.attempt,
-            default_fs_uri: format!("file://{}", output.display()),
-            output_dir: output.display().to_string(),
-            tensorboard_dir: output.join("tensorboard").display().to_string(),
+            default_fs_uri: fs_uri,
+            output_dir: output_inside.display().to_string(),
+            tensorboard_dir: output_inside.join("tensorboard").display().to_string(),
             master_port,
             placement: ids
                 .iter()
@@ -640,11 +662,30 @@ impl Loop {
                 let tmp = dir.path().join("tmp");
                 std::fs::create_dir_all(&tmp)
                     .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-                let mut all = self.base_env(&tmp);
+                let sandbox = match (&self.cfg.bwrap, &space) {
+                    (Some(bwrap), Some(sp)) => Some(self.sandbox(
+                        bwrap,
+                        sp,
+                        &spec,
+                        &tmp,
+                        &output_inside,
+                        role.shm_mb,
+                        &placed_gpus(&placed, &ids, id),
+                    )),
+                    _ => None,
+                };
+                let mut all = self.base_env(if sandbox.is_some() {
+                    std::path::Path::new("/tmp")
+                } else {
+                    &tmp
+                });
                 all.extend(env.env);
-                let working_dir = match &spec.working_dir {
-                    Some(w) => output.join(w),
-                    None => output.clone(),
+                // The working folder: inside the sandbox it is bwrap's to
+                // enter (the supervisor starts bwrap from the task folder).
+                let working_dir = match (&sandbox, &spec.working_dir) {
+                    (Some(_), _) => dir.path().to_owned(),
+                    (None, Some(w)) => output.join(w),
+                    (None, None) => output.clone(),
                 };
                 std::fs::create_dir_all(&working_dir)
                     .map_err(|e| format!("cannot create {}: {e}", working_dir.display()))?;
@@ -654,6 +695,7 @@ impl Loop {
                     working_dir,
                     stop_grace_secs: self.cfg.stop_grace_secs,
                     limits: self.limits(key, job.attempt, id, 0, role.cpus, role.memory_mb),
+                    sandbox,
                 };
                 dir.write_launch(&launch).map_err(|e| e.to_string())?;
                 out.push((dir, launch));
@@ -766,6 +808,71 @@ impl Loop {
         Ok(())
     }
 
+    /// The file system view of one task (see kiln_engine::local::sandbox).
+    #[allow(clippy::too_many_arguments)]
+    fn sandbox(
+        &self,
+        bwrap: &std::path::Path,
+        space: &std::path::Path,
+        spec: &JobSpec,
+        tmp: &std::path::Path,
+        output_inside: &std::path::Path,
+        shm_mb: u64,
+        gpus: &[u32],
+    ) -> Sandbox {
+        let mut binds = vec![Bind {
+            source: space.to_owned(),
+            target: "/mnt".into(),
+            read_only: false,
+        }];
+        for m in &spec.mounts {
+            // Datasets are refused at submission; space paths were checked
+            // there, and cap-std-free here: bwrap binds what exists.
+            if let MountSource::Space(rel) = &m.source {
+                if let Ok(p) = crate::spaces::SpacePath::parse(rel) {
+                    binds.push(Bind {
+                        source: space.join(p.rel()),
+                        target: m.target.clone().into(),
+                        read_only: m.read_only,
+                    });
+                }
+            }
+        }
+        let workdir = match &spec.working_dir {
+            Some(w) => output_inside.join(w),
+            None => output_inside.to_owned(),
+        };
+        let mut devices: Vec<PathBuf> = gpus
+            .iter()
+            .map(|g| PathBuf::from(format!("/dev/nvidia{g}")))
+            .collect();
+        if !gpus.is_empty() {
+            devices.extend(
+                [
+                    "/dev/nvidiactl",
+                    "/dev/nvidia-uvm",
+                    "/dev/nvidia-uvm-tools",
+                    "/dev/nvidia-modeset",
+                ]
+                .iter()
+                .map(PathBuf::from),
+            );
+        }
+        // Only what exists: fake GPUs have no device files.
+        devices.retain(|d| d.exists());
+        Sandbox {
+            bwrap: bwrap.to_owned(),
+            root: kiln_engine::local::sandbox::host_root(),
+            hide: vec![self.cfg.layout.root().to_owned()],
+            binds,
+            tmp: tmp.to_owned(),
+            shm_mb,
+            devices,
+            workdir,
+            drop_caps: kiln_engine::local::sandbox::running_as_root(),
+        }
+    }
+
     /// The job's rendezvous port and every task's port list, all or none.
     fn allocate_ports(&mut self, spec: &JobSpec, ids: &[TaskId]) -> Result<JobPorts, String> {
         let mut all: Vec<u16> = Vec::new();
@@ -873,9 +980,15 @@ impl Loop {
         let dir = TaskDir::new(self.cfg.layout.task(key, attempt, &slot.rec.task, gen));
         let tmp = dir.path().join("tmp");
         let _ = std::fs::create_dir_all(&tmp);
-        for (k, v) in &mut launch.env {
-            if k == "TMPDIR" {
-                *v = tmp.display().to_string();
+        match &mut launch.sandbox {
+            // Inside the sandbox the new folder is the task's /tmp.
+            Some(sb) => sb.tmp = tmp.clone(),
+            None => {
+                for (k, v) in &mut launch.env {
+                    if k == "TMPDIR" {
+                        *v = tmp.display().to_string();
+                    }
+                }
             }
         }
         if let Some(l) = &mut launch.limits {
@@ -1394,6 +1507,15 @@ impl Loop {
             *c = view;
         }
     }
+}
+
+/// The GPUs placed for one task.
+fn placed_gpus(placed: &[Placed], ids: &[TaskId], id: &TaskId) -> Vec<u32> {
+    ids.iter()
+        .position(|i| i == id)
+        .and_then(|i| placed.get(i))
+        .map(|p| p.gpus.clone())
+        .unwrap_or_default()
 }
 
 fn is_debug(spec: &JobSpec) -> bool {

@@ -30,7 +30,9 @@ pub struct Server {
 
 impl Server {
     /// 16 CPUs and 64 GiB declared so tests are not limited by this
-    /// machine's 2 cores; 4 fake GPUs.
+    /// machine's 2 cores; 4 fake GPUs. Unsandboxed, so tasks can reach the
+    /// marker files tests keep in the host's /tmp (tests/sandbox.rs covers
+    /// the sandbox).
     pub fn start() -> Server {
         Self::start_with(&[
             "--fake-gpus",
@@ -41,6 +43,7 @@ impl Server {
             "64Gi",
             "--stop-grace",
             "1",
+            "--no-sandbox",
         ])
     }
 

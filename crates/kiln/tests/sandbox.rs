@@ -1,0 +1,102 @@
+//! Tasks under bubblewrap: the user's space at /mnt, the host read-only,
+//! kiln's data folder hidden, a private /tmp, /dev/shm of the job's size,
+//! mounts where the job asks, and SIGTERM still reaching the task first.
+//! scripts/test installs bubblewrap and sets KILN_REQUIRE_BWRAP, so these
+//! never skip there.
+
+mod common;
+
+use common::{task, Server};
+
+fn sandboxed() -> Option<Server> {
+    if kiln_engine::local::sandbox::find_bwrap().is_none() {
+        assert!(
+            std::env::var_os("KILN_REQUIRE_BWRAP").is_none(),
+            "KILN_REQUIRE_BWRAP is set but bwrap is not installed"
+        );
+        eprintln!("SKIPPED: bubblewrap is not installed");
+        return None;
+    }
+    Some(Server::start_with(&[
+        "--cpus",
+        "8",
+        "--memory",
+        "16Gi",
+        "--stop-grace",
+        "5",
+    ]))
+}
+
+#[test]
+fn a_task_sees_its_space_at_mnt_and_little_else() {
+    let Some(s) = sandboxed() else { return };
+    let data = s.data.path().display().to_string();
+    let id = s.submit(
+        "view",
+        &format!(
+            "name: view\nshm: 128Mi\ncommand: |\n  echo \"pwd=$(pwd)\"\n  echo \"out=$KILN_OUTPUT_DIR\"\n  echo \"tmp=$TMPDIR\"\n  echo hello > /mnt/hello.txt\n  echo scratch > /tmp/scratch && echo tmp-ok\n  touch /etc/kiln-test 2>/dev/null || echo etc-read-only\n  ls {data} >/dev/null 2>&1 || echo data-hidden\n  df -m /dev/shm | tail -1 | awk '{{print \"shm=\" $2}}'\n"
+        ),
+    );
+    s.wait_state(&id, "SUCCEEDED", 30);
+    let log = s.logs(&id, "main-0");
+    for want in [
+        "pwd=/mnt/Output/view",
+        "out=/mnt/Output/view",
+        "tmp=/tmp",
+        "tmp-ok",
+        "etc-read-only",
+        "data-hidden",
+        "shm=128",
+    ] {
+        assert!(
+            log.lines().any(|l| l == want),
+            "{want} missing from:\n{log}"
+        );
+    }
+    // What it wrote in /mnt is in the space.
+    let (status, text) = s.api("GET", "/files/hello.txt", None);
+    assert_eq!((status, text.as_str()), (200, Some("hello\n")));
+    assert!(s.ok(&["files", "ls", "Output"]).contains("view/"));
+}
+
+#[test]
+fn mounts_bind_space_folders_where_the_job_says() {
+    let Some(s) = sandboxed() else { return };
+    s.ok(&["files", "mkdir", "datasets/toy"]);
+    let (status, _) = s.api("PUT", "/files/datasets/toy/a.txt", Some("42"));
+    assert_eq!(status, 201);
+    let id = s.submit(
+        "mounted",
+        "name: mounted\nmounts:\n  - {space: datasets/toy, target: /data, readOnly: true}\ncommand: |\n  cat /data/a.txt; echo\n  touch /data/b 2>/dev/null || echo read-only\n",
+    );
+    s.wait_state(&id, "SUCCEEDED", 30);
+    assert_eq!(s.logs(&id, "main-0"), "42\nread-only\n");
+    // A folder that is not there is named at submission.
+    let (status, p) = s.api(
+        "POST",
+        "/jobs",
+        Some("name: nothere\nmounts:\n  - {space: nope, target: /data}\ncommand: 'true'\n"),
+    );
+    assert_eq!(status, 422, "{p}");
+    assert_eq!(p["errors"][0]["path"], "mounts[0].space");
+}
+
+#[test]
+fn a_stopped_task_gets_sigterm_and_its_grace_period_in_the_sandbox() {
+    let Some(s) = sandboxed() else { return };
+    let id = s.submit(
+        "graceful",
+        "name: graceful\ncommand: |\n  trap 'echo got TERM; sleep 0.5; echo cleaned up; exit 0' TERM\n  echo ready\n  while true; do sleep 0.05; done\n",
+    );
+    s.wait_job(&id, 30, "ready", |j| {
+        j["state"] == "RUNNING" && s.logs(&id, "main-0").contains("ready")
+    });
+    s.ok(&["stop", &id]);
+    let j = s.wait_state(&id, "STOPPED", 30);
+    assert_eq!(task(&j, "main-0")["state"], "STOPPED");
+    let log = s.logs(&id, "main-0");
+    assert!(
+        log.contains("got TERM") && log.contains("cleaned up"),
+        "{log}"
+    );
+}
