@@ -171,26 +171,14 @@ impl Client {
     /// GETs `path` and copies the body to `out` as it arrives, flushing each
     /// chunk (for following logs).
     pub fn stream_to(&self, path: &str, out: &mut impl std::io::Write) -> Result<()> {
-        let resp = self
-            .agent
-            .get(self.url(path))
-            .header("Authorization", &format!("Bearer {}", self.token))
-            .call()
-            .map_err(|e| self.unreachable(e))?;
-        let status = resp.status().as_u16();
-        let mut body = resp.into_body();
-        if !(200..300).contains(&status) {
-            let bytes = body.read_to_vec().map_err(|e| self.unreachable(e))?;
-            return Err(problem_error(status, &bytes));
-        }
-        let mut reader = body.into_reader();
+        let (_, mut reader) = self.get_reader(path)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = match std::io::Read::read(&mut reader, &mut buf) {
+            let n = match reader.read(&mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => bail!("the log stream broke off: {e}"),
+                Err(e) => bail!("the stream broke off: {e}"),
             };
             out.write_all(&buf[..n])?;
             out.flush()?;

@@ -115,32 +115,7 @@ enum UserCommand {
 #[derive(Subcommand)]
 enum Command {
     /// Run the kiln server: the scheduler, the local engine and the API.
-    Server {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8420")]
-        listen: String,
-        /// Data folder (default: KILN_DATA, else $XDG_DATA_HOME/kiln).
-        #[arg(long)]
-        data: Option<std::path::PathBuf>,
-        /// Declare N fake GPUs (N or N:MODEL) instead of discovering real ones.
-        #[arg(long, value_name = "N[:MODEL]")]
-        fake_gpus: Option<String>,
-        /// CPUs to offer instead of the detected count.
-        #[arg(long)]
-        cpus: Option<u32>,
-        /// Memory to offer instead of the detected amount (e.g. 16Gi).
-        #[arg(long)]
-        memory: Option<String>,
-        /// Seconds between SIGTERM and SIGKILL when tasks are stopped.
-        #[arg(long, default_value_t = 10)]
-        stop_grace: u64,
-        /// Most one user's space may hold, e.g. 100Gi (default: no limit).
-        #[arg(long)]
-        quota: Option<String>,
-        /// Run tasks without the bubblewrap sandbox (no /mnt, no mounts).
-        #[arg(long)]
-        no_sandbox: bool,
-    },
+    Server(ServerArgs),
     /// Submit a job spec (any supported format); prints the job id.
     Submit {
         /// Spec file, or - for standard input.
@@ -153,40 +128,7 @@ enum Command {
     },
     /// Run one command as a job and follow its output, like srun; exit 0
     /// when it succeeds, 1 when it fails or is stopped.
-    Run {
-        #[arg(long)]
-        gpus: Option<u32>,
-        #[arg(long)]
-        cpus: Option<u32>,
-        /// Memory, e.g. 4Gi (a bare number is MiB).
-        #[arg(long)]
-        memory: Option<String>,
-        /// Shared memory (/dev/shm), e.g. 1Gi.
-        #[arg(long)]
-        shm: Option<String>,
-        #[arg(long)]
-        gpu_type: Option<String>,
-        #[arg(long)]
-        image: Option<String>,
-        /// SRC:DST (a folder of your space, or dataset:NAME, at DST).
-        #[arg(long = "mount", value_name = "SRC:DST")]
-        mounts: Vec<String>,
-        /// K=V, repeatable.
-        #[arg(long = "env", value_name = "K=V")]
-        envs: Vec<String>,
-        /// Job name (default: run-<time>).
-        #[arg(long)]
-        name: Option<String>,
-        /// Maximum run time, e.g. 2h.
-        #[arg(long)]
-        max_duration: Option<String>,
-        /// Print the job id and return at once.
-        #[arg(short, long)]
-        detach: bool,
-        /// The command and its arguments.
-        #[arg(last = true, required = true, num_args = 1..)]
-        command: Vec<String>,
-    },
+    Run(run_cmd::RunArgs),
     /// List jobs, newest first.
     Ls {
         /// Only jobs in this state (WAITING, RUNNING, SUCCEEDED, ...).
@@ -298,14 +240,31 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
 struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8420")]
     listen: String,
+    /// Data folder (default: KILN_DATA, else $XDG_DATA_HOME/kiln).
+    #[arg(long)]
     data: Option<std::path::PathBuf>,
+    /// Declare N fake GPUs (N or N:MODEL) instead of discovering real ones.
+    #[arg(long, value_name = "N[:MODEL]")]
     fake_gpus: Option<String>,
+    /// CPUs to offer instead of the detected count.
+    #[arg(long)]
     cpus: Option<u32>,
+    /// Memory to offer instead of the detected amount (e.g. 16Gi).
+    #[arg(long)]
     memory: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when tasks are stopped.
+    #[arg(long, default_value_t = 10)]
     stop_grace: u64,
+    /// Most one user's space may hold, e.g. 100Gi (default: no limit).
+    #[arg(long)]
     quota: Option<String>,
+    /// Run tasks without the bubblewrap sandbox (no /mnt, no mounts).
+    #[arg(long)]
     no_sandbox: bool,
 }
 
@@ -370,10 +329,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(
-        cli.command,
-        Command::Server { .. } | Command::Supervise { .. }
-    ) {
+    if !matches!(cli.command, Command::Server(_) | Command::Supervise { .. }) {
         // A client printing into `| head` should end quietly when the reader
         // goes away, as other command-line tools do, not panic on EPIPE.
         // SAFETY: restoring a default signal disposition at start-up, before
@@ -384,53 +340,9 @@ fn main() -> ExitCode {
     }
     let json = |f: Format| f == Format::Json;
     let result = match cli.command {
-        Command::Server {
-            listen,
-            data,
-            fake_gpus,
-            cpus,
-            memory,
-            stop_grace,
-            quota,
-            no_sandbox,
-        } => server(ServerArgs {
-            listen,
-            data,
-            fake_gpus,
-            cpus,
-            memory,
-            stop_grace,
-            quota,
-            no_sandbox,
-        }),
+        Command::Server(args) => server(args),
         Command::Submit { file, output, wait } => job_cmds::submit(&file, json(output), wait),
-        Command::Run {
-            gpus,
-            cpus,
-            memory,
-            shm,
-            gpu_type,
-            image,
-            mounts,
-            envs,
-            name,
-            max_duration,
-            detach,
-            command,
-        } => run_cmd::run(run_cmd::RunArgs {
-            gpus,
-            cpus,
-            memory,
-            shm,
-            gpu_type,
-            image,
-            mounts,
-            envs,
-            name,
-            max_duration,
-            detach,
-            command,
-        }),
+        Command::Run(args) => run_cmd::run(args),
         Command::Ls {
             state,
             user,

@@ -10,18 +10,39 @@ use serde_json::{json, Map, Value};
 
 use crate::client::{enc, Client};
 
+#[derive(clap::Args)]
 pub struct RunArgs {
+    #[arg(long)]
     pub gpus: Option<u32>,
+    #[arg(long)]
     pub cpus: Option<u32>,
+    /// Memory, e.g. 4Gi (a bare number is MiB).
+    #[arg(long)]
     pub memory: Option<String>,
+    /// Shared memory (/dev/shm), e.g. 1Gi.
+    #[arg(long)]
     pub shm: Option<String>,
+    #[arg(long)]
     pub gpu_type: Option<String>,
+    #[arg(long)]
     pub image: Option<String>,
+    /// SRC:DST (a folder of your space, or dataset:NAME, at DST).
+    #[arg(long = "mount", value_name = "SRC:DST")]
     pub mounts: Vec<String>,
+    /// K=V, repeatable.
+    #[arg(long = "env", value_name = "K=V")]
     pub envs: Vec<String>,
+    /// Job name (default: run-<time>).
+    #[arg(long)]
     pub name: Option<String>,
+    /// Maximum run time, e.g. 2h.
+    #[arg(long)]
     pub max_duration: Option<String>,
+    /// Print the job id and return at once.
+    #[arg(short, long)]
     pub detach: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
 }
 

@@ -279,13 +279,19 @@ fn torchrun_inside_tasks_takes_the_pet_variables() {
         ),
     );
     s.wait_state(&id, "SUCCEEDED", 300);
+    // Two processes share each task's stdout, unbuffered (PYTHONUNBUFFERED):
+    // their lines may interleave mid-line, so count reports, not lines.
     let mut ranks = BTreeSet::new();
     for t in ["master-0", "worker-0"] {
         let log = s.logs(&id, t);
-        for l in log.lines().filter(|l| l.starts_with("rank=")) {
-            assert!(l.contains("world=4") && l.ends_with("sum=4"), "{t}: {l}");
-            ranks.insert(l.split(' ').next().expect("rank").to_owned());
+        let reports: Vec<&str> = log.split("rank=").skip(1).collect();
+        assert_eq!(reports.len(), 2, "{t}: two processes report:\n{log}");
+        for r in reports {
+            let rank: String = r.chars().take_while(char::is_ascii_digit).collect();
+            ranks.insert(rank);
         }
+        assert_eq!(log.matches("world=4").count(), 2, "{t}: {log}");
+        assert_eq!(log.matches("sum=4").count(), 2, "{t}: {log}");
     }
     assert_eq!(ranks.len(), 4, "four processes across two tasks: {ranks:?}");
 }

@@ -355,16 +355,7 @@ pub async fn clone(
     spec.user = Some(caller.name.clone());
     let name = match body.name {
         Some(n) => {
-            kiln_spec::ids::check_job_name(&n).map_err(|m| {
-                let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("name: {m}"));
-                p.errors.push(super::problem::FieldError {
-                    path: "name".into(),
-                    message: m,
-                    line: None,
-                    column: None,
-                });
-                p
-            })?;
+            kiln_spec::ids::check_job_name(&n).map_err(|m| Problem::field("name", m))?;
             n
         }
         None => free_clone_name(&state, &caller.name, source.id.name()).await?,
@@ -421,18 +412,8 @@ pub async fn patch(
             "body: expected {{\"maxDuration\": \"3h\"}} or {{\"extendBy\": \"1h\"}}: {e}"
         ))
     })?;
-    let field = |path: &str, text: &str| {
-        parse_duration_secs(text).map_err(|m| {
-            let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{path}: {m}"));
-            p.errors.push(super::problem::FieldError {
-                path: path.into(),
-                message: m,
-                line: None,
-                column: None,
-            });
-            p
-        })
-    };
+    let field =
+        |path: &str, text: &str| parse_duration_secs(text).map_err(|m| Problem::field(path, m));
     let change = match (body.max_duration, body.extend_by) {
         (Some(t), None) => DeadlineChange::Total(field("maxDuration", &t)?),
         (None, Some(t)) => DeadlineChange::ExtendBy(field("extendBy", &t)?),

@@ -61,6 +61,22 @@ impl Problem {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
     }
 
+    /// One invalid field of a request body or query, named by its path.
+    pub fn field(path: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut p = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{path}: {message}"),
+        );
+        p.errors.push(FieldError {
+            path: path.into(),
+            message,
+            line: None,
+            column: None,
+        });
+        p
+    }
+
     /// A spec that does not parse or validate: every issue, with its path.
     pub fn invalid_spec(e: &kiln_spec::SpecError) -> Self {
         let mut p = Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());

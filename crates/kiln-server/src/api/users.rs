@@ -116,21 +116,9 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<TokenView>), Problem> {
     admin_only(&caller)?;
     let req: NewUser = json_body(&body, r#"{"name": "alice", "password": "..."}"#)?;
-    kiln_spec::ids::check_user_name(&req.name).map_err(|m| {
-        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("name: {m}"));
-        p.errors.push(super::problem::FieldError {
-            path: "name".into(),
-            message: m,
-            line: None,
-            column: None,
-        });
-        p
-    })?;
+    kiln_spec::ids::check_user_name(&req.name).map_err(|m| Problem::field("name", m))?;
     if req.password.as_deref().is_some_and(|p| p.len() < 8) {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "password: must be at least 8 characters",
-        ));
+        return Err(Problem::field("password", "must be at least 8 characters"));
     }
     let token = new_token().map_err(|e| Problem::internal(e.to_string()))?;
     let store = Arc::clone(&state.store);
