@@ -7,12 +7,16 @@ then submits N trivial jobs one at a time and measures, per job:
            (the task writes its own start time with `date +%s%N`)
   cli:     `kiln submit` launched -> the task's process has started
   server:  startedAtMs - submittedAtMs as the server recorded them
-Prints p50/p99 of each. Usage: bench/submit_latency.py [N] [path/to/kiln]
+Prints p50/p99 of each. Usage: bench/submit_latency.py [N] [path/to/kiln] [--no-sandbox]
+(with bubblewrap installed, tasks run sandboxed unless --no-sandbox is given;
+the task then writes its time into the user's space, /mnt inside it).
 """
-import json, os, statistics, subprocess, sys, tempfile, time, urllib.request
+import json, os, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 KILN = sys.argv[2] if len(sys.argv) > 2 else "target/release/kiln"
+EXTRA = sys.argv[3:]
+SANDBOXED = shutil.which("bwrap") is not None and "--no-sandbox" not in EXTRA
 
 
 def pct(xs, p):
@@ -32,9 +36,16 @@ def wait_for(path, timeout=30):
 
 def main():
     data = tempfile.mkdtemp(prefix="kiln-bench-")
-    marks = tempfile.mkdtemp(prefix="kiln-marks-")
+    if SANDBOXED:
+        # Tasks see the admin's space at /mnt; the host sees it here.
+        marks = os.path.join(data, "spaces", "admin", "marks")
+        task_marks = "/mnt/marks"
+    else:
+        marks = tempfile.mkdtemp(prefix="kiln-marks-")
+        task_marks = marks
+    os.makedirs(marks, exist_ok=True)
     srv = subprocess.Popen(
-        [KILN, "server", "--data", data, "--listen", "127.0.0.1:0"],
+        [KILN, "server", "--data", data, "--listen", "127.0.0.1:0", *EXTRA],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url = srv.stdout.readline().strip().removeprefix("kiln listening on ")
     token = open(os.path.join(data, "admin.token")).read().strip()
@@ -45,7 +56,7 @@ def main():
             for how in ("api", "cli"):
                 name = f"{how}{i}"
                 mark = os.path.join(marks, name)
-                spec = f"name: {name}\ncommand: 'date +%s%N > {mark}'\n"
+                spec = f"name: {name}\ncommand: 'date +%s%N > {task_marks}/{name}'\n"
                 if how == "api":
                     req = urllib.request.Request(
                         f"{url}/api/v1/jobs", data=spec.encode(), method="POST",
@@ -70,7 +81,8 @@ def main():
     finally:
         srv.terminate()
         srv.wait()
-    print(f"kiln submit -> running, {N} trivial jobs each way, idle server")
+    print(f"kiln submit -> running, {N} trivial jobs each way, idle server, "
+          f"{'sandboxed (bwrap)' if SANDBOXED else 'no sandbox'}")
     print(f"{'measure':<8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for k, xs in res.items():
         print(f"{k:<8} {pct(xs, 50):8.2f} {pct(xs, 99):8.2f} {statistics.mean(xs):8.2f}")
