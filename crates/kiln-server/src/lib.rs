@@ -104,6 +104,11 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         instance: instance_id(&layout)?,
         stop_grace_secs: config.stop_grace_secs,
         host_ip: "127.0.0.1".into(),
+        host_root: if bwrap.is_some() {
+            kiln_engine::local::sandbox::host_root()
+        } else {
+            Vec::new()
+        },
         bwrap: bwrap.clone(),
     };
     let control = {

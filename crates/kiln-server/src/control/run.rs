@@ -40,6 +40,8 @@ pub struct EngineConfig {
     pub host_ip: String,
     /// bubblewrap, when installed: tasks then see the user's space at /mnt.
     pub bwrap: Option<PathBuf>,
+    /// The host's top-level folders, read once at start for every sandbox.
+    pub host_root: Vec<kiln_engine::local::sandbox::RootEntry>,
 }
 
 struct Waiting {
@@ -862,7 +864,7 @@ impl Loop {
         devices.retain(|d| d.exists());
         Sandbox {
             bwrap: bwrap.to_owned(),
-            root: kiln_engine::local::sandbox::host_root(),
+            root: self.cfg.host_root.clone(),
             hide: vec![self.cfg.layout.root().to_owned()],
             binds,
             tmp: tmp.to_owned(),
