@@ -6,6 +6,7 @@
 //! <data>/admin.token             the admin's API token (0600)
 //! <data>/instance                this installation's id (cgroup names)
 //! <data>/spaces/<user>/          each user's files
+//! <data>/datasets/<name>/        shared read-only datasets
 //! <data>/jobs/<key>/output/      KILN_OUTPUT_DIR, default working folder
 //! <data>/jobs/<key>/attempt-<n>/<task>[.<gen>]/   one task run (TaskDir)
 //! ```
@@ -38,6 +39,10 @@ impl Layout {
 
     pub fn instance(&self) -> PathBuf {
         self.root.join("instance")
+    }
+
+    pub fn datasets(&self) -> PathBuf {
+        self.root.join("datasets")
     }
 
     pub fn spaces(&self) -> PathBuf {

@@ -118,11 +118,13 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             .map_err(|e| ServerError::Random(e.to_string()))??
     };
     let spaces = Arc::new(spaces::Spaces::new(layout.spaces(), config.quota_bytes));
+    let layout_datasets = layout.datasets();
     let app = api::router(api::AppState {
         store,
         control: control.clone(),
         layout,
         spaces,
+        datasets: Arc::new(spaces::Datasets::new(layout_datasets)),
         sandboxed: bwrap.is_some(),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use kiln_server::api::files::Listing;
-use kiln_server::spaces::Usage;
+use kiln_server::spaces::{DatasetView, Usage};
 
 use crate::client::{enc, Client};
 
@@ -168,5 +168,29 @@ pub fn usage(json: bool) -> Result<ExitCode> {
             None => println!("{} bytes used (no quota)", u.used_bytes),
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dataset_add(name: &str, space_folder: &str) -> Result<ExitCode> {
+    let body = serde_json::to_vec(&serde_json::json!({ "name": name, "fromSpace": space_folder }))?;
+    Client::from_env()?.ok("POST", "/datasets", Some(body))?;
+    println!("dataset {name}: jobs mount it with `mounts: [dataset:{name}]` (at /mnt/{name})");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dataset_list(json: bool) -> Result<ExitCode> {
+    let list: Vec<DatasetView> = Client::from_env()?.json("GET", "/datasets", None)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for d in list {
+            println!("{:<24} {}", d.name, d.default_target);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dataset_remove(name: &str) -> Result<ExitCode> {
+    Client::from_env()?.ok("DELETE", &format!("/datasets/{}", enc(name)), None)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -86,6 +86,19 @@ enum FilesCommand {
 }
 
 #[derive(Subcommand)]
+enum DatasetCommand {
+    /// Make dataset NAME of a folder of your space (moved, not copied).
+    Add { name: String, space_folder: String },
+    /// List the datasets jobs can mount (`mounts: [dataset:NAME]`).
+    Ls {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Remove a dataset and its files.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
 enum UserCommand {
     /// Add a user (admin only); prints the new user's token.
     Add {
@@ -205,6 +218,11 @@ enum Command {
     Files {
         #[command(subcommand)]
         command: FilesCommand,
+    },
+    /// Shared read-only datasets: list; the admin adds and removes them.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
     },
     /// Users and their API tokens.
     User {
@@ -389,6 +407,13 @@ fn main() -> ExitCode {
             FilesCommand::Rm { path, recursive } => files_cmds::remove(&path, recursive),
             FilesCommand::Mv { from, to } => files_cmds::rename(&from, &to),
             FilesCommand::Du { output } => files_cmds::usage(json(output)),
+        },
+        Command::Dataset { command } => match command {
+            DatasetCommand::Add { name, space_folder } => {
+                files_cmds::dataset_add(&name, &space_folder)
+            }
+            DatasetCommand::Ls { output } => files_cmds::dataset_list(json(output)),
+            DatasetCommand::Rm { name } => files_cmds::dataset_remove(&name),
         },
         Command::User { command } => match command {
             UserCommand::Add {

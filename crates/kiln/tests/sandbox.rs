@@ -100,3 +100,63 @@ fn a_stopped_task_gets_sigterm_and_its_grace_period_in_the_sandbox() {
         "{log}"
     );
 }
+
+#[test]
+fn datasets_are_shared_read_only_and_managed_by_the_admin() {
+    let Some(s) = sandboxed() else { return };
+    // The admin turns a folder of their space into a dataset.
+    s.ok(&["files", "mkdir", "toy"]);
+    assert_eq!(
+        s.api("PUT", "/files/toy/labels.txt", Some("cat,dog")).0,
+        201
+    );
+    let out = s.ok(&["dataset", "add", "toy", "toy"]);
+    assert!(out.contains("dataset:toy"), "{out}");
+    assert!(s.ok(&["dataset", "ls"]).contains("toy"));
+    assert!(
+        !s.ok(&["files", "ls"]).contains("toy/"),
+        "moved out of the space"
+    );
+
+    // A user mounts it by name: at /mnt/toy, read-only.
+    let alice = {
+        let v: serde_json::Value =
+            serde_json::from_str(&s.ok(&["user", "add", "alice", "-o", "json"])).expect("json");
+        v["token"].as_str().expect("token").to_owned()
+    };
+    let spec = s.write_spec(
+        "uses",
+        "name: uses\nmounts: [dataset:toy]\ncommand: |\n  cat /mnt/toy/labels.txt; echo\n  touch /mnt/toy/x 2>/dev/null || echo read-only\n",
+    );
+    let out = s.cli_as(&alice, &["submit", spec.to_str().expect("utf8"), "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, log) = s.api("GET", "/jobs/alice~uses/tasks/main-0/logs", None);
+    assert_eq!(log.as_str(), Some("cat,dog\nread-only\n"));
+
+    // Unknown datasets are named at submission; only the admin manages them.
+    let (status, p) = s.api_as(
+        &alice,
+        "POST",
+        "/jobs",
+        Some("name: nope\nmounts: [dataset:nope]\ncommand: 'true'\n"),
+    );
+    assert_eq!(status, 422, "{p}");
+    assert_eq!(p["errors"][0]["path"], "mounts[0].dataset");
+    assert_eq!(
+        s.api_as(
+            &alice,
+            "POST",
+            "/datasets",
+            Some(r#"{"name": "x", "fromSpace": "a"}"#)
+        )
+        .0,
+        404
+    );
+    assert_eq!(s.api_as(&alice, "DELETE", "/datasets/toy", None).0, 404);
+    s.ok(&["dataset", "rm", "toy"]);
+    assert!(!s.ok(&["dataset", "ls"]).contains("toy"));
+}

@@ -108,6 +108,14 @@ pub async fn submit(
     if admission.errors.is_empty() {
         // Mounted folders must exist in the caller's space.
         for (i, m) in spec.mounts.iter().enumerate() {
+            if let kiln_spec::model::MountSource::Dataset(name) = &m.source {
+                if state.datasets.path(name).is_none() {
+                    admission.errors.push(kiln_spec::Issue::new(
+                        format!("mounts[{i}].dataset"),
+                        format!("there is no dataset {name} (kiln dataset ls)"),
+                    ));
+                }
+            }
             if let kiln_spec::model::MountSource::Space(rel) = &m.source {
                 let Ok(p) = crate::spaces::SpacePath::parse(rel) else {
                     continue;

@@ -2,6 +2,7 @@
 //! they check who is asking, read the store or ask the control loop, and
 //! shape the answer. Store calls run on the blocking pool.
 
+pub mod datasets;
 mod extract;
 pub mod files;
 mod jobs;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub control: Control,
     pub layout: Layout,
     pub spaces: Arc<crate::spaces::Spaces>,
+    pub datasets: Arc<crate::spaces::Datasets>,
     /// Tasks run under bubblewrap, so mounts can be honoured.
     pub sandboxed: bool,
 }
@@ -50,6 +52,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/tasks/{task}/logs", get(logs::logs))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/space", get(files::usage))
+        .route("/api/v1/datasets", get(datasets::list).post(datasets::add))
+        .route(
+            "/api/v1/datasets/{name}",
+            axum::routing::delete(datasets::remove),
+        )
         .route("/api/v1/files", get(files::get_root))
         .route("/api/v1/files/", get(files::get_root))
         .route(

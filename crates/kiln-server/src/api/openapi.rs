@@ -34,10 +34,14 @@ use super::views::{AttemptView, EventView, JobList, JobView, TaskView};
         super::files::put,
         super::files::post,
         super::files::delete,
+        super::datasets::list,
+        super::datasets::add,
+        super::datasets::remove,
     ),
     components(schemas(JobView, TaskView, AttemptView, EventView, JobList, Problem, FieldError, UserView, TokenView, NewUser, Login,
         super::jobs::PatchBody, super::jobs::CloneBody, super::jobs::StateName, super::logs::StreamName,
-        super::files::Listing, super::files::Written, crate::spaces::Entry, crate::spaces::Usage)),
+        super::files::Listing, super::files::Written, crate::spaces::Entry, crate::spaces::Usage,
+        crate::spaces::DatasetView, super::datasets::NewDataset)),
     modifiers(&BearerAuth),
     security(("token" = []))
 )]

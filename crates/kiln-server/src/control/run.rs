@@ -828,16 +828,22 @@ impl Loop {
             read_only: false,
         }];
         for m in &spec.mounts {
-            // Datasets are refused at submission; space paths were checked
-            // there, and cap-std-free here: bwrap binds what exists.
-            if let MountSource::Space(rel) = &m.source {
-                if let Ok(p) = crate::spaces::SpacePath::parse(rel) {
-                    binds.push(Bind {
-                        source: space.join(p.rel()),
-                        target: m.target.clone().into(),
-                        read_only: m.read_only,
-                    });
+            // Sources were checked at submission; bwrap binds what exists.
+            let source = match &m.source {
+                MountSource::Space(rel) => crate::spaces::SpacePath::parse(rel)
+                    .ok()
+                    .map(|p| space.join(p.rel())),
+                MountSource::Dataset(name) => {
+                    crate::spaces::Datasets::new(self.cfg.layout.datasets()).path(name)
                 }
+            };
+            if let Some(source) = source {
+                binds.push(Bind {
+                    source,
+                    target: m.target.clone().into(),
+                    // Datasets are shared: never writable.
+                    read_only: m.read_only || matches!(m.source, MountSource::Dataset(_)),
+                });
             }
         }
         let workdir = match &spec.working_dir {

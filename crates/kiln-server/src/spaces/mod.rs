@@ -4,6 +4,7 @@
 //! path — `..`, absolute, or a symlink planted inside pointing out — can
 //! reach outside it.
 
+pub mod datasets;
 pub mod paths;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use datasets::{DatasetView, Datasets};
 pub use paths::SpacePath;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +45,7 @@ pub enum SpaceError {
 }
 
 impl SpaceError {
-    fn io<'a>(
+    pub(crate) fn io<'a>(
         action: &'static str,
         path: &'a SpacePath,
     ) -> impl FnOnce(std::io::Error) -> SpaceError + 'a {
