@@ -52,32 +52,24 @@ impl Server {
     }
 
     pub fn start_env(args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let data = tempfile::tempdir().expect("tmp");
+        Self::launch(args, envs, false)
+    }
+
+    pub fn start_relative(args: &[&str]) -> Server {
+        Self::launch(args, &[], true)
+    }
+
+    fn launch(args: &[&str], envs: &[(&str, &str)], relative: bool) -> Server {
         let mut s = Server {
             child: None,
             url: String::new(),
-            data,
+            data: tempfile::tempdir().expect("tmp"),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             envs: envs
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            relative: false,
-            token: String::new(),
-        };
-        s.boot();
-        s
-    }
-
-    pub fn start_relative(args: &[&str]) -> Server {
-        let data = tempfile::tempdir().expect("tmp");
-        let mut s = Server {
-            child: None,
-            url: String::new(),
-            data,
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            envs: Vec::new(),
-            relative: true,
+            relative,
             token: String::new(),
         };
         s.boot();
