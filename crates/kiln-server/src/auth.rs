@@ -42,6 +42,30 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     })
 }
 
+/// The user, when `password` is theirs. Slow on purpose (argon2): call it
+/// off the async threads.
+pub fn check_password(
+    store: &dyn Store,
+    name: &str,
+    password: &str,
+) -> Result<Option<User>, kiln_store::StoreError> {
+    let Some(user) = store.user(name)? else {
+        // Same work as a real check, so timing does not tell who exists.
+        let _ = verify_password(password, dummy_hash());
+        return Ok(None);
+    };
+    let good = user
+        .password_hash
+        .as_deref()
+        .is_some_and(|h| verify_password(password, h));
+    Ok(good.then_some(user))
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not anyone's password").unwrap_or_default())
+}
+
 /// Creates the admin on first start, and a fresh admin token whenever the
 /// token file is missing (a lost file must not lock the owner out).
 pub fn bootstrap_admin(

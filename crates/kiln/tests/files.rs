@@ -5,25 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::Server;
-
-fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(root).expect("under").display().to_string();
-                out.push((rel, std::fs::read(&p).expect("file")));
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use common::{tree, Server};
 
 #[test]
 fn folders_go_up_and_come_back_the_same() {

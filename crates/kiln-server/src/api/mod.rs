@@ -3,6 +3,7 @@
 //! shape the answer. Store calls run on the blocking pool.
 
 pub mod datasets;
+pub mod dav;
 mod extract;
 pub mod files;
 mod jobs;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use kiln_store::{Store, StoreError};
 
@@ -34,6 +35,7 @@ pub struct AppState {
     pub datasets: Arc<crate::spaces::Datasets>,
     /// Tasks run under bubblewrap, so mounts can be honoured.
     pub sandboxed: bool,
+    pub dav: Arc<dav::Dav>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -67,6 +69,12 @@ pub fn router(state: AppState) -> Router {
                 .delete(files::delete)
                 // Uploads are streamed to disk; the quota bounds them.
                 .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/dav", any(dav::serve))
+        .route("/dav/", any(dav::serve))
+        .route(
+            "/dav/{*path}",
+            any(dav::serve).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/api/v1/me", get(users::me))
         .route("/api/v1/login", post(users::login))

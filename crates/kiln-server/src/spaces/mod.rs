@@ -5,6 +5,7 @@
 //! reach outside it.
 
 pub mod datasets;
+pub mod dav;
 pub mod paths;
 
 use std::collections::HashMap;

@@ -319,3 +319,38 @@ pub fn events(job: &Value) -> Vec<(String, String)> {
         })
         .unwrap_or_default()
 }
+
+/// Every file under `root`, by relative path, with its bytes, sorted.
+pub fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).expect("under").display().to_string();
+                out.push((rel, std::fs::read(&p).expect("file")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether an outside program is on PATH. When `require` names a set
+/// environment variable (scripts/test sets them after installing the
+/// program), a missing program fails the test instead of skipping it.
+pub fn have_program(name: &str, require: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()));
+    if !found {
+        assert!(
+            std::env::var_os(require).is_none(),
+            "{require} is set but {name} is not installed"
+        );
+        eprintln!("SKIPPED: {name} is not installed");
+    }
+    found
+}
