@@ -12,15 +12,24 @@ pub struct Admission {
     pub warnings: Vec<Issue>,
 }
 
-/// `sandboxed`: tasks run under bubblewrap, which mounts are made with.
-pub fn admit(spec: &JobSpec, sandboxed: bool) -> Admission {
+const NEEDS_SANDBOX: &str = "folders of your space are mounted with bubblewrap on the kiln \
+     server's machine: install it (apt-get install bubblewrap) and restart kiln, or submit \
+     without this field";
+
+/// What this server's local engine can do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Engine {
+    /// Tasks run under bubblewrap, which mounts are made with.
+    pub sandboxed: bool,
+    /// Tasks with an image run in it (docker or podman).
+    pub containers: bool,
+}
+
+pub fn admit(spec: &JobSpec, engine: Engine) -> Admission {
+    let sandboxed = engine.sandboxed;
     let mut a = Admission::default();
     if !spec.mounts.is_empty() && !sandboxed {
-        a.errors.push(Issue::new(
-            "mounts",
-            "mounts need bubblewrap on the kiln server's machine: install it \
-             (apt-get install bubblewrap) and restart kiln, or submit without mounts",
-        ));
+        a.errors.push(Issue::new("mounts", NEEDS_SANDBOX));
     }
     if sandboxed {
         for (i, m) in spec.mounts.iter().enumerate() {
@@ -44,37 +53,40 @@ pub fn admit(spec: &JobSpec, sandboxed: bool) -> Admission {
     let ignored = |what: &str| {
         format!("{what}: the local engine runs tasks directly on this machine, without containers")
     };
-    if let Some(image) = &spec.image {
-        a.warnings.push(Issue::new(
-            "image",
-            ignored(&format!("image {image} is not used")),
-        ));
-    }
-    for (i, r) in spec.roles.iter().enumerate() {
-        if let Some(image) = &r.image {
+    if !engine.containers {
+        if let Some(image) = &spec.image {
             a.warnings.push(Issue::new(
-                format!("roles[{i}].image"),
+                "image",
                 ignored(&format!("image {image} is not used")),
             ));
+        }
+        for (i, r) in spec.roles.iter().enumerate() {
+            if let Some(image) = &r.image {
+                a.warnings.push(Issue::new(
+                    format!("roles[{i}].image"),
+                    ignored(&format!("image {image} is not used")),
+                ));
+            }
         }
     }
     if spec.auth_file.is_some() {
         a.warnings.push(Issue::new(
             "authFile",
-            ignored("the registry credentials are not used"),
+            "the registry credentials are not used: images come from registries the \
+             kiln server's machine is logged in to",
         ));
     }
-    for (field, value) in [
-        ("codeDir", &spec.code_dir),
-        ("dataDir", &spec.data_dir),
-        ("outputDir", &spec.output_dir),
-    ] {
-        if value.is_some() {
-            a.warnings.push(Issue::new(
-                field,
-                "not mapped on the local engine yet; outputs go to KILN_OUTPUT_DIR",
-            ));
+    // codeDir and dataDir are folders of the space: they need it at /mnt.
+    for (field, value) in [("codeDir", &spec.code_dir), ("dataDir", &spec.data_dir)] {
+        if value.is_some() && !sandboxed {
+            a.errors.push(Issue::new(field, NEEDS_SANDBOX));
         }
+    }
+    if spec.output_dir.is_some() && !sandboxed {
+        a.warnings.push(Issue::new(
+            "outputDir",
+            "without the sandbox outputs go to the job's own folder (KILN_OUTPUT_DIR), not your space",
+        ));
     }
     a
 }
@@ -83,6 +95,28 @@ pub fn admit(spec: &JobSpec, sandboxed: bool) -> Admission {
 mod tests {
     use super::*;
 
+    const OFF: Engine = Engine {
+        sandboxed: false,
+        containers: false,
+    };
+    const ON: Engine = Engine {
+        sandboxed: true,
+        containers: false,
+    };
+
+    #[test]
+    fn with_containers_images_are_used_not_remarked() {
+        let s = spec("name: a\nimage: pytorch/pytorch\ncommand: 'true'\n");
+        let a = admit(
+            &s,
+            Engine {
+                sandboxed: true,
+                containers: true,
+            },
+        );
+        assert_eq!(a, Admission::default());
+    }
+
     fn spec(text: &str) -> JobSpec {
         kiln_spec::parse(text.as_bytes()).expect("valid").job
     }
@@ -90,22 +124,40 @@ mod tests {
     #[test]
     fn a_plain_job_is_admitted_without_remarks() {
         let plain = spec("name: a\ncommand: 'true'\n");
-        assert_eq!(admit(&plain, false), Admission::default());
-        assert_eq!(admit(&plain, true), Admission::default());
+        assert_eq!(admit(&plain, OFF), Admission::default());
+        assert_eq!(admit(&plain, ON), Admission::default());
     }
 
     #[test]
     fn mounts_need_a_sandbox_and_images_are_remarked() {
         let s = spec("name: a\nimage: pytorch/pytorch\ncommand: 'true'\nmounts: [mnist]\n");
-        let a = admit(&s, false);
+        let a = admit(&s, OFF);
         assert_eq!(a.errors.len(), 1);
         assert_eq!(a.errors[0].path, "mounts");
         assert!(a.errors[0].message.contains("apt-get install bubblewrap"));
         assert_eq!(a.warnings.len(), 1);
         assert_eq!(a.warnings[0].path, "image");
-        assert!(admit(&s, true).errors.is_empty());
+        assert!(admit(&s, ON).errors.is_empty());
         let ds = spec("name: a\ncommand: 'true'\nmounts: [dataset:imagenet]\n");
-        assert!(admit(&ds, true).errors.is_empty());
-        assert_eq!(admit(&ds, false).errors[0].path, "mounts");
+        assert!(admit(&ds, ON).errors.is_empty());
+        assert_eq!(admit(&ds, OFF).errors[0].path, "mounts");
+    }
+
+    #[test]
+    fn openpai_folders_need_the_sandbox_except_the_output() {
+        let s = spec(
+            r#"{"jobName": "a", "image": "x", "codeDir": "$PAI_DEFAULT_FS_URI/code",
+                "dataDir": "data", "outputDir": "out",
+                "taskRoles": [{"name": "m", "taskNumber": 1, "cpuNumber": 1,
+                  "memoryMB": 100, "gpuNumber": 0, "command": "true"}]}"#,
+        );
+        let paths = |v: &[Issue]| v.iter().map(|i| i.path.clone()).collect::<Vec<_>>();
+        let off = admit(&s, OFF);
+        assert_eq!(paths(&off.errors), ["codeDir", "dataDir"]);
+        assert!(off.errors[0].message.contains("apt-get install bubblewrap"));
+        assert!(paths(&off.warnings).contains(&"outputDir".to_owned()));
+        let on = admit(&s, ON);
+        assert!(on.errors.is_empty(), "{:?}", on.errors);
+        assert!(!paths(&on.warnings).contains(&"outputDir".to_owned()));
     }
 }

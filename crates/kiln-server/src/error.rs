@@ -21,6 +21,9 @@ pub enum ServerError {
         source: std::io::Error,
     },
 
+    #[error("{0}")]
+    Config(String),
+
     #[error("no randomness for tokens: {0}")]
     Random(String),
 }

@@ -8,6 +8,8 @@
 //! <data>/spaces/<user>/          each user's files
 //! <data>/datasets/<name>/        shared read-only datasets
 //! <data>/jobs/<key>/output/      KILN_OUTPUT_DIR, default working folder
+//! <data>/jobs/<key>/code/        the job's codeDir as it was at submission
+//! <data>/staging/                codeDir copies not yet given to a job
 //! <data>/jobs/<key>/attempt-<n>/<task>[.<gen>]/   one task run (TaskDir)
 //! ```
 
@@ -51,6 +53,14 @@ impl Layout {
 
     pub fn job(&self, key: i64) -> PathBuf {
         self.root.join("jobs").join(key.to_string())
+    }
+
+    pub fn code(&self, key: i64) -> PathBuf {
+        self.job(key).join("code")
+    }
+
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
     }
 
     pub fn output(&self, key: i64) -> PathBuf {

@@ -31,6 +31,8 @@ pub struct Config {
     pub quota_bytes: Option<u64>,
     /// Run tasks under bubblewrap when it is installed (the default).
     pub sandbox: bool,
+    /// Run tasks that name an image in it, with docker or podman.
+    pub containers: Option<kiln_engine::local::container::Runtime>,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -60,6 +62,8 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     let root = std::fs::canonicalize(&config.data)
         .map_err(|e| ServerError::io("resolve", &config.data, e))?;
     let layout = Layout::new(&root);
+    // codeDir copies of submissions that never reached the store.
+    let _ = std::fs::remove_dir_all(layout.staging());
     let db = layout.db();
     let store: Arc<dyn Store> = Arc::new(
         tokio::task::spawn_blocking(move || SqliteStore::open(&db))
@@ -97,6 +101,28 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             info!("sandbox off: tasks run unsandboxed and jobs with mounts are refused")
         }
     }
+    let containers = match config.containers {
+        None => None,
+        Some(rt) => {
+            if bwrap.is_none() {
+                return Err(ServerError::Config(format!(
+                    "--containers {} gives tasks the same view of the space as the sandbox, \
+                     which needs bubblewrap: install it (apt-get install bubblewrap) and drop \
+                     --no-sandbox",
+                    rt.program()
+                )));
+            }
+            let program =
+                kiln_engine::local::sandbox::find_program(rt.program()).ok_or_else(|| {
+                    ServerError::Config(format!(
+                        "--containers {0}: {0} is not installed on this machine",
+                        rt.program()
+                    ))
+                })?;
+            info!(runtime = rt.program(), program = %program.display(), "tasks with an image run in a container");
+            Some((rt, program))
+        }
+    };
     let cfg = control::EngineConfig {
         exe: config.exe.clone(),
         layout: layout.clone(),
@@ -110,6 +136,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             Vec::new()
         },
         bwrap: bwrap.clone(),
+        containers: containers.clone(),
     };
     let control = {
         let store = Arc::clone(&store);
@@ -126,7 +153,10 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         dav: Arc::new(api::dav::Dav::new(Arc::clone(&spaces))),
         spaces,
         datasets: Arc::new(spaces::Datasets::new(layout_datasets)),
-        sandboxed: bwrap.is_some(),
+        engine: admission::Engine {
+            sandboxed: bwrap.is_some(),
+            containers: containers.is_some(),
+        },
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -32,6 +32,9 @@ pub struct RenderContext {
     pub attempt: u32,
     /// `PAI_DEFAULT_FS_URI`: where the user's files are, as tasks see them.
     pub default_fs_uri: String,
+    /// The user's space inside the task (`/mnt`), when tasks see it:
+    /// OpenPAI's codeDir and dataDir are folders in it.
+    pub space_dir: Option<String>,
     pub output_dir: String,
     pub tensorboard_dir: String,
     /// Allocated per job so concurrent jobs never share a rendezvous port.
@@ -125,6 +128,15 @@ fn check_placement(job: &JobSpec, ctx: &RenderContext) -> Result<(), SpecError> 
     Ok(())
 }
 
+/// `rel` (a clean relative path, empty for the root) inside `root`.
+fn inside(root: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        root.to_owned()
+    } else {
+        format!("{}/{rel}", root.trim_end_matches('/'))
+    }
+}
+
 /// The environment of every task of the job, in [`task_ids`] order.
 pub fn render_env(job: &JobSpec, ctx: &RenderContext) -> Result<Vec<TaskEnv>, SpecError> {
     check_placement(job, ctx)?;
@@ -137,6 +149,20 @@ pub fn render_env(job: &JobSpec, ctx: &RenderContext) -> Result<Vec<TaskEnv>, Sp
     common.insert("PAI_JOB_NAME".into(), ctx.job_id.to_string());
     common.insert("PAI_USER_NAME".into(), ctx.job_id.user().into());
     common.insert("PAI_DEFAULT_FS_URI".into(), ctx.default_fs_uri.clone());
+    // OpenPAI v1's folders, as paths the task can use, when the job names them.
+    if let Some(root) = &ctx.space_dir {
+        for (name, dir) in [
+            ("PAI_CODE_DIR", &job.code_dir),
+            ("PAI_DATA_DIR", &job.data_dir),
+        ] {
+            if let Some(d) = dir {
+                common.insert(name.into(), inside(root, d));
+            }
+        }
+    }
+    if job.output_dir.is_some() {
+        common.insert("PAI_OUTPUT_DIR".into(), ctx.output_dir.clone());
+    }
     common.insert("PAI_TASK_ROLE_COUNT".into(), job.roles.len().to_string());
     let role_names: Vec<&str> = job.roles.iter().map(|r| r.name.as_str()).collect();
     common.insert("PAI_TASK_ROLE_LIST".into(), role_names.join(","));
@@ -266,12 +292,19 @@ pub fn example_context(job: &JobSpec, user: &str) -> Result<RenderContext, SpecE
             ports,
         });
     }
+    let output = inside(
+        "/mnt",
+        job.output_dir
+            .as_deref()
+            .unwrap_or(&format!("Output/{}", job.name)),
+    );
     Ok(RenderContext {
-        output_dir: format!("/mnt/Output/{}", job.name),
-        tensorboard_dir: format!("/mnt/Output/{}/tensorboard", job.name),
+        tensorboard_dir: format!("{output}/tensorboard"),
+        output_dir: output,
         job_id,
         attempt: 0,
-        default_fs_uri: "/mnt".into(),
+        default_fs_uri: "file:///mnt".into(),
+        space_dir: Some("/mnt".into()),
         master_port: 29_500,
         placement,
     })

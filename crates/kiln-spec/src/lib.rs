@@ -6,6 +6,7 @@
 //! No I/O happens here; everything is a function of its arguments.
 
 pub mod completion;
+pub mod dirs;
 pub mod env;
 pub mod error;
 pub mod export;

@@ -26,6 +26,7 @@ fn ctx(job_id: &str, master_port: u16, placement: Vec<TaskPlacement>) -> RenderC
         job_id: job_id.parse::<JobId>().expect("job id"),
         attempt: 1,
         default_fs_uri: "file:///mnt".into(),
+        space_dir: Some("/mnt".into()),
         output_dir: "/mnt/Output/run".into(),
         tensorboard_dir: "/mnt/Output/run/tensorboard".into(),
         master_port,
@@ -321,4 +322,41 @@ fn a_placement_that_does_not_fit_is_refused() {
     let err = render_env(&job, &wrong_gpus).unwrap_err().to_string();
     assert!(err.contains("master-0 needs 2 GPUs"), "{err}");
     let _: TaskId = "worker-0".parse().expect("id");
+}
+
+#[test]
+fn openpai_folders_appear_as_paths_in_the_space() {
+    let job = job(
+        r#"{"jobName": "run", "image": "x", "codeDir": "$PAI_DEFAULT_FS_URI/code",
+            "dataDir": "hdfs://nn:9000/data/mnist", "outputDir": "$PAI_DEFAULT_FS_URI/Output/$jobName",
+            "taskRoles": [{"name": "main", "taskNumber": 1, "cpuNumber": 1,
+              "memoryMB": 100, "gpuNumber": 0, "command": "true"}]}"#,
+    );
+    let c = ctx(
+        "alice~run",
+        30000,
+        vec![place("main-0", "127.0.0.1", &[], &[])],
+    );
+    let env = &render_env(&job, &c).expect("rendered")[0].env;
+    assert_eq!(env["PAI_CODE_DIR"], "/mnt/code");
+    assert_eq!(env["PAI_DATA_DIR"], "/mnt/data/mnist");
+    assert_eq!(env["PAI_OUTPUT_DIR"], "/mnt/Output/run");
+    // Unsandboxed there is no space inside the task to point at.
+    let bare = RenderContext {
+        space_dir: None,
+        ..c
+    };
+    let env = &render_env(&job, &bare).expect("rendered")[0].env;
+    assert!(!env.contains_key("PAI_CODE_DIR") && !env.contains_key("PAI_DATA_DIR"));
+    // Jobs that name no folders get no such variables.
+    let plain = self::job("name: plain\ncommand: 'true'\n");
+    let c = ctx(
+        "alice~plain",
+        30000,
+        vec![place("main-0", "127.0.0.1", &[], &[])],
+    );
+    let env = &render_env(&plain, &c).expect("rendered")[0].env;
+    assert!(!env
+        .keys()
+        .any(|k| k.ends_with("_DIR") && k.starts_with("PAI_")));
 }

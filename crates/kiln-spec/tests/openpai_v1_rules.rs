@@ -284,6 +284,17 @@ fn completion_counts_are_null_or_at_least_one() {
 }
 
 #[test]
+fn folders_outside_the_space_are_refused_by_field() {
+    let mut spec = valid();
+    spec["codeDir"] = json!("s3://bucket/code");
+    spec["dataDir"] = json!("$PAI_DEFAULT_FS_URI/../etc");
+    let err = parse(spec.to_string().as_bytes()).expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("codeDir") && text.contains("s3://"), "{text}");
+    assert!(text.contains("dataDir") && text.contains("'..'"), "{text}");
+}
+
+#[test]
 fn optional_job_fields_are_kept() {
     let mut spec = valid();
     spec["virtualCluster"] = json!("vc1");
@@ -300,9 +311,10 @@ fn optional_job_fields_are_kept() {
     assert_eq!(job.gpu_type.as_deref(), Some("V100"));
     assert_eq!(job.retry_count, 3);
     assert_eq!(job.auth_file.as_deref(), Some("hdfs://auth"));
-    assert_eq!(job.data_dir.as_deref(), Some("$PAI_DEFAULT_FS_URI/data"));
-    assert_eq!(job.output_dir.as_deref(), Some("$PAI_DEFAULT_FS_URI/out"));
-    assert_eq!(job.code_dir.as_deref(), Some("$PAI_DEFAULT_FS_URI/code"));
+    // HDFS folders are read as folders of the user's space.
+    assert_eq!(job.data_dir.as_deref(), Some("data"));
+    assert_eq!(job.output_dir.as_deref(), Some("out"));
+    assert_eq!(job.code_dir.as_deref(), Some("code"));
     assert!(job.is_debug());
     assert_eq!(job.extras["any"]["thing"][1], 2);
 }

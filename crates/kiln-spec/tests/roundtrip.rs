@@ -155,8 +155,9 @@ fn job() -> impl Strategy<Value = JobSpec> {
         (
             -1000i32..=1000,
             option::of("[a-z0-9./:]{1,20}"),
-            option::of(text()),
-            option::of(text()),
+            // codeDir / outputDir: folders of the space, as parsing leaves them.
+            option::of("[a-z0-9_]{1,8}(/[a-z0-9_ ]{1,8}){0,2}"),
+            option::of("[a-z0-9_]{1,8}(/[a-z0-9_ ]{1,8}){0,2}"),
         ),
         (
             option::of("[A-Za-z0-9]{1,8}"),

@@ -284,6 +284,10 @@ struct ServerArgs {
     /// Run tasks without the bubblewrap sandbox (no /mnt, no mounts).
     #[arg(long)]
     no_sandbox: bool,
+    /// Run tasks that name an image in it, with this runtime: docker or
+    /// podman (needs the sandbox too, for the same view of the space).
+    #[arg(long, value_name = "RUNTIME")]
+    containers: Option<String>,
 }
 
 fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -296,6 +300,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         stop_grace,
         quota,
         no_sandbox,
+        containers,
     } = a;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
@@ -335,6 +340,11 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--quota: {e}"))?
             .map(|mib| mib.saturating_mul(1 << 20)),
         sandbox: !no_sandbox,
+        containers: containers
+            .as_deref()
+            .map(kiln_engine::local::container::Runtime::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--containers: {e}"))?,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kiln_server::serve(config, |addr| {

@@ -160,3 +160,138 @@ fn datasets_are_shared_read_only_and_managed_by_the_admin() {
     s.ok(&["dataset", "rm", "toy"]);
     assert!(!s.ok(&["dataset", "ls"]).contains("toy"));
 }
+
+/// OpenPAI v1's codeDir, dataDir and outputDir, written the OpenPAI way,
+/// become folders of the space: the code as it was at submission and
+/// read-only, the data in place, the outputs where the job says.
+#[test]
+fn openpai_code_data_and_output_folders_map_onto_the_space() {
+    let Some(s) = sandboxed() else { return };
+    for (path, body) in [
+        (
+            "/files/proj/code/run.sh",
+            "echo original; cat $PAI_DATA_DIR/in.txt > $PAI_OUTPUT_DIR/out.txt\n",
+        ),
+        ("/files/proj/data/in.txt", "input-data"),
+    ] {
+        assert_eq!(s.api("PUT", path, Some(body)).0, 201);
+    }
+    let spec = |code: &str| {
+        format!(
+            r#"{{"jobName": "pai", "image": "ubuntu",
+                "codeDir": "{code}", "dataDir": "$PAI_DEFAULT_FS_URI/proj/data",
+                "outputDir": "$PAI_DEFAULT_FS_URI/results/$jobName",
+                "taskRoles": [{{"name": "main", "taskNumber": 1, "cpuNumber": 1,
+                  "memoryMB": 256, "gpuNumber": 0,
+                  "command": "while [ ! -e /mnt/go ]; do sleep 0.05; done; echo code=$PAI_CODE_DIR; sh $PAI_CODE_DIR/run.sh; touch $PAI_CODE_DIR/x 2>/dev/null || echo code-read-only"}}]}}"#
+        )
+    };
+    // A folder that is not there is named at submission.
+    let p = s.write_spec("missing", &spec("$PAI_DEFAULT_FS_URI/proj/nocode"));
+    let out = s.cli(&["submit", p.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("codeDir") && err.contains("no folder proj/nocode"),
+        "{err}"
+    );
+
+    let id = s.submit("pai", &spec("hdfs://namenode:9000/proj/code"));
+    // Edits after submission do not reach the job: it runs the copy.
+    assert_eq!(
+        s.api("PUT", "/files/proj/code/run.sh", Some("echo edited\n"))
+            .0,
+        201
+    );
+    assert_eq!(s.api("PUT", "/files/go", Some("")).0, 201);
+    s.wait_state(&id, "SUCCEEDED", 30);
+    let log = s.logs(&id, "main-0");
+    for want in ["code=/mnt/proj/code", "original", "code-read-only"] {
+        assert!(
+            log.lines().any(|l| l == want),
+            "{want} missing from:\n{log}"
+        );
+    }
+    assert!(!log.contains("edited"), "{log}");
+    let (status, text) = s.api("GET", "/files/results/pai/out.txt", None);
+    assert_eq!((status, text.as_str()), (200, Some("input-data")));
+}
+
+/// `--containers docker` on a machine without a container engine: a
+/// stand-in `docker` on PATH records what kiln asks of it and runs the
+/// command with bash, so the whole path (server → supervisor → runtime
+/// client → cleanup) runs for real; only the engine is missing.
+#[test]
+fn jobs_with_an_image_go_to_the_container_runtime() {
+    if !common::have_program("bwrap", "KILN_REQUIRE_BWRAP") {
+        return;
+    }
+    let bin = tempfile::tempdir().expect("tmp");
+    let calls = bin.path().join("calls");
+    let docker = bin.path().join("docker");
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/bash\nprintf '%s\\n' \"$*\" >> {calls}\nif [ \"$1\" = run ]; then for last; do :; done; exec bash -c \"$last\"; fi\n",
+            calls = calls.display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let s = Server::start_env(
+        &[
+            "--cpus",
+            "8",
+            "--memory",
+            "16Gi",
+            "--fake-gpus",
+            "2",
+            "--containers",
+            "docker",
+        ],
+        &[("PATH", &path)],
+    );
+    let id = s.submit(
+        "img",
+        "name: img\nimage: pytorch/pytorch:2.4.0\nshm: 256Mi\ngpus: 1\nsecrets: {TOKEN: s3cret}\ncommand: echo in-container rank=$RANK\n",
+    );
+    s.wait_state(&id, "SUCCEEDED", 30);
+    assert!(s.logs(&id, "main-0").contains("in-container rank=0"));
+    let text = std::fs::read_to_string(&calls).expect("docker was called");
+    let run = text.lines().find(|l| l.starts_with("run ")).expect("run");
+    for want in [
+        "--network host",
+        "--shm-size 256m",
+        "--env KILN_SECRET_TOKEN",
+        ":/mnt ",
+        "--workdir /mnt/Output/img",
+        "pytorch/pytorch:2.4.0 bash -c echo in-container",
+    ] {
+        assert!(run.contains(want), "{want} missing from: {run}");
+    }
+    assert!(run.contains("--gpus \"device="), "{run}");
+    assert!(
+        !run.contains("s3cret"),
+        "secret values stay off the command line"
+    );
+    let name = run
+        .split("--name ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .expect("a container name");
+    assert!(
+        text.lines().any(|l| l == format!("rm --force {name}")),
+        "the container is removed after the task: {text}"
+    );
+    // Jobs without an image still run in the sandbox.
+    let plain = s.submit("plain", "name: plain\ncommand: echo sandboxed\n");
+    s.wait_state(&plain, "SUCCEEDED", 30);
+    let runs = std::fs::read_to_string(&calls).expect("calls");
+    assert_eq!(runs.lines().filter(|l| l.starts_with("run ")).count(), 1);
+}

@@ -27,6 +27,7 @@ fn launch(dir: &Path, command: &str, grace: u64) -> TaskDir {
         stop_grace_secs: grace,
         limits: None,
         sandbox: None,
+        container: None,
     })
     .expect("launch.json");
     task
@@ -198,6 +199,7 @@ fn a_task_that_cannot_start_is_a_launch_error() {
         stop_grace_secs: 1,
         limits: None,
         sandbox: None,
+        container: None,
     })
     .expect("launch.json");
     let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
@@ -232,6 +234,7 @@ fn limited(
             group: format!("kiln-test-{}-{name}", std::process::id()),
         }),
         sandbox: None,
+        container: None,
     })
     .expect("launch.json");
     (

@@ -29,6 +29,9 @@ pub struct LaunchSpec {
     /// The file system view (bubblewrap), where it is available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<super::sandbox::Sandbox>,
+    /// The job's image, run with docker or podman; replaces the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<super::container::Container>,
 }
 
 /// Written by the supervisor once the task's process exists.

@@ -1,6 +1,7 @@
 //! The embedded default engine: tasks are process trees on this machine.
 
 pub mod cgroup;
+pub mod container;
 pub mod files;
 pub mod handle;
 pub mod resources;

@@ -149,9 +149,14 @@ pub fn running_as_root() -> bool {
 
 /// Where `bwrap` is, if it is installed.
 pub fn find_bwrap() -> Option<PathBuf> {
+    find_program("bwrap")
+}
+
+/// A program on PATH.
+pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .map(|d| d.join("bwrap"))
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 

@@ -142,16 +142,24 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         return ended_early(None, cgroup);
     }
 
-    let mut cmd = match &spec.sandbox {
-        Some(sb) => {
-            let mut c = Command::new(&sb.bwrap);
-            c.args(sb.args()).arg("bash");
+    let mut cmd = match (&spec.container, &spec.sandbox) {
+        (Some(ct), _) => {
+            let mut c = Command::new(&ct.program);
+            c.args(ct.args());
             c
         }
-        None => Command::new("bash"),
+        (None, Some(sb)) => {
+            let mut c = Command::new(&sb.bwrap);
+            c.args(sb.args()).arg("bash").arg("-c");
+            c
+        }
+        (None, None) => {
+            let mut c = Command::new("bash");
+            c.arg("-c");
+            c
+        }
     };
-    cmd.arg("-c")
-        .arg(&spec.command)
+    cmd.arg(&spec.command)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.working_dir)
@@ -175,10 +183,11 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let what = match (&spec.sandbox, joins_cgroup) {
-                (Some(_), _) => "cannot start the task's sandbox (bwrap)",
-                (None, true) => "cannot start the task (bash, or joining its cgroup)",
-                (None, false) => "cannot start bash",
+            let what = match (&spec.container, &spec.sandbox, joins_cgroup) {
+                (Some(_), _, _) => "cannot start the task's container (docker or podman)",
+                (None, Some(_), _) => "cannot start the task's sandbox (bwrap)",
+                (None, None, true) => "cannot start the task (bash, or joining its cgroup)",
+                (None, None, false) => "cannot start bash",
             };
             let msg = format!("{what} in {}: {e}", spec.working_dir.display());
             return ended_early(Some(msg), cgroup);
@@ -259,6 +268,16 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     let _ = killpg(group, Signal::SIGKILL);
     if let Some(g) = &cgroup {
         g.kill_all();
+    }
+    // The container lives under the runtime's daemon, not in our group: a
+    // client killed at the end of the grace period leaves it behind.
+    if let Some(ct) = &spec.container {
+        let _ = Command::new(&ct.program)
+            .args(ct.cleanup_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
     let deadline = std::time::Instant::now() + DRAIN_AFTER_EXIT;
     for _ in 0..copiers {

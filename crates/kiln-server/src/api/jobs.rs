@@ -104,34 +104,9 @@ pub async fn submit(
     let mut spec = parsed.job;
     // The caller owns what they submit, whatever the spec says.
     spec.user = Some(caller.name.clone());
-    let mut admission = crate::admission::admit(&spec, state.sandboxed);
+    let mut admission = crate::admission::admit(&spec, state.engine);
     if admission.errors.is_empty() {
-        // Mounted folders must exist in the caller's space.
-        for (i, m) in spec.mounts.iter().enumerate() {
-            if let kiln_spec::model::MountSource::Dataset(name) = &m.source {
-                if state.datasets.path(name).is_none() {
-                    admission.errors.push(kiln_spec::Issue::new(
-                        format!("mounts[{i}].dataset"),
-                        format!("there is no dataset {name} (kiln dataset ls)"),
-                    ));
-                }
-            }
-            if let kiln_spec::model::MountSource::Space(rel) = &m.source {
-                let Ok(p) = crate::spaces::SpacePath::parse(rel) else {
-                    continue;
-                };
-                let (spaces, user) = (Arc::clone(&state.spaces), caller.name.clone());
-                let found = tokio::task::spawn_blocking(move || spaces.is_dir(&user, &p))
-                    .await
-                    .map_err(|e| Problem::internal(e.to_string()))?;
-                if !matches!(found, Ok(true)) {
-                    admission.errors.push(kiln_spec::Issue::new(
-                        format!("mounts[{i}].space"),
-                        format!("there is no folder {rel} in your space"),
-                    ));
-                }
-            }
-        }
+        super::sources::check(&state, &caller.name, &spec, &mut admission.errors).await?;
     }
     if !admission.errors.is_empty() {
         let e = kiln_spec::SpecError::Invalid {
@@ -188,8 +163,13 @@ async fn store_new_job(
         pending_reason: "queued".into(),
         submitted_at_ms: now_ms(),
     };
+    let staged = super::sources::stage_code(state, owner, spec).await?;
     let store = Arc::clone(&state.store);
-    blocking(move || store.submit(&new)).await.map_err(|p| {
+    let stored = blocking(move || store.submit(&new)).await;
+    if let Some(st) = staged {
+        super::sources::place_code(state, st, stored.as_ref().ok().map(|r| r.key)).await;
+    }
+    stored.map_err(|p| {
         if p.status == StatusCode::CONFLICT.as_u16() {
             Problem::conflict(format!(
                 "job {id} already exists; pick another name or delete it first"

@@ -10,6 +10,7 @@ mod jobs;
 mod logs;
 mod openapi;
 mod problem;
+mod sources;
 pub mod users;
 pub mod views;
 
@@ -33,8 +34,8 @@ pub struct AppState {
     pub layout: Layout,
     pub spaces: Arc<crate::spaces::Spaces>,
     pub datasets: Arc<crate::spaces::Datasets>,
-    /// Tasks run under bubblewrap, so mounts can be honoured.
-    pub sandboxed: bool,
+    /// What the local engine can honour (mounts, images).
+    pub engine: crate::admission::Engine,
     pub dav: Arc<dav::Dav>,
 }
 

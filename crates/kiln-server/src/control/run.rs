@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use indexmap::IndexMap;
+use kiln_engine::local::container::{Container, Runtime};
 use kiln_engine::local::resources::Discovered;
 use kiln_engine::local::{
     spawn_supervisor, Bind, LaunchSpec, Limits, Sandbox, Supervisor, TaskDir,
@@ -42,6 +43,8 @@ pub struct EngineConfig {
     pub bwrap: Option<PathBuf>,
     /// The host's top-level folders, read once at start for every sandbox.
     pub host_root: Vec<kiln_engine::local::sandbox::RootEntry>,
+    /// docker or podman, for tasks that name an image (needs `bwrap`).
+    pub containers: Option<(Runtime, PathBuf)>,
 }
 
 struct Waiting {
@@ -96,6 +99,9 @@ struct Loop {
 
 /// How soon a job waiting on something outside kiln (a port) is retried.
 const RECHECK_MS: u64 = 1000;
+
+/// Where sandboxed tasks see their owner's space (Crater's convention).
+const SPACE_INSIDE: &str = "/mnt";
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -605,11 +611,18 @@ impl Loop {
             .as_ref()
             .map(|_| self.cfg.layout.spaces().join(job.id.user()));
         let (output, output_inside, fs_uri) = match &space {
-            Some(sp) => (
-                sp.join("Output").join(job.id.name()),
-                PathBuf::from("/mnt/Output").join(job.id.name()),
-                "file:///mnt".to_owned(),
-            ),
+            Some(sp) => {
+                // OpenPAI's outputDir, by default Output/<name> as there.
+                let rel = spec
+                    .output_dir
+                    .clone()
+                    .unwrap_or_else(|| format!("Output/{}", job.id.name()));
+                (
+                    sp.join(&rel),
+                    PathBuf::from(SPACE_INSIDE).join(&rel),
+                    format!("file://{SPACE_INSIDE}"),
+                )
+            }
             None => {
                 let o = self.cfg.layout.output(key);
                 (o.clone(), o.clone(), format!("file://{}", o.display()))
@@ -619,6 +632,7 @@ impl Loop {
             job_id: job.id.clone(),
             attempt: job.attempt,
             default_fs_uri: fs_uri,
+            space_dir: space.as_ref().map(|_| SPACE_INSIDE.to_owned()),
             output_dir: output_inside.display().to_string(),
             tensorboard_dir: output_inside.join("tensorboard").display().to_string(),
             master_port,
@@ -668,6 +682,7 @@ impl Loop {
                     (Some(bwrap), Some(sp)) => Some(self.sandbox(
                         bwrap,
                         sp,
+                        key,
                         &spec,
                         &tmp,
                         &output_inside,
@@ -676,7 +691,33 @@ impl Loop {
                     )),
                     _ => None,
                 };
-                let mut all = self.base_env(if sandbox.is_some() {
+                // A role's image (or the job's) runs in a container showing
+                // what the sandbox would.
+                let image = role.image.as_ref().or(spec.image.as_ref());
+                let (sandbox, container) = match (&self.cfg.containers, image, sandbox) {
+                    (Some((runtime, program)), Some(image), Some(sb)) => {
+                        let container = Container {
+                            runtime: *runtime,
+                            program: program.clone(),
+                            image: image.clone(),
+                            name: format!(
+                                "kiln-{}-{key}-a{}-{id}-0",
+                                self.cfg.instance, job.attempt
+                            ),
+                            binds: sb.binds,
+                            tmp: sb.tmp,
+                            shm_mb: sb.shm_mb,
+                            gpus: placed_gpus(&placed, &ids, id),
+                            workdir: sb.workdir,
+                            env_names: env.env.keys().cloned().collect(),
+                            cpu_millis: u64::from(role.cpus) * 1000,
+                            memory_mb: role.memory_mb,
+                        };
+                        (None, Some(container))
+                    }
+                    (_, _, sb) => (sb, None),
+                };
+                let mut all = self.base_env(if sandbox.is_some() || container.is_some() {
                     std::path::Path::new("/tmp")
                 } else {
                     &tmp
@@ -684,10 +725,13 @@ impl Loop {
                 all.extend(env.env);
                 // The working folder: inside the sandbox it is bwrap's to
                 // enter (the supervisor starts bwrap from the task folder).
-                let working_dir = match (&sandbox, &spec.working_dir) {
-                    (Some(_), _) => dir.path().to_owned(),
-                    (None, Some(w)) => output.join(w),
-                    (None, None) => output.clone(),
+                let working_dir = if sandbox.is_some() || container.is_some() {
+                    dir.path().to_owned()
+                } else {
+                    match &spec.working_dir {
+                        Some(w) => output.join(w),
+                        None => output.clone(),
+                    }
                 };
                 std::fs::create_dir_all(&working_dir)
                     .map_err(|e| format!("cannot create {}: {e}", working_dir.display()))?;
@@ -698,6 +742,7 @@ impl Loop {
                     stop_grace_secs: self.cfg.stop_grace_secs,
                     limits: self.limits(key, job.attempt, id, 0, role.cpus, role.memory_mb),
                     sandbox,
+                    container,
                 };
                 dir.write_launch(&launch).map_err(|e| e.to_string())?;
                 out.push((dir, launch));
@@ -816,6 +861,7 @@ impl Loop {
         &self,
         bwrap: &std::path::Path,
         space: &std::path::Path,
+        key: i64,
         spec: &JobSpec,
         tmp: &std::path::Path,
         output_inside: &std::path::Path,
@@ -824,9 +870,23 @@ impl Loop {
     ) -> Sandbox {
         let mut binds = vec![Bind {
             source: space.to_owned(),
-            target: "/mnt".into(),
+            target: SPACE_INSIDE.into(),
             read_only: false,
         }];
+        // OpenPAI's codeDir: the copy taken at submission, read-only where
+        // the folder is (the live folder should the copy be missing).
+        if let Some(code) = &spec.code_dir {
+            let copy = self.cfg.layout.code(key);
+            binds.push(Bind {
+                source: if copy.is_dir() {
+                    copy
+                } else {
+                    space.join(code)
+                },
+                target: PathBuf::from(SPACE_INSIDE).join(code),
+                read_only: true,
+            });
+        }
         for m in &spec.mounts {
             // Sources were checked at submission; bwrap binds what exists.
             let source = match &m.source {

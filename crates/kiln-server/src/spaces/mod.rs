@@ -7,6 +7,7 @@
 pub mod datasets;
 pub mod dav;
 pub mod paths;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -212,6 +212,23 @@ fn detect(doc: &Map<String, Value>) -> Format {
 /// Stands in for a list item that was not an object, so the items after it
 /// keep their indices (and their own errors). Its path has failed already,
 /// so validation passes over it.
+/// `codeDir`, `dataDir` or `outputDir`, as a folder of the user's space.
+pub(crate) fn read_space_dir(
+    doc: &Map<String, Value>,
+    key: &str,
+    job_name: &str,
+    r: &mut Reader,
+) -> Option<String> {
+    let raw = r.opt_string(doc, key, "")?;
+    match crate::dirs::space_dir(&raw, job_name) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            r.error(key, e);
+            None
+        }
+    }
+}
+
 pub(crate) fn placeholder_role() -> crate::model::TaskRole {
     crate::model::TaskRole {
         name: String::new(),

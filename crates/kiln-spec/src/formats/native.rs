@@ -167,17 +167,18 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
         roles
     };
 
+    let name = r.req_string(doc, "name", "").unwrap_or_default();
     let job = JobSpec {
-        name: r.req_string(doc, "name", "").unwrap_or_default(),
+        code_dir: super::read_space_dir(doc, "codeDir", &name, r),
+        data_dir: super::read_space_dir(doc, "dataDir", &name, r),
+        output_dir: super::read_space_dir(doc, "outputDir", &name, r),
+        name,
         user: r.opt_string(doc, "user", ""),
         description: r.opt_string(doc, "description", ""),
         queue: r.opt_string(doc, "queue", ""),
         priority: read_priority(doc, r),
         image: r.opt_string(doc, "image", ""),
         auth_file: r.opt_string(doc, "authFile", ""),
-        code_dir: r.opt_string(doc, "codeDir", ""),
-        data_dir: r.opt_string(doc, "dataDir", ""),
-        output_dir: r.opt_string(doc, "outputDir", ""),
         gpu_type: r.opt_string(doc, "gpuType", ""),
         retry_count: r
             .opt_uint(doc, "retryCount", "", limits::MAX_RETRIES)

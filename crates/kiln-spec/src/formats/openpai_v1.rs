@@ -96,17 +96,18 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
             }
         }
     }
+    let name = r.req_string(doc, "jobName", "").unwrap_or_default();
     let job = JobSpec {
-        name: r.req_string(doc, "jobName", "").unwrap_or_default(),
+        code_dir: super::read_space_dir(doc, "codeDir", &name, r),
+        data_dir: super::read_space_dir(doc, "dataDir", &name, r),
+        output_dir: super::read_space_dir(doc, "outputDir", &name, r),
+        name,
         user: None,
         description: None,
         queue: r.opt_string(doc, "virtualCluster", ""),
         priority: 0,
         image: r.req_string(doc, "image", ""),
         auth_file: r.opt_string(doc, "authFile", ""),
-        code_dir: r.opt_string(doc, "codeDir", ""),
-        data_dir: r.opt_string(doc, "dataDir", ""),
-        output_dir: r.opt_string(doc, "outputDir", ""),
         gpu_type: r.opt_string(doc, "gpuType", ""),
         retry_count: r
             .opt_uint(doc, "retryCount", "", limits::MAX_RETRIES)
