@@ -8,6 +8,7 @@
 //! <data>/spaces/<user>/          each user's files
 //! <data>/datasets/<name>/        shared read-only datasets
 //! <data>/jobs/<key>/output/      KILN_OUTPUT_DIR, default working folder
+//! <data>/jobs/<key>/metrics.json  resource and training series
 //! <data>/jobs/<key>/code/        the job's codeDir as it was at submission
 //! <data>/staging/                codeDir copies not yet given to a job
 //! <data>/jobs/<key>/attempt-<n>/<task>[.<gen>]/   one task run (TaskDir)
@@ -16,6 +17,9 @@
 use std::path::{Path, PathBuf};
 
 use kiln_spec::TaskId;
+
+/// Where sandboxed tasks see their owner's space (Crater's convention).
+pub const SPACE_INSIDE: &str = "/mnt";
 
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -65,6 +69,34 @@ impl Layout {
 
     pub fn output(&self, key: i64) -> PathBuf {
         self.job(key).join("output")
+    }
+
+    /// The job's output folder on the host and as its tasks see it.
+    /// Sandboxed, it is in the owner's space (OpenPAI's outputDir, by
+    /// default Output/<name>); otherwise a folder of the job's own.
+    pub fn outputs(
+        &self,
+        key: i64,
+        job: &kiln_spec::JobId,
+        output_dir: Option<&str>,
+        sandboxed: bool,
+    ) -> (PathBuf, PathBuf) {
+        if sandboxed {
+            let rel = output_dir
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("Output/{}", job.name()));
+            (
+                self.spaces().join(job.user()).join(&rel),
+                Path::new(SPACE_INSIDE).join(&rel),
+            )
+        } else {
+            let o = self.output(key);
+            (o.clone(), o)
+        }
+    }
+
+    pub fn metrics(&self, key: i64) -> PathBuf {
+        self.job(key).join("metrics.json")
     }
 
     pub fn attempt(&self, key: i64, attempt: u32) -> PathBuf {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod control;
 pub mod error;
 pub mod layout;
+pub mod metrics;
 pub mod spaces;
 
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ pub struct Config {
     pub sandbox: bool,
     /// Run tasks that name an image in it, with docker or podman.
     pub containers: Option<kiln_engine::local::container::Runtime>,
+    /// Seconds between samples of running tasks' CPU and memory.
+    pub sample_every_secs: u64,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -123,6 +126,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             Some((rt, program))
         }
     };
+    let prom = Arc::new(metrics::prom::Prom::new());
     let cfg = control::EngineConfig {
         exe: config.exe.clone(),
         layout: layout.clone(),
@@ -137,6 +141,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         },
         bwrap: bwrap.clone(),
         containers: containers.clone(),
+        schedule_seconds: Some(prom.schedule.clone()),
     };
     let control = {
         let store = Arc::clone(&store);
@@ -146,11 +151,22 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     };
     let spaces = Arc::new(spaces::Spaces::new(layout.spaces(), config.quota_bytes));
     let layout_datasets = layout.datasets();
+    let hub = Arc::new(metrics::Hub::new(
+        Arc::clone(&store),
+        layout.clone(),
+        bwrap.is_some(),
+    ));
+    tokio::spawn(sample_forever(
+        Arc::clone(&hub),
+        std::time::Duration::from_secs(config.sample_every_secs.max(1)),
+    ));
     let app = api::router(api::AppState {
         store,
         control: control.clone(),
         layout,
         dav: Arc::new(api::dav::Dav::new(Arc::clone(&spaces))),
+        hub,
+        prom,
         spaces,
         datasets: Arc::new(spaces::Datasets::new(layout_datasets)),
         engine: admission::Engine {
@@ -182,6 +198,18 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     control.shutdown();
     info!("kiln server stopped; running tasks continue under their supervisors");
     Ok(())
+}
+
+/// Samples running tasks on a fixed beat, off the async threads; a slow
+/// round delays the next rather than piling up.
+async fn sample_forever(hub: Arc<metrics::Hub>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let h = Arc::clone(&hub);
+        let _ = tokio::task::spawn_blocking(move || h.sample()).await;
+    }
 }
 
 async fn shutdown_signal() {

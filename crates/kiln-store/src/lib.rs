@@ -35,6 +35,9 @@ pub trait Store: Send + Sync {
     /// control loop works on, and what it reloads after a restart.
     fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
 
+    /// How many jobs are in each state (for /metrics).
+    fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Applies one change atomically and returns the job as it now is.
     fn apply(&self, key: i64, change: &Change) -> Result<JobRecord, StoreError>;
 

@@ -422,6 +422,22 @@ impl Store for SqliteStore {
         })
     }
 
+    fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .map_err(StoreError::sql("counting jobs"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(StoreError::sql("counting jobs"))?;
+            rows.map(|r| {
+                r.map(|(s, n)| (s, n.max(0) as u64))
+                    .map_err(StoreError::sql("counting jobs"))
+            })
+            .collect()
+        })
+    }
+
     fn apply(&self, key: i64, c: &Change) -> Result<JobRecord, StoreError> {
         self.with(|conn| {
             let tx = conn

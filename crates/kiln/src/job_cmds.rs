@@ -230,6 +230,54 @@ pub fn events(job: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One line per task: CPU in cores, memory, then its training metrics.
+pub fn top(job: &str, json: bool) -> Result<ExitCode> {
+    let c = Client::from_env()?;
+    let v: serde_json::Value =
+        c.json("GET", &format!("{}/metrics?last=true", job_path(job)), None)?;
+    if json {
+        return print_json(&v);
+    }
+    let mut rows: std::collections::BTreeMap<String, (String, String, Vec<String>)> =
+        Default::default();
+    for s in v["series"].as_array().into_iter().flatten() {
+        let (Some(task), Some(name), Some(value)) = (
+            s["task"].as_str(),
+            s["name"].as_str(),
+            s["points"][0]["value"].as_f64(),
+        ) else {
+            continue;
+        };
+        let row = rows.entry(task.to_owned()).or_default();
+        match name {
+            "cpu" => row.0 = format!("{value:.2}"),
+            "memory" => row.1 = human_bytes(value),
+            _ => row.2.push(format!("{name}={value:.4}")),
+        }
+    }
+    if rows.is_empty() {
+        println!("no samples yet (tasks are sampled every few seconds while they run)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(task, (cpu, mem, rest))| vec![task, cpu, mem, rest.join(" ")])
+        .collect();
+    table(&["TASK", "CPU", "MEMORY", "METRICS"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(b: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", units[i])
+}
+
 pub fn logs(
     job: &str,
     task: Option<String>,

@@ -208,6 +208,12 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
+    /// The newest resource use (CPU, memory) and training metrics of a job.
+    Top {
+        job: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
     /// A job's event history.
     Events {
         job: String,
@@ -288,6 +294,9 @@ struct ServerArgs {
     /// podman (needs the sandbox too, for the same view of the space).
     #[arg(long, value_name = "RUNTIME")]
     containers: Option<String>,
+    /// Seconds between samples of running tasks' CPU and memory.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    sample_every: u64,
 }
 
 fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -301,6 +310,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         quota,
         no_sandbox,
         containers,
+        sample_every,
     } = a;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
@@ -345,6 +355,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             .map(kiln_engine::local::container::Runtime::parse)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--containers: {e}"))?,
+        sample_every_secs: sample_every,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kiln_server::serve(config, |addr| {
@@ -406,6 +417,7 @@ fn main() -> ExitCode {
             output,
         } => job_cmds::extend(&job, &duration, json(output)),
         Command::Events { job, output } => job_cmds::events(&job, json(output)),
+        Command::Top { job, output } => job_cmds::top(&job, json(output)),
         Command::Nodes { output } => job_cmds::nodes(json(output)),
         Command::Files { command } => match command {
             FilesCommand::Ls { path, output } => {

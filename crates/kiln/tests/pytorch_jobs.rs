@@ -295,3 +295,95 @@ fn torchrun_inside_tasks_takes_the_pet_variables() {
     }
     assert_eq!(ranks.len(), 4, "four processes across two tasks: {ranks:?}");
 }
+
+/// A real PyTorch training loop printing its loss and accuracy (key=value
+/// and Katib's form) and writing them as TensorBoard scalars: both reach
+/// the metrics API with the values it printed.
+#[test]
+fn training_metrics_come_from_printed_lines_and_tensorboard_files() {
+    let Some(bin) = torch_bin() else { return };
+    let s = torch_server(&bin);
+    let work = tempfile::tempdir().expect("tmp");
+    let script = work.path().join("fit.py");
+    std::fs::write(
+        &script,
+        r#"import os, torch
+from tensorboardX import SummaryWriter
+torch.manual_seed(0)
+x = torch.randn(256, 4)
+y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+writer = SummaryWriter(os.environ["KILN_TENSORBOARD_DIR"])
+for epoch in range(1, 6):
+    opt.zero_grad()
+    loss = ((model(x).squeeze(1) - y) ** 2).mean()
+    loss.backward()
+    opt.step()
+    acc = float(((model(x).squeeze(1) - y).abs() < 1.0).float().mean())
+    print(f"epoch={epoch} loss={loss.item():.6f}")
+    print(f"{{metricName: accuracy, metricValue: {acc:.4f}}}")
+    writer.add_scalar("loss", loss.item(), epoch)
+    writer.add_scalar("accuracy", acc, epoch)
+writer.close()
+"#,
+    )
+    .expect("script");
+    let id = s.submit(
+        "fit",
+        &format!("name: fit\ncommand: python3 {}\n", script.display()),
+    );
+    s.wait_state(&id, "SUCCEEDED", 120);
+    // What the job printed, read back from its log.
+    let log = s.logs(&id, "main-0");
+    let printed = |key: &str| -> Vec<f64> {
+        log.lines()
+            .filter_map(|l| l.split(key).nth(1))
+            .filter_map(|v| v.trim_end_matches('}').trim().parse().ok())
+            .collect()
+    };
+    let (losses, accs) = (printed("loss="), printed("metricValue: "));
+    assert_eq!((losses.len(), accs.len()), (5, 5), "{log}");
+
+    let (status, v) = s.api("GET", &format!("/jobs/{id}/metrics"), None);
+    assert_eq!(status, 200, "{v}");
+    let series = |task: &str, name: &str| -> Vec<(Option<f64>, f64)> {
+        v["series"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["task"] == task && s["name"] == name))
+            .and_then(|s| s["points"].as_array())
+            .map(|p| {
+                p.iter()
+                    .map(|p| (p["step"].as_f64(), p["value"].as_f64().unwrap_or(f64::NAN)))
+                    .collect()
+            })
+            .unwrap_or_else(|| panic!("no {task}/{name} series: {v}"))
+    };
+    // From the printed lines: the same values, with the epoch as the step.
+    let line_loss = series("main-0", "loss");
+    assert_eq!(
+        line_loss.iter().map(|p| p.1).collect::<Vec<_>>(),
+        losses,
+        "{v}"
+    );
+    assert_eq!(line_loss[4].0, Some(5.0), "{v}");
+    assert_eq!(
+        series("main-0", "accuracy")
+            .iter()
+            .map(|p| p.1)
+            .collect::<Vec<_>>(),
+        accs
+    );
+    assert!(losses[4] < losses[0], "it trained: {losses:?}");
+    // From the TensorBoard file: float32 of the same numbers, by step.
+    for (name, want) in [("loss", &losses), ("accuracy", &accs)] {
+        let tb = series("tensorboard", name);
+        assert_eq!(
+            tb.iter().map(|p| p.0).collect::<Vec<_>>(),
+            (1..=5).map(|e| Some(f64::from(e))).collect::<Vec<_>>()
+        );
+        for (got, want) in tb.iter().zip(want.iter()) {
+            assert!((got.1 - want).abs() < 1e-4, "{name}: {got:?} vs {want}");
+        }
+    }
+}

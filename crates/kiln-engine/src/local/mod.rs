@@ -7,6 +7,7 @@ pub mod handle;
 pub mod resources;
 pub mod sandbox;
 pub mod supervisor;
+pub mod usage;
 
 pub use cgroup::Limits;
 pub use files::{Exit, LaunchSpec, Started, TaskDir};

@@ -435,6 +435,7 @@ pub async fn delete(
         )));
     }
     let key = job.key;
+    state.hub.forget(key);
     let store = Arc::clone(&state.store);
     let dir = state.layout.job(key);
     blocking(move || {

@@ -8,6 +8,7 @@ mod extract;
 pub mod files;
 mod jobs;
 mod logs;
+mod metrics;
 mod openapi;
 mod problem;
 mod sources;
@@ -37,6 +38,8 @@ pub struct AppState {
     /// What the local engine can honour (mounts, images).
     pub engine: crate::admission::Engine,
     pub dav: Arc<dav::Dav>,
+    pub hub: Arc<crate::metrics::Hub>,
+    pub prom: Arc<crate::metrics::prom::Prom>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/jobs/{id}/spec", get(jobs::spec))
         .route("/api/v1/jobs/{id}/events", get(jobs::events))
+        .route("/api/v1/jobs/{id}/metrics", get(metrics::series))
+        .route("/metrics", get(metrics::prometheus))
         .route("/api/v1/jobs/{id}/stop", post(jobs::stop))
         .route("/api/v1/jobs/{id}/clone", post(jobs::clone))
         .route("/api/v1/jobs/{id}/tasks/{task}/logs", get(logs::logs))
@@ -83,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/users/{name}/tokens", post(users::token))
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::time_request,
+        ))
         .with_state(state)
 }
 

@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 use super::policy::{after_attempt, describe_end, task_end, task_lost, Next, Outcome, TaskEnd};
 use super::ports::Ports;
 use super::{ClusterView, Control, ControlError, DeadlineChange, Msg, NodeView};
-use crate::layout::Layout;
+use crate::layout::{Layout, SPACE_INSIDE};
 
 /// What the loop needs to run tasks on this machine.
 pub struct EngineConfig {
@@ -45,6 +45,8 @@ pub struct EngineConfig {
     pub host_root: Vec<kiln_engine::local::sandbox::RootEntry>,
     /// docker or podman, for tasks that name an image (needs `bwrap`).
     pub containers: Option<(Runtime, PathBuf)>,
+    /// Where scheduling pass times go (Prometheus).
+    pub schedule_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 struct Waiting {
@@ -99,9 +101,6 @@ struct Loop {
 
 /// How soon a job waiting on something outside kiln (a port) is retried.
 const RECHECK_MS: u64 = 1000;
-
-/// Where sandboxed tasks see their owner's space (Crater's convention).
-const SPACE_INSIDE: &str = "/mnt";
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -219,7 +218,11 @@ impl Loop {
                 self.retry_pending();
             }
             if self.dirty {
+                let t = std::time::Instant::now();
                 self.schedule();
+                if let Some(h) = &self.cfg.schedule_seconds {
+                    h.observe(t.elapsed().as_secs_f64());
+                }
                 self.publish();
             }
         }
@@ -610,23 +613,13 @@ impl Loop {
             .bwrap
             .as_ref()
             .map(|_| self.cfg.layout.spaces().join(job.id.user()));
-        let (output, output_inside, fs_uri) = match &space {
-            Some(sp) => {
-                // OpenPAI's outputDir, by default Output/<name> as there.
-                let rel = spec
-                    .output_dir
-                    .clone()
-                    .unwrap_or_else(|| format!("Output/{}", job.id.name()));
-                (
-                    sp.join(&rel),
-                    PathBuf::from(SPACE_INSIDE).join(&rel),
-                    format!("file://{SPACE_INSIDE}"),
-                )
-            }
-            None => {
-                let o = self.cfg.layout.output(key);
-                (o.clone(), o.clone(), format!("file://{}", o.display()))
-            }
+        let (output, output_inside) =
+            self.cfg
+                .layout
+                .outputs(key, &job.id, spec.output_dir.as_deref(), space.is_some());
+        let fs_uri = match &space {
+            Some(_) => format!("file://{SPACE_INSIDE}"),
+            None => format!("file://{}", output.display()),
         };
         let ctx = RenderContext {
             job_id: job.id.clone(),
