@@ -85,6 +85,15 @@ fn prometheus_reads_kiln_s_own_numbers() {
     let hold = s.submit("hold", "name: hold\ngpus: 3\ncommand: sleep 30\n");
     s.wait_state(&hold, "RUNNING", 30);
     let wait = s.submit("wait", "name: wait\ngpus: 2\ncommand: 'true'\n");
+    // Until the scheduler has looked at it, it is not in the queue yet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.job(&wait)["pendingReason"]
+        .as_str()
+        .is_some_and(|r| r.contains("GPU"))
+    {
+        assert!(Instant::now() < deadline, "{}", s.job(&wait));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Anyone can scrape, as Prometheus does, without a token.
     let text = ureq::get(&format!("{}/metrics", s.url))
         .call()
