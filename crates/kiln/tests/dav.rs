@@ -105,17 +105,20 @@ fn rclone_copies_a_folder_up_and_down() {
         .output()
         .expect("rclone obscure");
     let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_owned();
-    let rclone = |args: &[&str]| {
-        let out = Command::new("rclone")
-            .args(args)
+    // The remote `kiln:` configured through the environment.
+    let command = |args: &[&str]| {
+        let mut c = Command::new("rclone");
+        c.args(args)
             .env("RCLONE_CONFIG", local.path().join("rclone.conf"))
             .env("RCLONE_CONFIG_KILN_TYPE", "webdav")
             .env("RCLONE_CONFIG_KILN_URL", format!("{}/dav/", s.url))
             .env("RCLONE_CONFIG_KILN_VENDOR", "other")
             .env("RCLONE_CONFIG_KILN_USER", "alice")
-            .env("RCLONE_CONFIG_KILN_PASS", &pass)
-            .output()
-            .expect("rclone ran");
+            .env("RCLONE_CONFIG_KILN_PASS", &pass);
+        c
+    };
+    let rclone = |args: &[&str]| {
+        let out = command(args).output().expect("rclone ran");
         assert!(
             out.status.success(),
             "rclone {args:?}: {}",
@@ -139,14 +142,7 @@ fn rclone_copies_a_folder_up_and_down() {
     rclone(&["copy", "kiln:project", back.to_str().expect("utf8")]);
     assert_eq!(tree(&src), tree(&back));
     // A second copy up finds nothing to do, so sizes and times round-trip.
-    let again = Command::new("rclone")
-        .args(["copy", "-v", src.to_str().expect("utf8"), "kiln:project"])
-        .env("RCLONE_CONFIG", local.path().join("rclone.conf"))
-        .env("RCLONE_CONFIG_KILN_TYPE", "webdav")
-        .env("RCLONE_CONFIG_KILN_URL", format!("{}/dav/", s.url))
-        .env("RCLONE_CONFIG_KILN_VENDOR", "other")
-        .env("RCLONE_CONFIG_KILN_USER", "alice")
-        .env("RCLONE_CONFIG_KILN_PASS", &pass)
+    let again = command(&["copy", "-v", src.to_str().expect("utf8"), "kiln:project"])
         .output()
         .expect("rclone ran");
     let log = String::from_utf8_lossy(&again.stderr);

@@ -46,6 +46,8 @@ struct JobMetrics {
     saved: Saved,
     /// Task → (CPU ticks, when), for the CPU use since the last sample.
     cpu: HashMap<String, (u64, Instant)>,
+    /// Built once per job: its patterns are compiled regexes.
+    extractor: Option<Arc<Extractor>>,
     dirty: bool,
 }
 
@@ -193,25 +195,16 @@ impl Hub {
             return;
         };
         let spec = parsed.job;
-        let patterns: Vec<String> = spec
-            .extras
-            .get("metricPatterns")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_str().map(str::to_owned))
-                    .collect()
+        let Some(extractor) = self
+            .with_job(job.key, |m| m.extractor.clone())
+            .flatten()
+            .or_else(|| {
+                let e = Arc::new(extractor_for(job, &spec)?);
+                self.with_job(job.key, |m| m.extractor = Some(Arc::clone(&e)));
+                Some(e)
             })
-            .unwrap_or_default();
-        let extractor = match Extractor::new(&patterns) {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(job = %job.id, error = %e, "metrics: the job's patterns are not valid");
-                match Extractor::new(&[]) {
-                    Ok(e) => e,
-                    Err(_) => return,
-                }
-            }
+        else {
+            return;
         };
         // Logs of every attempt, newest generation of each task.
         let mut logs: Vec<(String, PathBuf)> = Vec::new();
@@ -316,6 +309,28 @@ impl Hub {
         }
         out.sort();
         out
+    }
+}
+
+/// The job's extractor: built-in forms plus `extras.metricPatterns`; with
+/// only the built-in forms should its patterns be invalid.
+fn extractor_for(job: &JobRecord, spec: &kiln_spec::JobSpec) -> Option<Extractor> {
+    let patterns: Vec<String> = spec
+        .extras
+        .get("metricPatterns")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    match Extractor::new(&patterns) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            warn!(job = %job.id, error = %e, "metrics: the job's patterns are not valid");
+            Extractor::new(&[]).ok()
+        }
     }
 }
 

@@ -104,6 +104,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(fs_error)
 }
 
+/// The metadata of `path`, following a final symlink (within the space)
+/// or not.
+async fn meta(path: &DavPath, user: &DavUser, follow: bool) -> FsResult<Box<dyn DavMetaData>> {
+    let rel = rel(path)?;
+    let dir = Arc::clone(&user.dir);
+    let m = blocking(move || {
+        if follow {
+            dir.metadata(&rel)
+        } else {
+            dir.symlink_metadata(&rel)
+        }
+    })
+    .await?;
+    Ok(Box::new(Meta::from(m)) as Box<dyn DavMetaData>)
+}
+
 /// What WebDAV needs to know of a file or folder.
 #[derive(Debug, Clone)]
 struct Meta {
@@ -352,12 +368,7 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
         path: &'a DavPath,
         user: &'a DavUser,
     ) -> FsFuture<'a, Box<dyn DavMetaData>> {
-        Box::pin(async move {
-            let rel = rel(path)?;
-            let dir = Arc::clone(&user.dir);
-            let m = blocking(move || dir.metadata(&rel)).await?;
-            Ok(Box::new(Meta::from(m)) as Box<dyn DavMetaData>)
-        })
+        Box::pin(meta(path, user, true))
     }
 
     fn symlink_metadata<'a>(
@@ -365,12 +376,7 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
         path: &'a DavPath,
         user: &'a DavUser,
     ) -> FsFuture<'a, Box<dyn DavMetaData>> {
-        Box::pin(async move {
-            let rel = rel(path)?;
-            let dir = Arc::clone(&user.dir);
-            let m = blocking(move || dir.symlink_metadata(&rel)).await?;
-            Ok(Box::new(Meta::from(m)) as Box<dyn DavMetaData>)
-        })
+        Box::pin(meta(path, user, false))
     }
 
     fn create_dir<'a>(&'a self, path: &'a DavPath, user: &'a DavUser) -> FsFuture<'a, ()> {
