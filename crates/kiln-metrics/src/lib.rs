@@ -4,6 +4,7 @@
 //! over bytes and numbers; the server reads files and processes.
 
 pub mod error;
+pub mod idle;
 pub mod lines;
 pub mod series;
 pub mod tfevents;

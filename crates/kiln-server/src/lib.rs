@@ -36,6 +36,12 @@ pub struct Config {
     pub containers: Option<kiln_engine::local::container::Runtime>,
     /// Seconds between samples of running tasks' CPU and memory.
     pub sample_every_secs: u64,
+    /// After this long at 0% on all its GPUs, a job is told; None: never.
+    pub idle_gpu_notice_secs: Option<u64>,
+    /// After this long at 0% on all its GPUs, a job is stopped; None: never.
+    pub idle_gpu_release_secs: Option<u64>,
+    /// With fake GPUs: GPU readings from this JSON file (tests, demos).
+    pub fake_gpu_usage: Option<PathBuf>,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -127,6 +133,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         }
     };
     let prom = Arc::new(metrics::prom::Prom::new());
+    let gpu_source = gpu_usage_source(&config, discovered.gpu_source);
     let cfg = control::EngineConfig {
         exe: config.exe.clone(),
         layout: layout.clone(),
@@ -151,11 +158,18 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     };
     let spaces = Arc::new(spaces::Spaces::new(layout.spaces(), config.quota_bytes));
     let layout_datasets = layout.datasets();
-    let hub = Arc::new(metrics::Hub::new(
-        Arc::clone(&store),
-        layout.clone(),
-        bwrap.is_some(),
-    ));
+    let mut hub = metrics::Hub::new(Arc::clone(&store), layout.clone(), bwrap.is_some());
+    if let Some(source) = gpu_source {
+        hub = hub.with_gpus(metrics::GpuWatch {
+            source,
+            policy: kiln_metrics::idle::IdlePolicy {
+                notice_after_ms: config.idle_gpu_notice_secs.map(|s| s * 1000),
+                release_after_ms: config.idle_gpu_release_secs.map(|s| s * 1000),
+            },
+            control: control.clone(),
+        });
+    }
+    let hub = Arc::new(hub);
     tokio::spawn(sample_forever(
         Arc::clone(&hub),
         std::time::Duration::from_secs(config.sample_every_secs.max(1)),
@@ -198,6 +212,30 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     control.shutdown();
     info!("kiln server stopped; running tasks continue under their supervisors");
     Ok(())
+}
+
+/// Where GPU use is read from: NVML for real GPUs; for fake GPUs nothing
+/// (they are not used by anything), unless a test gives readings in a file.
+fn gpu_usage_source(
+    config: &Config,
+    found: kiln_engine::local::resources::GpuSource,
+) -> Option<Box<dyn kiln_engine::local::gpu_usage::GpuUsage>> {
+    use kiln_engine::local::gpu_usage::{FromFile, Nvml};
+    use kiln_engine::local::resources::GpuSource;
+    match found {
+        GpuSource::Fake => config
+            .fake_gpu_usage
+            .clone()
+            .map(|p| Box::new(FromFile(p)) as Box<_>),
+        GpuSource::Nvml => match Nvml::open() {
+            Some(n) => Some(Box::new(n)),
+            None => {
+                tracing::warn!("NVML found the GPUs but cannot be opened again: no GPU use series");
+                None
+            }
+        },
+        GpuSource::NvidiaSmi | GpuSource::None => None,
+    }
 }
 
 /// Samples running tasks on a fixed beat, off the async threads; a slow

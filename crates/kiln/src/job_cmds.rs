@@ -170,6 +170,9 @@ pub fn show(job: &str, json: bool) -> Result<ExitCode> {
     if let Some(d) = j.deadline_at_ms {
         println!("Deadline:  in {}", short(d.saturating_sub(now_ms()) / 1000));
     }
+    for n in &j.notices {
+        println!("Notice:    {n}");
+    }
     if !j.tasks.is_empty() {
         println!();
         let rows: Vec<Vec<String>> = j
@@ -230,16 +233,24 @@ pub fn events(job: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per task: CPU in cores, memory, then its training metrics.
+/// One line per task: CPU in cores, memory, each GPU's use and memory,
+/// then its training metrics.
 pub fn top(job: &str, json: bool) -> Result<ExitCode> {
+    #[derive(Default)]
+    struct Row {
+        cpu: String,
+        memory: String,
+        /// GPU → (utilisation %, memory bytes).
+        gpus: std::collections::BTreeMap<String, (Option<f64>, Option<f64>)>,
+        metrics: Vec<String>,
+    }
     let c = Client::from_env()?;
     let v: serde_json::Value =
         c.json("GET", &format!("{}/metrics?last=true", job_path(job)), None)?;
     if json {
         return print_json(&v);
     }
-    let mut rows: std::collections::BTreeMap<String, (String, String, Vec<String>)> =
-        Default::default();
+    let mut rows: std::collections::BTreeMap<String, Row> = Default::default();
     for s in v["series"].as_array().into_iter().flatten() {
         let (Some(task), Some(name), Some(value)) = (
             s["task"].as_str(),
@@ -249,10 +260,16 @@ pub fn top(job: &str, json: bool) -> Result<ExitCode> {
             continue;
         };
         let row = rows.entry(task.to_owned()).or_default();
-        match name {
-            "cpu" => row.0 = format!("{value:.2}"),
-            "memory" => row.1 = human_bytes(value),
-            _ => row.2.push(format!("{name}={value:.4}")),
+        match name.split_once('.') {
+            _ if name == "cpu" => row.cpu = format!("{value:.2}"),
+            _ if name == "memory" => row.memory = human_bytes(value),
+            Some((gpu, "utilization")) if gpu.starts_with("gpu") => {
+                row.gpus.entry(gpu.to_owned()).or_default().0 = Some(value)
+            }
+            Some((gpu, "memory")) if gpu.starts_with("gpu") => {
+                row.gpus.entry(gpu.to_owned()).or_default().1 = Some(value)
+            }
+            _ => row.metrics.push(format!("{name}={value:.4}")),
         }
     }
     if rows.is_empty() {
@@ -261,9 +278,25 @@ pub fn top(job: &str, json: bool) -> Result<ExitCode> {
     }
     let rows: Vec<Vec<String>> = rows
         .into_iter()
-        .map(|(task, (cpu, mem, rest))| vec![task, cpu, mem, rest.join(" ")])
+        .map(|(task, r)| {
+            let gpus: Vec<String> = r
+                .gpus
+                .iter()
+                .map(|(g, (u, m))| {
+                    let u = u.map_or("-".into(), |u| format!("{u:.0}%"));
+                    let m = m.map_or("-".into(), human_bytes);
+                    format!("{g} {u} {m}")
+                })
+                .collect();
+            let gpus = if gpus.is_empty() {
+                "-".into()
+            } else {
+                gpus.join(", ")
+            };
+            vec![task, r.cpu, r.memory, gpus, r.metrics.join(" ")]
+        })
         .collect();
-    table(&["TASK", "CPU", "MEMORY", "METRICS"], &rows);
+    table(&["TASK", "CPU", "MEMORY", "GPUS", "METRICS"], &rows);
     Ok(ExitCode::SUCCESS)
 }
 

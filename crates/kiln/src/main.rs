@@ -297,6 +297,31 @@ struct ServerArgs {
     /// Seconds between samples of running tasks' CPU and memory.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     sample_every: u64,
+    /// Tell a job (an event and a warning) once all its GPUs have shown 0%
+    /// use this long, e.g. 30m; "off" never does.
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    idle_gpu_notice: String,
+    /// Stop a job once all its GPUs have shown 0% use this long, e.g. 2h
+    /// (default: off; jobs are only told).
+    #[arg(long, value_name = "DURATION")]
+    idle_gpu_release: Option<String>,
+    /// With --fake-gpus: read each GPU sample from this JSON file, a list of
+    /// {index, utilizationPercent, memoryUsedBytes, processes}, instead of
+    /// reporting no use. For tests and demonstrations of the GPU series.
+    #[arg(long, value_name = "FILE", hide = true, requires = "fake_gpus")]
+    fake_gpu_usage: Option<std::path::PathBuf>,
+}
+
+/// A duration flag, or None for "off".
+fn duration_or_off(flag: &str, text: &str) -> anyhow::Result<Option<u64>> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match kiln_spec::quantity::parse_duration_secs(text) {
+        Ok(0) => Ok(None),
+        Ok(secs) => Ok(Some(secs)),
+        Err(e) => Err(anyhow::anyhow!("{flag}: {e}, or \"off\"")),
+    }
 }
 
 fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -311,6 +336,9 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         no_sandbox,
         containers,
         sample_every,
+        idle_gpu_notice,
+        idle_gpu_release,
+        fake_gpu_usage,
     } = a;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
@@ -356,6 +384,13 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             .transpose()
             .map_err(|e| anyhow::anyhow!("--containers: {e}"))?,
         sample_every_secs: sample_every,
+        idle_gpu_notice_secs: duration_or_off("--idle-gpu-notice", &idle_gpu_notice)?,
+        idle_gpu_release_secs: idle_gpu_release
+            .as_deref()
+            .map(|t| duration_or_off("--idle-gpu-release", t))
+            .transpose()?
+            .flatten(),
+        fake_gpu_usage,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kiln_server::serve(config, |addr| {

@@ -144,3 +144,127 @@ fn prometheus_reads_kiln_s_own_numbers() {
     s.ok(&["stop", &hold]);
     s.ok(&["stop", &wait]);
 }
+
+/// Polls `f` until it gives a value, failing with `what` after `secs`.
+fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The GPU path end to end with a stand-in for NVML: the server reads its
+/// GPU readings from a file the test writes. The task's GPU series follow
+/// the readings; GPUs at 0% get the job a notice and a warning, use clears
+/// it, and with release set the job is stopped, saying why.
+#[test]
+fn gpu_use_is_sampled_and_idle_gpus_are_noticed_then_released() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let readings = dir.path().join("gpus.json");
+    let write = |util: u32, used: u64| {
+        let text = format!(
+            r#"[{{"index": 0, "utilizationPercent": {util}, "memoryUsedBytes": {used}, "processes": []}},
+                {{"index": 1, "utilizationPercent": {util}, "memoryUsedBytes": {used}, "processes": []}}]"#
+        );
+        // Whole-file replace, so the server never reads half a file.
+        let tmp = readings.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &readings).expect("rename");
+    };
+    write(80, 0);
+    let s = Server::start_with(&[
+        "--fake-gpus",
+        "2",
+        "--fake-gpu-usage",
+        readings.to_str().expect("utf8"),
+        "--no-sandbox",
+        "--stop-grace",
+        "1",
+        "--sample-every",
+        "1",
+        "--idle-gpu-notice",
+        "2s",
+        "--idle-gpu-release",
+        "6s",
+    ]);
+    let id = s.submit("holder", "name: holder\ngpus: 1\ncommand: sleep 600\n");
+    let job = s.wait_state(&id, "RUNNING", 30);
+    let gpu = common::task(&job, "main-0")["gpus"][0]
+        .as_u64()
+        .expect("a GPU placed");
+    let util = format!("gpu{gpu}.utilization");
+    until(30, "utilisation series", || {
+        let (_, v) = s.api("GET", &format!("/jobs/{id}/metrics?last=true"), None);
+        match last(&v, "main-0", &util) {
+            Some(80.0) => Ok(()),
+            _ => Err(v.to_string()),
+        }
+    });
+    let top = s.ok(&["top", &id]);
+    assert!(top.contains(&format!("gpu{gpu} 80% ")), "kiln top: {top}");
+    // No other GPU's series: the task holds one.
+    let (_, v) = s.api("GET", &format!("/jobs/{id}/metrics"), None);
+    let names: Vec<&str> = v["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .filter(|n| n.starts_with("gpu"))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    let kinds = |s: &Server| -> Vec<(String, String)> { common::events(&s.job(&id)) };
+    write(0, 0);
+    until(30, "idle notice", || {
+        let k = kinds(&s);
+        k.iter()
+            .any(|(k, m)| k == "gpus-idle" && m.contains("0% use"))
+            .then_some(())
+            .ok_or(format!("{k:?}"))
+    });
+    let (_, shown) = s.api("GET", &format!("/jobs/{id}"), None);
+    let notice = shown["notices"][0].as_str().unwrap_or_default().to_owned();
+    assert!(notice.contains("0% use"), "{shown}");
+    let show = s.ok(&["show", &id]);
+    assert!(
+        show.contains("Notice:    its GPUs have shown 0% use"),
+        "{show}"
+    );
+
+    // In use again: an event, and the notice is gone.
+    write(35, 0);
+    until(30, "busy again", || {
+        let k = kinds(&s);
+        k.iter()
+            .any(|(k, _)| k == "gpus-busy")
+            .then_some(())
+            .ok_or(format!("{k:?}"))
+    });
+    until(10, "notice cleared", || {
+        let (_, v) = s.api("GET", &format!("/jobs/{id}"), None);
+        v.get("notices")
+            .is_none()
+            .then_some(())
+            .ok_or(v.to_string())
+    });
+
+    // Idle long enough to be released.
+    write(0, 0);
+    let done = s.wait_state(&id, "STOPPED", 60);
+    let events = common::events(&done);
+    assert!(
+        events
+            .iter()
+            .any(|(k, m)| k == "stop-requested" && m.contains("GPUs idle")),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|(k, _)| k == "gpus-idle").count(),
+        3,
+        "noticed, noticed again, released: {events:?}"
+    );
+}

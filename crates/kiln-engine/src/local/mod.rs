@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod files;
+pub mod gpu_usage;
 pub mod handle;
 pub mod resources;
 pub mod sandbox;

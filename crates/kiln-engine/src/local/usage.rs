@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 
 /// What one process group used, summed over its processes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupUsage {
     /// User + system CPU time, in clock ticks.
     pub cpu_ticks: u64,
     pub rss_bytes: u64,
+    /// Its processes, to find them among a GPU's.
+    pub pids: Vec<u32>,
 }
 
 /// The process group, CPU ticks (utime + stime) and resident pages from a
@@ -50,6 +52,9 @@ pub fn scan(groups: &[i32]) -> HashMap<i32, GroupUsage> {
                 let u = out.entry(pgrp).or_default();
                 u.cpu_ticks += ticks;
                 u.rss_bytes += pages * page;
+                if let Ok(pid) = name.to_string_lossy().parse() {
+                    u.pids.push(pid);
+                }
             }
         }
     }
@@ -100,7 +105,8 @@ mod tests {
         }
         std::hint::black_box(x);
         let end = scan(&[me]);
-        let (a, b) = (start[&me], end[&me]);
+        let (a, b) = (&start[&me], &end[&me]);
+        assert!(b.pids.contains(&std::process::id()), "{b:?}");
         assert!(b.cpu_ticks > a.cpu_ticks, "{a:?} → {b:?}");
         assert!(b.rss_bytes > 1 << 20);
     }

@@ -67,6 +67,7 @@ async fn detail(state: &AppState, job: &JobRecord, with_events: bool) -> Result<
     .await?;
     let mut view = JobView::new(job, state.control.pending_reason(key), &tasks);
     view.events = events.map(|e| e.iter().map(EventView::from_record).collect());
+    view.notices = state.hub.notices(key);
     view.attempts = earlier
         .into_iter()
         .map(|(attempt, tasks)| AttemptView {

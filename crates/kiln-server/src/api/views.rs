@@ -38,6 +38,11 @@ pub struct JobView {
     pub tasks: Vec<TaskView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventView>>,
+    /// What needs the owner's attention while it runs (GPUs held but
+    /// idle). Not `warnings`: the answer to a submission uses that name
+    /// for the spec's warnings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
     /// Earlier attempts (retries), oldest first, with how their tasks ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<AttemptView>,
@@ -151,6 +156,7 @@ impl JobView {
             stop_requested: j.stop_requested,
             tasks: tasks.iter().map(TaskView::from_record).collect(),
             events: None,
+            notices: Vec::new(),
             attempts: Vec::new(),
         }
     }

@@ -68,6 +68,13 @@ pub(crate) enum Msg {
         slot: usize,
         gen: u32,
     },
+    /// An event from outside the loop (the sampler's idle-GPU notice),
+    /// recorded in order with the job's own.
+    Note {
+        key: i64,
+        kind: &'static str,
+        message: String,
+    },
     Shutdown,
 }
 
@@ -106,6 +113,22 @@ pub struct Control {
 impl Control {
     pub fn submitted(&self, key: i64) {
         let _ = self.tx.send(Msg::Submitted(key));
+    }
+
+    /// Records an event on a job, without waiting.
+    pub fn note(&self, key: i64, kind: &'static str, message: String) {
+        let _ = self.tx.send(Msg::Note { key, kind, message });
+    }
+
+    /// Asks the loop to stop a job, without waiting for the answer (from
+    /// threads that are not async, such as the sampler's).
+    pub fn stop_detached(&self, key: i64, by: &str) {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let _ = self.tx.send(Msg::Stop {
+            key,
+            by: by.to_owned(),
+            reply,
+        });
     }
 
     pub async fn stop(&self, key: i64, by: &str) -> Result<JobRecord, ControlError> {

@@ -248,6 +248,15 @@ impl Loop {
                 slot,
                 gen,
             } => self.on_task_exited(key, attempt, slot, gen),
+            Msg::Note { key, kind, message } => {
+                if self.active.contains_key(&key) {
+                    let change = Change {
+                        events: vec![event(kind, message)],
+                        ..Default::default()
+                    };
+                    self.apply(key, &change);
+                }
+            }
             Msg::Shutdown => {}
         }
     }

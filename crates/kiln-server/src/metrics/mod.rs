@@ -14,15 +14,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use kiln_engine::local::gpu_usage::{self, GpuUsage};
 use kiln_engine::local::usage;
 use kiln_engine::local::TaskDir;
+use kiln_metrics::idle::{IdleAction, IdlePolicy, IdleWatch};
 use kiln_metrics::lines::Extractor;
 use kiln_metrics::series::{JobSeries, Point};
 use kiln_spec::completion::{JobState, TaskState};
+use kiln_spec::quantity::format_duration_secs;
 use kiln_store::{JobRecord, Store};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::control::Control;
 use crate::layout::Layout;
 
 /// Most bytes of one file parsed per pass, so a task printing gigabytes
@@ -48,7 +52,17 @@ struct JobMetrics {
     cpu: HashMap<String, (u64, Instant)>,
     /// Built once per job: its patterns are compiled regexes.
     extractor: Option<Arc<Extractor>>,
+    /// Whether its GPUs sit idle.
+    idle: IdleWatch,
     dirty: bool,
+}
+
+/// Where GPU use comes from and what is done about idle GPUs.
+pub struct GpuWatch {
+    pub source: Box<dyn GpuUsage>,
+    pub policy: IdlePolicy,
+    /// Where notices go (events) and releases are asked for (stops).
+    pub control: Control,
 }
 
 pub struct Hub {
@@ -57,6 +71,14 @@ pub struct Hub {
     sandboxed: bool,
     jobs: Mutex<HashMap<i64, JobMetrics>>,
     ticks_per_second: u64,
+    gpus: Option<GpuWatch>,
+    /// The last failed GPU reading, so a failing driver is logged once per
+    /// change rather than every round.
+    gpu_error: Mutex<Option<String>>,
+    /// Job → since when its GPUs are idle, once noticed. Kept apart from
+    /// `jobs`, which is held while logs are parsed, so that the API's read
+    /// of it never waits.
+    idle_since: Mutex<HashMap<i64, u64>>,
 }
 
 fn now_ms() -> u64 {
@@ -73,7 +95,45 @@ impl Hub {
             sandboxed,
             jobs: Mutex::new(HashMap::new()),
             ticks_per_second: usage::ticks_per_second(),
+            gpus: None,
+            gpu_error: Mutex::new(None),
+            idle_since: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Samples GPU use too, and watches for idle GPUs.
+    pub fn with_gpus(mut self, watch: GpuWatch) -> Self {
+        self.gpus = Some(watch);
+        self
+    }
+
+    /// The job's live notices, for its detail: idle GPUs.
+    pub fn notices(&self, key: i64) -> Vec<String> {
+        let Some(w) = &self.gpus else {
+            return Vec::new();
+        };
+        let since = self
+            .idle_since
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied());
+        let Some(since) = since else {
+            return Vec::new();
+        };
+        let ms = now_ms().saturating_sub(since);
+        let mut text = format!(
+            "its GPUs have shown 0% use for {}",
+            format_duration_secs(ms / 1000)
+        );
+        if let Some(release) = w.policy.release_after_ms {
+            text.push_str(&format!(
+                "; it will be stopped once idle for {}",
+                format_duration_secs(release / 1000)
+            ));
+        } else {
+            text.push_str("; stop it if it no longer needs them");
+        }
+        vec![text]
     }
 
     /// One round: resources of every running task, new training metrics of
@@ -89,8 +149,8 @@ impl Hub {
                 return;
             }
         };
-        // (job key, task id, process group) of every running task.
-        let mut tasks: Vec<(i64, String, i32)> = Vec::new();
+        // (job key, task id, process group, GPUs) of every running task.
+        let mut tasks: Vec<(i64, String, i32, Vec<u32>)> = Vec::new();
         for job in &running {
             let Ok(list) = self.store.tasks(job.key, job.attempt) else {
                 continue;
@@ -101,7 +161,7 @@ impl Hub {
                 }
                 let Some(dir) = &t.dir else { continue };
                 if let Ok(Some(s)) = TaskDir::new(dir).read_started() {
-                    tasks.push((job.key, t.task.to_string(), s.pid));
+                    tasks.push((job.key, t.task.to_string(), s.pid, t.gpus.clone()));
                 }
             }
         }
@@ -109,8 +169,24 @@ impl Hub {
         let used = usage::scan(&groups);
         let t_ms = now_ms();
         let now = Instant::now();
-        for (key, task, pgid) in &tasks {
+        let reading = self.read_gpus(&tasks);
+        // Job → the utilisation of each of its GPUs in this reading.
+        let mut job_gpus: HashMap<i64, Vec<u32>> = HashMap::new();
+        for (key, task, pgid, gpus) in &tasks {
             let Some(u) = used.get(pgid) else { continue };
+            if let Some(reading) = &reading {
+                let pids: std::collections::HashSet<u32> = u.pids.iter().copied().collect();
+                let points = gpu_usage::task_points(reading, gpus, &pids);
+                job_gpus
+                    .entry(*key)
+                    .or_default()
+                    .extend(gpu_usage::utilizations(reading, gpus));
+                self.with_job(*key, |m| {
+                    for (name, value) in points {
+                        m.saved.series.push(task, &name, point(t_ms, value, None));
+                    }
+                });
+            }
             self.with_job(*key, |m| {
                 if let Some((ticks, at)) = m.cpu.get(task) {
                     let secs = now.duration_since(*at).as_secs_f64();
@@ -131,7 +207,103 @@ impl Hub {
         for job in &running {
             self.catch_up(job);
         }
+        self.watch_idle(&running, &job_gpus, t_ms);
         self.save_dirty();
+    }
+
+    /// One GPU reading, when there are GPU tasks to read it for.
+    fn read_gpus(
+        &self,
+        tasks: &[(i64, String, i32, Vec<u32>)],
+    ) -> Option<Vec<gpu_usage::DeviceSample>> {
+        let w = self.gpus.as_ref()?;
+        if tasks.iter().all(|t| t.3.is_empty()) {
+            return None;
+        }
+        let result = w.source.sample();
+        let Ok(mut last) = self.gpu_error.lock() else {
+            return result.ok();
+        };
+        match result {
+            Ok(r) => {
+                *last = None;
+                Some(r)
+            }
+            Err(e) => {
+                if last.as_deref() != Some(e.as_str()) {
+                    warn!(error = %e, "metrics: cannot read GPU use");
+                    *last = Some(e);
+                }
+                None
+            }
+        }
+    }
+
+    /// Feeds each running job's GPU use to its idle watch, and passes on
+    /// what the watch says: events, and stops where the policy releases.
+    fn watch_idle(&self, running: &[JobRecord], job_gpus: &HashMap<i64, Vec<u32>>, t_ms: u64) {
+        let Some(w) = &self.gpus else { return };
+        // Jobs no longer running lose their warning; jobs this reading did
+        // not cover keep theirs.
+        let mut idle_since: HashMap<i64, u64> = self
+            .idle_since
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| running.iter().any(|j| j.key == **k))
+                    .map(|(k, v)| (*k, *v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for job in running {
+            let Some(util) = job_gpus.get(&job.key) else {
+                continue;
+            };
+            let Some((action, since)) = self.with_job(job.key, |m| {
+                (
+                    m.idle.observe(t_ms, util, &w.policy),
+                    m.idle.noticed_since_ms(),
+                )
+            }) else {
+                continue;
+            };
+            match since {
+                Some(since) => idle_since.insert(job.key, since),
+                None => idle_since.remove(&job.key),
+            };
+            let Some(action) = action else { continue };
+            let took = |ms: u64| format_duration_secs(ms / 1000);
+            match action {
+                IdleAction::Notice { idle_ms } => w.control.note(
+                    job.key,
+                    "gpus-idle",
+                    format!(
+                        "its GPUs have shown 0% use for {}; stop it if it no longer needs them",
+                        took(idle_ms)
+                    ),
+                ),
+                IdleAction::Release { idle_ms } => {
+                    w.control.note(
+                        job.key,
+                        "gpus-idle",
+                        format!(
+                            "its GPUs have shown 0% use for {}: releasing them",
+                            took(idle_ms)
+                        ),
+                    );
+                    w.control
+                        .stop_detached(job.key, &format!("kiln (GPUs idle for {})", took(idle_ms)));
+                }
+                IdleAction::Busy { idle_ms } => w.control.note(
+                    job.key,
+                    "gpus-busy",
+                    format!("its GPUs are in use again after {} idle", took(idle_ms)),
+                ),
+            }
+        }
+        if let Ok(mut m) = self.idle_since.lock() {
+            *m = idle_since;
+        }
     }
 
     /// The job's series, with its logs and event files read up to now.
