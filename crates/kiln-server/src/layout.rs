@@ -95,6 +95,12 @@ impl Layout {
         }
     }
 
+    /// `KILN_TENSORBOARD_DIR`: where in its output folder a job writes
+    /// TensorBoard event files, and where kiln reads them.
+    pub fn tensorboard(output: &Path) -> PathBuf {
+        output.join("tensorboard")
+    }
+
     pub fn metrics(&self, key: i64) -> PathBuf {
         self.job(key).join("metrics.json")
     }

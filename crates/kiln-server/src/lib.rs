@@ -9,6 +9,7 @@ pub mod error;
 pub mod layout;
 pub mod metrics;
 pub mod spaces;
+pub mod tensorboard;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,10 @@ pub struct Config {
     pub idle_gpu_release_secs: Option<u64>,
     /// With fake GPUs: GPU readings from this JSON file (tests, demos).
     pub fake_gpu_usage: Option<PathBuf>,
+    /// The `tensorboard` program; None when it is not installed.
+    pub tensorboard: Option<PathBuf>,
+    /// A TensorBoard nobody has used this long is stopped.
+    pub tensorboard_idle_secs: u64,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -174,6 +179,12 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         Arc::clone(&hub),
         std::time::Duration::from_secs(config.sample_every_secs.max(1)),
     ));
+    let boards = Arc::new(tensorboard::Boards::new(
+        config.tensorboard.clone(),
+        bwrap.clone().map(|b| (b, root.clone())),
+        std::time::Duration::from_secs(config.tensorboard_idle_secs.max(1)),
+    ));
+    tokio::spawn(Arc::clone(&boards).reap_forever());
     let app = api::router(api::AppState {
         store,
         control: control.clone(),
@@ -181,6 +192,8 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         dav: Arc::new(api::dav::Dav::new(Arc::clone(&spaces))),
         hub,
         prom,
+        boards,
+        passes: Arc::new(tensorboard::Passes::default()),
         spaces,
         datasets: Arc::new(spaces::Datasets::new(layout_datasets)),
         engine: admission::Engine {

@@ -300,6 +300,26 @@ pub fn top(job: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Starts (or stops) a job's TensorBoard; prints the sign-in link.
+pub fn tensorboard(job: &str, stop: bool, json: bool) -> Result<ExitCode> {
+    let c = Client::from_env()?;
+    let path = format!("{}/tensorboard", job_path(job));
+    let v: serde_json::Value = c.json(if stop { "DELETE" } else { "POST" }, &path, None)?;
+    if json {
+        return print_json(&v);
+    }
+    if stop {
+        println!("TensorBoard for {job} stopped");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let url = v["url"].as_str().unwrap_or_default();
+    println!("{}{url}", c.base());
+    eprintln!(
+        "(the link signs a browser in once, within 5 minutes; TensorBoard stops when unused)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn human_bytes(b: f64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b;

@@ -214,6 +214,16 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
+    /// Start TensorBoard on a job's TensorBoard folder and print a link
+    /// that opens it in a browser (the link signs you in once).
+    Tensorboard {
+        job: String,
+        /// Stop the job's TensorBoard instead.
+        #[arg(long)]
+        stop: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
     /// A job's event history.
     Events {
         job: String,
@@ -310,6 +320,13 @@ struct ServerArgs {
     /// reporting no use. For tests and demonstrations of the GPU series.
     #[arg(long, value_name = "FILE", hide = true, requires = "fake_gpus")]
     fake_gpu_usage: Option<std::path::PathBuf>,
+    /// The TensorBoard program that `kiln tensorboard JOB` runs (default:
+    /// `tensorboard` on PATH).
+    #[arg(long, value_name = "PROGRAM")]
+    tensorboard: Option<std::path::PathBuf>,
+    /// Stop a job's TensorBoard once nobody has used it this long.
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    tensorboard_idle: String,
 }
 
 /// A duration flag, or None for "off".
@@ -339,6 +356,8 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         idle_gpu_notice,
         idle_gpu_release,
         fake_gpu_usage,
+        tensorboard,
+        tensorboard_idle,
     } = a;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
@@ -391,6 +410,13 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             .transpose()?
             .flatten(),
         fake_gpu_usage,
+        tensorboard: match tensorboard {
+            Some(p) if p.is_file() => Some(p),
+            Some(p) => anyhow::bail!("--tensorboard: {} is not a program", p.display()),
+            None => kiln_engine::local::sandbox::find_program("tensorboard"),
+        },
+        tensorboard_idle_secs: kiln_spec::quantity::parse_duration_secs(&tensorboard_idle)
+            .map_err(|e| anyhow::anyhow!("--tensorboard-idle: {e}"))?,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kiln_server::serve(config, |addr| {
@@ -453,6 +479,9 @@ fn main() -> ExitCode {
         } => job_cmds::extend(&job, &duration, json(output)),
         Command::Events { job, output } => job_cmds::events(&job, json(output)),
         Command::Top { job, output } => job_cmds::top(&job, json(output)),
+        Command::Tensorboard { job, stop, output } => {
+            job_cmds::tensorboard(&job, stop, json(output))
+        }
         Command::Nodes { output } => job_cmds::nodes(json(output)),
         Command::Files { command } => match command {
             FilesCommand::Ls { path, output } => {

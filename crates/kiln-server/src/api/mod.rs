@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod problem;
 mod sources;
+mod tensorboard;
 pub mod users;
 pub mod views;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub dav: Arc<dav::Dav>,
     pub hub: Arc<crate::metrics::Hub>,
     pub prom: Arc<crate::metrics::prom::Prom>,
+    pub boards: Arc<crate::tensorboard::Boards>,
+    pub passes: Arc<crate::tensorboard::Passes>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -55,6 +58,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(jobs::events))
         .route("/api/v1/jobs/{id}/metrics", get(metrics::series))
         .route("/metrics", get(metrics::prometheus))
+        .route(
+            "/api/v1/jobs/{id}/tensorboard",
+            post(tensorboard::start)
+                .get(tensorboard::status)
+                .delete(tensorboard::stop),
+        )
+        .route("/jobs/{id}/tensorboard", any(tensorboard::proxy))
+        .route("/jobs/{id}/tensorboard/", any(tensorboard::proxy))
+        .route("/jobs/{id}/tensorboard/{*rest}", any(tensorboard::proxy))
         .route("/api/v1/jobs/{id}/stop", post(jobs::stop))
         .route("/api/v1/jobs/{id}/clone", post(jobs::clone))
         .route("/api/v1/jobs/{id}/tasks/{task}/logs", get(logs::logs))

@@ -636,7 +636,7 @@ impl Loop {
             default_fs_uri: fs_uri,
             space_dir: space.as_ref().map(|_| SPACE_INSIDE.to_owned()),
             output_dir: output_inside.display().to_string(),
-            tensorboard_dir: output_inside.join("tensorboard").display().to_string(),
+            tensorboard_dir: Layout::tensorboard(&output_inside).display().to_string(),
             master_port,
             placement: ids
                 .iter()
@@ -669,7 +669,7 @@ impl Loop {
         let attempt_dir = self.cfg.layout.attempt(key, job.attempt);
         let _ = std::fs::remove_dir_all(&attempt_dir);
         let prepared = (|| -> Result<Vec<(TaskDir, LaunchSpec)>, String> {
-            std::fs::create_dir_all(output.join("tensorboard"))
+            std::fs::create_dir_all(Layout::tensorboard(&output))
                 .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
             let mut out = Vec::new();
             for (id, env) in ids.iter().zip(envs) {

@@ -392,7 +392,7 @@ impl Hub {
         let (output, _) =
             self.layout
                 .outputs(job.key, &job.id, spec.output_dir.as_deref(), self.sandboxed);
-        let events = self.event_files(&job.id, &output.join("tensorboard"));
+        let events = self.event_files(&job.id, &Layout::tensorboard(&output));
         let t_ms = now_ms();
         self.with_job(job.key, |m| {
             for (task, path) in &logs {

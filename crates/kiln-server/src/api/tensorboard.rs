@@ -1,0 +1,256 @@
+//! TensorBoard for a job: `POST /api/v1/jobs/{id}/tensorboard` starts it
+//! and returns a sign-in link, `GET` says whether it runs, `DELETE` stops
+//! it; the board itself is served under `/jobs/{user~name}/tensorboard/`,
+//! behind a Bearer token or the cookie the link's ticket is traded for.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_store::JobRecord;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::extract::P;
+use super::jobs::resolve;
+use super::{AppState, Caller, Problem};
+use crate::layout::Layout;
+use crate::tensorboard::{BoardError, BoardSpec, Pass};
+
+const COOKIE: &str = "kiln_tb";
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BoardView {
+    pub running: bool,
+    /// Where it is served: `/jobs/{user~name}/tensorboard/`.
+    pub path: String,
+    /// `path` with a one-time ticket that signs a browser in (5 minutes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn prefix(job: &JobRecord) -> String {
+    format!("/jobs/{}/tensorboard", job.id)
+}
+
+/// What the job's board shows: its TensorBoard folder, and, sandboxed, the
+/// owner's space as the one part of the data folder it may read.
+fn board_spec(state: &AppState, job: &JobRecord) -> BoardSpec {
+    let output_dir = kiln_spec::parse(job.spec_json.as_bytes())
+        .ok()
+        .and_then(|p| p.job.output_dir);
+    let sandboxed = state.engine.sandboxed;
+    let (output, _) = state
+        .layout
+        .outputs(job.key, &job.id, output_dir.as_deref(), sandboxed);
+    BoardSpec {
+        prefix: prefix(job),
+        logdir: Layout::tensorboard(&output),
+        space: sandboxed.then(|| state.layout.spaces().join(job.id.user())),
+    }
+}
+
+impl From<BoardError> for Problem {
+    fn from(e: BoardError) -> Self {
+        let status = match e {
+            BoardError::NotInstalled => StatusCode::NOT_IMPLEMENTED,
+            BoardError::Start(_) | BoardError::Proxy(_) => StatusCode::BAD_GATEWAY,
+        };
+        Problem::new(status, e.to_string())
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/tensorboard", tag = "jobs",
+    params(("id" = String, Path, description = "user~name, or name for your own job")),
+    responses((status = 200, body = BoardView), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 501, description = "TensorBoard is not installed on the server", body = Problem),
+        (status = 502, description = "TensorBoard did not start", body = Problem)))]
+/// Starts TensorBoard on the job's TensorBoard folder (unless it runs) and
+/// returns where it is served, with a one-time sign-in link for a browser.
+pub async fn start(
+    caller: Caller,
+    State(state): State<AppState>,
+    P(id): P<String>,
+) -> Result<Json<BoardView>, Problem> {
+    let job = resolve(&state, &caller, &id).await?;
+    state
+        .boards
+        .ensure(job.key, board_spec(&state, &job))
+        .await?;
+    let pass = Pass {
+        user: caller.name,
+        is_admin: caller.is_admin,
+        key: job.key,
+        expires_ms: 0,
+    };
+    let ticket = state
+        .passes
+        .ticket(pass, now_ms())
+        .ok_or_else(|| Problem::internal("cannot make a sign-in ticket"))?;
+    let path = format!("{}/", prefix(&job));
+    Ok(Json(BoardView {
+        running: true,
+        url: Some(format!("{path}?ticket={ticket}")),
+        path,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/tensorboard", tag = "jobs",
+    params(("id" = String, Path, description = "user~name, or name for your own job")),
+    responses((status = 200, body = BoardView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// Whether the job's TensorBoard runs.
+pub async fn status(
+    caller: Caller,
+    State(state): State<AppState>,
+    P(id): P<String>,
+) -> Result<Json<BoardView>, Problem> {
+    let job = resolve(&state, &caller, &id).await?;
+    Ok(Json(BoardView {
+        running: state.boards.running(job.key).await,
+        path: format!("{}/", prefix(&job)),
+        url: None,
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}/tensorboard", tag = "jobs",
+    params(("id" = String, Path, description = "user~name, or name for your own job")),
+    responses((status = 200, body = BoardView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// Stops the job's TensorBoard.
+pub async fn stop(
+    caller: Caller,
+    State(state): State<AppState>,
+    P(id): P<String>,
+) -> Result<Json<BoardView>, Problem> {
+    let job = resolve(&state, &caller, &id).await?;
+    state.boards.stop(job.key).await;
+    Ok(Json(BoardView {
+        running: false,
+        path: format!("{}/", prefix(&job)),
+        url: None,
+    }))
+}
+
+/// The value of cookie `name` in a Cookie header.
+fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn redirect(status: StatusCode, to: &str) -> Response {
+    let mut r = status.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Everything under `/jobs/{id}/tensorboard`: sign-in, then the board.
+pub async fn proxy(State(state): State<AppState>, req: Request) -> Result<Response, Problem> {
+    let path = req.uri().path().to_owned();
+    let Some(id) = path
+        .strip_prefix("/jobs/")
+        .and_then(|p| p.split_once('/'))
+        .map(|(id, _)| id.to_owned())
+    else {
+        return Err(Problem::not_found("no such page"));
+    };
+    let (mut parts, body) = req.into_parts();
+    let unauthorized = || {
+        Problem::unauthorized(
+            "sign in to see this TensorBoard: open the link `kiln tensorboard JOB` prints, \
+             or send 'Authorization: Bearer <token>'",
+        )
+    };
+    let now = now_ms();
+    // Who is asking: a Bearer token, a ticket, or the cookie a ticket gave.
+    let bearer = parts.headers.contains_key(header::AUTHORIZATION);
+    let ticket = query_param(parts.uri.query(), "ticket").map(str::to_owned);
+    let (caller, pass_key) = if bearer {
+        (Caller::from_request_parts(&mut parts, &state).await?, None)
+    } else {
+        // A pass names its job by key; the id in the path must be that job.
+        let user = id.split_once('~').map(|(u, _)| u.to_owned());
+        let Some(user) = user else {
+            return Err(unauthorized());
+        };
+        let probe = Caller {
+            name: user,
+            is_admin: false,
+        };
+        let job = resolve(&state, &probe, &id)
+            .await
+            .map_err(|_| unauthorized())?;
+        if let Some(t) = &ticket {
+            let Some(session) = state.passes.redeem(t, job.key, now) else {
+                return Err(Problem::unauthorized(
+                    "this sign-in link has been used or has expired: run `kiln tensorboard JOB` for a new one",
+                ));
+            };
+            let mut r = redirect(StatusCode::SEE_OTHER, &format!("{}/", prefix(&job)));
+            let c = format!(
+                "{COOKIE}={session}; Path={}/; HttpOnly; SameSite=Lax; Max-Age={}",
+                prefix(&job),
+                crate::tensorboard::SESSION_MS / 1000
+            );
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            return Ok(r);
+        }
+        let pass = cookie(&parts.headers, COOKIE)
+            .and_then(|s| state.passes.session(s, job.key, now))
+            .ok_or_else(unauthorized)?;
+        (
+            Caller {
+                name: pass.user,
+                is_admin: pass.is_admin,
+            },
+            Some(pass.key),
+        )
+    };
+    let job = resolve(&state, &caller, &id).await?;
+    if pass_key.is_some_and(|k| k != job.key) {
+        return Err(unauthorized());
+    }
+    // One spelling of the path, the one TensorBoard was started with.
+    let canonical = prefix(&job);
+    let rest = path
+        .strip_prefix(&format!("/jobs/{id}/tensorboard"))
+        .unwrap_or("");
+    if id != job.id.to_string() || rest.is_empty() {
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        return Ok(redirect(
+            StatusCode::PERMANENT_REDIRECT,
+            &format!("{canonical}{rest}{query}"),
+        ));
+    }
+    let spec = board_spec(&state, &job);
+    let req = Request::from_parts(parts, body);
+    Ok(state.boards.forward(job.key, spec, req).await?)
+}
