@@ -187,6 +187,54 @@ fn retry_count_retries_until_the_third_attempt_succeeds() {
     assert_eq!(j["attempt"], 1);
 }
 
+/// A job's events tell its story in order, with times: submitted, placed
+/// (where, which GPUs), started, how each task ended (here a signal), and
+/// the outcome; `kiln events` prints the same.
+#[test]
+fn a_jobs_events_tell_its_story_in_order() {
+    let s = Server::start_with(&["--fake-gpus", "2"]);
+    let id = s.submit("story", "name: story\ngpus: 1\ncommand: 'kill -9 $$'\n");
+    let j = s.wait_state(&id, "FAILED", 30);
+    let kinds: Vec<String> = events(&j).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        kinds,
+        ["submitted", "placed", "started", "exited", "finished"],
+        "{j}"
+    );
+    let all = j["events"].as_array().expect("events");
+    let times: Vec<u64> = all.iter().filter_map(|e| e["atMs"].as_u64()).collect();
+    assert_eq!(times.len(), all.len(), "every event has a time: {j}");
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let said = |kind: &str| -> String {
+        events(&j)
+            .into_iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, m)| m)
+            .unwrap_or_default()
+    };
+    assert!(
+        said("placed").contains("main-0 GPUs "),
+        "{}",
+        said("placed")
+    );
+    // Directly, or (sandboxed) through bubblewrap as 128 + 9.
+    assert!(
+        said("exited").starts_with("main-0 ") && said("exited").contains("SIGKILL"),
+        "{}",
+        said("exited")
+    );
+    assert!(
+        said("finished").starts_with("FAILED"),
+        "{}",
+        said("finished")
+    );
+    let printed = s.ok(&["events", &id]);
+    for kind in &kinds {
+        assert!(printed.contains(kind.as_str()), "{kind} missing: {printed}");
+    }
+    assert!(printed.contains("SIGKILL"), "{printed}");
+}
+
 #[test]
 fn stop_ends_a_running_and_a_waiting_job() {
     let s = Server::start();

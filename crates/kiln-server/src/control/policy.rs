@@ -68,11 +68,44 @@ pub fn describe_end(task: &TaskId, end: &TaskEnd) -> String {
         (_, _, _, Some(r)) if r == "OOMKilled" => {
             format!("{task} was killed for exceeding its memory limit (OOMKilled)")
         }
+        // A shell or the sandbox reports its child's death by signal N as
+        // exit code 128 + N, as Docker and Kubernetes do: say which signal.
+        (_, Some(code), _, _) if (129..=128 + 64).contains(&code) => {
+            let sig = code - 128;
+            format!(
+                "{task} exited with code {code} (128 + signal {sig}{})",
+                signal_name(sig)
+                    .map(|n| format!(", {n}"))
+                    .unwrap_or_default()
+            )
+        }
         (_, Some(code), _, _) => format!("{task} exited with code {code}"),
-        (_, None, Some(sig), _) => format!("{task} was killed by signal {sig}"),
+        (_, None, Some(sig), _) => format!(
+            "{task} was killed by signal {sig}{}",
+            signal_name(sig)
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
         (_, _, _, Some(r)) => format!("{task} failed: {r}"),
         _ => format!("{task} failed"),
     }
+}
+
+/// The usual name of a signal people meet in task deaths.
+fn signal_name(sig: i32) -> Option<&'static str> {
+    Some(match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return None,
+    })
 }
 
 /// How an attempt ended.
@@ -187,6 +220,23 @@ mod tests {
             retry_count,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn signal_deaths_are_named_directly_or_through_the_shell() {
+        let t: TaskId = "main-0".parse().expect("task id");
+        let say = |code, sig| describe_end(&t, &task_end(&exit(code, sig)));
+        assert_eq!(
+            say(None, Some(9)),
+            "main-0 was killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(say(None, Some(40)), "main-0 was killed by signal 40");
+        assert_eq!(
+            say(Some(139), None),
+            "main-0 exited with code 139 (128 + signal 11, SIGSEGV)"
+        );
+        assert_eq!(say(Some(128), None), "main-0 exited with code 128");
+        assert_eq!(say(Some(2), None), "main-0 exited with code 2");
     }
 
     #[test]
