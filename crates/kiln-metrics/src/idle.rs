@@ -8,6 +8,10 @@
 pub struct IdlePolicy {
     pub notice_after_ms: Option<u64>,
     pub release_after_ms: Option<u64>,
+    /// Samples further apart than this (a driver that failed for a while, a
+    /// server that was down) start a new stretch: nobody saw the GPUs idle
+    /// in between.
+    pub max_gap_ms: Option<u64>,
 }
 
 /// What the watcher asks the server to do after a sample.
@@ -25,6 +29,8 @@ pub enum IdleAction {
 pub struct IdleWatch {
     /// When the current stretch of all-zero samples began.
     idle_since_ms: Option<u64>,
+    /// The last sample that covered a GPU.
+    last_ms: Option<u64>,
     noticed: bool,
     released: bool,
 }
@@ -41,6 +47,12 @@ impl IdleWatch {
     ) -> Option<IdleAction> {
         if utilization.is_empty() {
             return None;
+        }
+        let gap = self.last_ms.map(|l| t_ms.saturating_sub(l));
+        self.last_ms = Some(t_ms);
+        if gap.zip(policy.max_gap_ms).is_some_and(|(g, max)| g > max) && !self.released {
+            self.idle_since_ms = None;
+            self.noticed = false;
         }
         if utilization.iter().any(|u| *u > 0) {
             let was = self.idle_since_ms.take();
@@ -71,10 +83,15 @@ impl IdleWatch {
         None
     }
 
-    /// Since when the GPUs have been idle, once noticed; for the warning
+    /// Since when the GPUs have been idle, once noticed; for the notice
     /// in the job's detail.
     pub fn noticed_since_ms(&self) -> Option<u64> {
         self.idle_since_ms.filter(|_| self.noticed)
+    }
+
+    /// Whether the policy has asked for the job to be stopped.
+    pub fn released(&self) -> bool {
+        self.released
     }
 }
 
@@ -89,6 +106,7 @@ mod tests {
         IdlePolicy {
             notice_after_ms: Some(notice * MIN),
             release_after_ms: release.map(|r| r * MIN),
+            max_gap_ms: None,
         }
     }
 
@@ -154,12 +172,32 @@ mod tests {
         let p = policy(1, None);
         let mut w = IdleWatch::default();
         w.observe(0, &[0], &p);
+        // Without a gap limit, the stretch spans readings that covered none.
         for t in 1..100 {
             assert_eq!(w.observe(t * MIN, &[], &p), None);
         }
         assert_eq!(
             w.observe(100 * MIN, &[0], &p),
             Some(IdleAction::Notice { idle_ms: 100 * MIN })
+        );
+    }
+
+    #[test]
+    fn a_long_gap_between_samples_starts_a_new_stretch() {
+        let p = IdlePolicy {
+            max_gap_ms: Some(5 * MIN),
+            ..policy(30, Some(60))
+        };
+        let mut w = IdleWatch::default();
+        assert_eq!(w.observe(0, &[0], &p), None);
+        // Nothing seen for two hours (the driver failed): not two hours idle.
+        assert_eq!(w.observe(120 * MIN, &[0], &p), None);
+        for t in 121..150 {
+            assert_eq!(w.observe(t * MIN, &[0], &p), None, "at {t} min");
+        }
+        assert_eq!(
+            w.observe(150 * MIN, &[0], &p),
+            Some(IdleAction::Notice { idle_ms: 30 * MIN })
         );
     }
 
@@ -172,7 +210,7 @@ mod tests {
             notice in 1u64..3_000_000,
             extra in 0u64..3_000_000,
         ) {
-            let p = IdlePolicy { notice_after_ms: Some(notice), release_after_ms: Some(notice + extra) };
+            let p = IdlePolicy { notice_after_ms: Some(notice), release_after_ms: Some(notice + extra), max_gap_ms: None };
             let mut w = IdleWatch::default();
             let (mut t, mut since, mut said_notice, mut said_release) = (0u64, None::<u64>, false, false);
             for (dt, util) in samples {

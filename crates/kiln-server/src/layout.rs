@@ -95,6 +95,12 @@ impl Layout {
         }
     }
 
+    /// A job's TensorBoard process's own folder: its socket and its /tmp.
+    /// In the data folder, so sandboxed tasks never reach the socket.
+    pub fn board(&self, key: i64) -> PathBuf {
+        self.root.join("tensorboard").join(key.to_string())
+    }
+
     /// `KILN_TENSORBOARD_DIR`: where in its output folder a job writes
     /// TensorBoard event files, and where kiln reads them.
     pub fn tensorboard(output: &Path) -> PathBuf {

@@ -47,6 +47,8 @@ pub struct Config {
     pub tensorboard: Option<PathBuf>,
     /// A TensorBoard nobody has used this long is stopped.
     pub tensorboard_idle_secs: u64,
+    /// At most this many TensorBoards run at once.
+    pub tensorboard_max: usize,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -170,6 +172,8 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             policy: kiln_metrics::idle::IdlePolicy {
                 notice_after_ms: config.idle_gpu_notice_secs.map(|s| s * 1000),
                 release_after_ms: config.idle_gpu_release_secs.map(|s| s * 1000),
+                // Three missed rounds break a stretch of idle samples.
+                max_gap_ms: Some(config.sample_every_secs.max(1) * 3000),
             },
             control: control.clone(),
         });
@@ -183,6 +187,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         config.tensorboard.clone(),
         bwrap.clone().map(|b| (b, root.clone())),
         std::time::Duration::from_secs(config.tensorboard_idle_secs.max(1)),
+        config.tensorboard_max,
     ));
     tokio::spawn(Arc::clone(&boards).reap_forever());
     let app = api::router(api::AppState {

@@ -1,29 +1,32 @@
 //! TensorBoard for a job, on demand. The server runs the PyPI `tensorboard`
-//! on the job's `KILN_TENSORBOARD_DIR`, on a port of 127.0.0.1 that only
-//! it reaches, and the API proxies `/jobs/{id}/tensorboard/` to it behind
-//! kiln's own sign-in. A board nobody has used for a while is stopped; the
-//! next visit starts it again.
+//! on the job's `KILN_TENSORBOARD_DIR` and the API proxies
+//! `/jobs/{id}/tensorboard/` to it behind kiln's own sign-in. TensorBoard
+//! has no sign-in of its own, so it never listens on TCP, where every task
+//! on the host could reach it: a small launcher serves its WSGI app on a
+//! Unix socket in kiln's data folder, which sandboxed tasks cannot see.
 //!
-//! With the sandbox, TensorBoard runs under bubblewrap seeing the host
-//! read-only with kiln's data folder hidden except for the job owner's
-//! space, so an event folder that is a symlink into someone else's space
-//! shows nothing.
+//! With the sandbox, TensorBoard runs under bubblewrap as a job of its
+//! owner would: the host read-only, capabilities dropped, kiln's data
+//! folder hidden except for the owner's space (read-only) and the board's
+//! own folder, and no network at all. A board nobody has used for a while
+//! is stopped; the next visit starts it again. At most `max` run at once;
+//! the least recently used idle one makes room.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, Request, Response, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+use kiln_engine::local::sandbox::{host_root, running_as_root, Bind, Sandbox};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_stream::StreamExt;
 use tracing::{debug, info, warn};
 
 /// How long TensorBoard may take to load before kiln gives up on it; it
@@ -33,6 +36,34 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Lines of TensorBoard's output kept to explain a failed start.
 const KEEP_LINES: usize = 12;
 
+/// Serves TensorBoard's WSGI app on the Unix socket named first, with the
+/// TensorBoard flags that follow; writes no `/tmp/.tensorboard-info` file.
+const LAUNCHER: &str = r#"
+import sys
+from tensorboard import program
+from werkzeug import serving
+
+SOCKET = sys.argv[1]
+
+class UnixServer(program.TensorBoardServer):
+    def __init__(self, wsgi_app, flags):
+        self._server = serving.make_server("unix://" + SOCKET, 0, wsgi_app, threaded=True)
+
+    def serve_forever(self):
+        self._server.serve_forever()
+
+    def get_url(self):
+        return "unix://" + SOCKET
+
+class Board(program.TensorBoard):
+    def _register_info(self, server):
+        pass
+
+board = Board(server_class=UnixServer)
+board.configure(argv=["tensorboard"] + sys.argv[2:])
+sys.exit(board.main())
+"#;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BoardError {
     #[error("TensorBoard is not installed on the server: install it (pip install tensorboard) or start kiln server with --tensorboard PROGRAM")]
@@ -41,6 +72,8 @@ pub enum BoardError {
     Start(String),
     #[error("TensorBoard is not answering: {0}")]
     Proxy(String),
+    #[error("{0} TensorBoards are in use, the most this server runs at once; try again when one is closed")]
+    Busy(usize),
 }
 
 /// Where a job's board looks, and what of the host it may see.
@@ -51,64 +84,97 @@ pub struct BoardSpec {
     pub logdir: PathBuf,
     /// Sandboxed: the owner's space, the one part of the data folder shown.
     pub space: Option<PathBuf>,
+    /// The board's own folder (its socket, its /tmp), inside the data folder.
+    pub dir: PathBuf,
 }
 
-/// The command line that runs TensorBoard for `spec`: directly, or under
-/// bubblewrap when `bwrap` is given (then `data_root` is hidden except for
-/// the owner's space, and /tmp is private).
+impl BoardSpec {
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("board.sock")
+    }
+}
+
+/// The Python that runs a `tensorboard` console script: the interpreter in
+/// its `#!` line, or in the `exec` line pip writes for long paths.
+pub fn python_of(script_head: &str) -> Option<PathBuf> {
+    let mut lines = script_head.lines();
+    let first = lines.next()?.strip_prefix("#!")?.trim();
+    let mut words = first.split_whitespace();
+    let interp = words.next()?;
+    if interp.ends_with("/env") {
+        let name = words.next()?;
+        return kiln_engine::local::sandbox::find_program(name);
+    }
+    if interp.contains("python") {
+        return Some(PathBuf::from(interp));
+    }
+    // #!/bin/sh
+    // '''exec' "/long/path/venv/bin/python3" "$0" "$@"
+    lines
+        .find_map(|l| l.strip_prefix("'''exec' "))
+        .and_then(|l| l.split('"').nth(1))
+        .map(PathBuf::from)
+}
+
+/// The command line that runs the board: the launcher under `python`,
+/// directly, or inside `sandbox` (whose binds and /tmp this fills in).
 pub fn command_line(
-    program: &Path,
-    bwrap: Option<(&Path, &Path)>,
+    python: &Path,
+    sandbox: Option<Sandbox>,
     spec: &BoardSpec,
 ) -> (PathBuf, Vec<OsString>) {
-    let mut tb: Vec<OsString> = vec![
+    let mut run: Vec<OsString> = vec![
+        python.into(),
+        "-c".into(),
+        LAUNCHER.into(),
+        spec.socket().into(),
         "--logdir".into(),
         spec.logdir.clone().into(),
-        "--host".into(),
-        "127.0.0.1".into(),
-        // TensorBoard picks a free port and says which.
-        "--port".into(),
-        "0".into(),
         "--path_prefix".into(),
         spec.prefix.clone().into(),
         "--reload_interval".into(),
         "15".into(),
     ];
-    match (bwrap, &spec.space) {
-        (Some((bwrap, data_root)), Some(space)) => {
-            let mut args: Vec<OsString> = vec![
-                "--ro-bind".into(),
-                "/".into(),
-                "/".into(),
-                "--dev".into(),
-                "/dev".into(),
-                "--proc".into(),
-                "/proc".into(),
-                "--tmpfs".into(),
-                "/tmp".into(),
-                "--tmpfs".into(),
-                data_root.into(),
-                "--ro-bind".into(),
-                space.into(),
-                space.into(),
-                "--unshare-pid".into(),
-                "--die-with-parent".into(),
-                "--".into(),
-                program.into(),
+    match (sandbox, &spec.space) {
+        (Some(mut sb), Some(space)) => {
+            sb.binds = vec![
+                Bind {
+                    source: space.clone(),
+                    target: space.clone(),
+                    read_only: true,
+                },
+                Bind {
+                    source: spec.dir.clone(),
+                    target: spec.dir.clone(),
+                    read_only: false,
+                },
             ];
-            args.append(&mut tb);
-            (bwrap.to_owned(), args)
+            sb.tmp = spec.dir.join("tmp");
+            let mut args: Vec<OsString> = [
+                "--unshare-net",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--new-session",
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+            args.extend(sb.args().into_iter().map(OsString::from));
+            args.append(&mut run);
+            (sb.bwrap, args)
         }
-        _ => (program.to_owned(), tb),
+        _ => {
+            let exe = PathBuf::from(run.remove(0));
+            (exe, run)
+        }
     }
 }
 
-/// The port in TensorBoard's "TensorBoard 2.x at http://127.0.0.1:PORT/..."
-/// line, the one it prints once it serves.
-pub fn ready_port(line: &str) -> Option<u16> {
-    let rest = &line[line.find(" at http://")? + " at http://".len()..];
-    let host_port = rest.split('/').next()?;
-    host_port.rsplit_once(':')?.1.parse().ok()
+/// Whether `line` is TensorBoard saying it serves on `socket`. Only that
+/// exact line counts, so nothing else the process prints can point the
+/// proxy elsewhere.
+pub fn is_ready_line(line: &str, socket: &Path) -> bool {
+    line.starts_with("TensorBoard ") && line.contains(&format!(" at unix://{} ", socket.display()))
 }
 
 /// Headers that belong to one connection, or to kiln's sign-in, and are not
@@ -126,9 +192,17 @@ pub fn forwarded_headers(from: &HeaderMap) -> HeaderMap {
         "authorization",
         "cookie",
     ];
+    // And whatever the Connection header names as hop-by-hop.
+    let named: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
     let mut out = HeaderMap::new();
     for (k, v) in from {
-        if !DROP.contains(&k.as_str()) {
+        if !DROP.contains(&k.as_str()) && !named.iter().any(|n| n == k.as_str()) {
             out.append(k.clone(), v.clone());
         }
     }
@@ -136,7 +210,6 @@ pub fn forwarded_headers(from: &HeaderMap) -> HeaderMap {
 }
 
 struct Board {
-    port: u16,
     child: Child,
     spec: BoardSpec,
 }
@@ -145,37 +218,78 @@ struct Board {
 #[derive(Default)]
 struct Slot {
     board: tokio::sync::Mutex<Option<Board>>,
+    /// Milliseconds since `Boards::epoch` of the last use.
     last_used_ms: AtomicU64,
+    /// Requests being proxied now: a board serving one is not idle.
+    in_flight: AtomicUsize,
+}
+
+/// Held while a request and its answer pass through; marks the board used
+/// when the answer is done.
+struct InFlight {
+    slot: Arc<Slot>,
+    epoch: Instant,
+}
+
+impl InFlight {
+    fn new(slot: Arc<Slot>, epoch: Instant) -> Self {
+        slot.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight { slot, epoch }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.slot
+            .last_used_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+        self.slot.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Boards {
-    program: Option<PathBuf>,
-    /// bubblewrap and the data folder it hides, when sandboxed.
+    /// The Python of the `tensorboard` program; None when not installed.
+    python: Option<PathBuf>,
+    /// bubblewrap, when sandboxed, and kiln's data folder that it hides.
     bwrap: Option<(PathBuf, PathBuf)>,
     idle_after: Duration,
+    max: usize,
+    epoch: Instant,
     slots: Mutex<HashMap<i64, Arc<Slot>>>,
-    client: Client<HttpConnector, Body>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Boards {
+    /// `program` is the `tensorboard` console script; its Python runs the
+    /// launcher. One that is not a Python script counts as not installed,
+    /// with a warning.
     pub fn new(
         program: Option<PathBuf>,
         bwrap: Option<(PathBuf, PathBuf)>,
         idle_after: Duration,
+        max: usize,
     ) -> Self {
+        let python = program.and_then(|p| {
+            let head: String = std::fs::read(&p)
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
+                .unwrap_or_default();
+            let py = python_of(&head);
+            if py.is_none() {
+                warn!(program = %p.display(), "tensorboard: not a Python console script; `kiln tensorboard` is off");
+            }
+            py
+        });
         Boards {
-            program,
+            python,
             bwrap,
             idle_after,
+            max: max.max(1),
+            epoch: Instant::now(),
             slots: Mutex::new(HashMap::new()),
-            client: Client::builder(TokioExecutor::new()).build_http(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn slot(&self, key: i64) -> Arc<Slot> {
@@ -194,36 +308,89 @@ impl Boards {
         alive(&mut b)
     }
 
-    /// Starts the job's board unless it runs; returns its port.
-    pub async fn ensure(&self, key: i64, spec: BoardSpec) -> Result<u16, BoardError> {
+    /// Starts the job's board unless it runs.
+    pub async fn ensure(&self, key: i64, spec: BoardSpec) -> Result<(), BoardError> {
         let slot = self.slot(key);
-        slot.last_used_ms.store(now_ms(), Ordering::Relaxed);
         let mut b = slot.board.lock().await;
-        if alive(&mut b) {
-            if let Some(board) = b.as_ref() {
-                if board.spec == spec {
-                    return Ok(board.port);
-                }
-            }
+        if alive(&mut b) && b.as_ref().is_some_and(|board| board.spec == spec) {
+            slot.last_used_ms.store(self.now_ms(), Ordering::SeqCst);
+            return Ok(());
         }
         // Stopped, died, or the job's folder moved: (re)start it.
         if let Some(mut old) = b.take() {
             let _ = old.child.kill().await;
         }
+        self.make_room(key).await?;
         let board = self.start(spec).await?;
-        let port = board.port;
-        info!(job_key = key, port, "tensorboard started");
+        info!(job_key = key, "tensorboard started");
         *b = Some(board);
-        Ok(port)
+        // Counted from now, not from before a start that may take a while.
+        slot.last_used_ms.store(self.now_ms(), Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Below `max` running boards, stopping the least recently used idle
+    /// one if need be.
+    async fn make_room(&self, starting: i64) -> Result<(), BoardError> {
+        let slots: Vec<(i64, Arc<Slot>)> = match self.slots.lock() {
+            Ok(m) => m
+                .iter()
+                .filter(|(k, _)| **k != starting)
+                .map(|(k, s)| (*k, Arc::clone(s)))
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        let mut running: Vec<(u64, i64, Arc<Slot>)> = Vec::new();
+        for (k, s) in slots {
+            // A board that is starting holds its lock: it counts as running.
+            let used = match s.board.try_lock() {
+                Ok(mut b) => alive(&mut b).then(|| s.last_used_ms.load(Ordering::SeqCst)),
+                Err(_) => Some(u64::MAX),
+            };
+            if let Some(used) = used {
+                running.push((used, k, s));
+            }
+        }
+        if running.len() < self.max {
+            return Ok(());
+        }
+        running.sort_by_key(|r| r.0);
+        for (_, k, s) in running {
+            if s.in_flight.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            if let Ok(mut b) = s.board.try_lock() {
+                if let Some(mut board) = b.take() {
+                    let _ = board.child.kill().await;
+                    info!(job_key = k, "tensorboard stopped to make room");
+                    return Ok(());
+                }
+            }
+        }
+        Err(BoardError::Busy(self.max))
     }
 
     async fn start(&self, spec: BoardSpec) -> Result<Board, BoardError> {
-        let program = self.program.as_ref().ok_or(BoardError::NotInstalled)?;
-        let bwrap = self
-            .bwrap
-            .as_ref()
-            .map(|(b, root)| (b.as_path(), root.as_path()));
-        let (exe, args) = command_line(program, bwrap, &spec);
+        let python = self.python.as_ref().ok_or(BoardError::NotInstalled)?;
+        let socket = spec.socket();
+        let tmp = spec.dir.join("tmp");
+        tokio::fs::create_dir_all(&tmp)
+            .await
+            .map_err(|e| BoardError::Start(format!("cannot make {}: {e}", tmp.display())))?;
+        // A socket left by a board that died.
+        let _ = tokio::fs::remove_file(&socket).await;
+        let sandbox = self.bwrap.as_ref().map(|(bwrap, data_root)| Sandbox {
+            bwrap: bwrap.clone(),
+            root: host_root(),
+            hide: vec![data_root.clone()],
+            binds: Vec::new(),
+            tmp: PathBuf::new(),
+            shm_mb: 64,
+            devices: Vec::new(),
+            workdir: "/".into(),
+            drop_caps: running_as_root(),
+        });
+        let (exe, args) = command_line(python, sandbox, &spec);
         let mut child = Command::new(&exe)
             .args(&args)
             .stdin(Stdio::null())
@@ -233,52 +400,42 @@ impl Boards {
             .spawn()
             .map_err(|e| BoardError::Start(format!("cannot run {}: {e}", exe.display())))?;
         let Some(stderr) = child.stderr.take() else {
+            let _ = child.kill().await;
             return Err(BoardError::Start("no output pipe".into()));
         };
         let mut lines = BufReader::new(stderr).lines();
         let mut said: Vec<String> = Vec::new();
-        let found = tokio::time::timeout(START_TIMEOUT, async {
+        let ready = tokio::time::timeout(START_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(port) = ready_port(&line) {
-                    return Some(port);
+                if is_ready_line(&line, &socket) {
+                    return true;
                 }
                 if said.len() == KEEP_LINES {
                     said.remove(0);
                 }
                 said.push(line);
             }
-            None
+            false
         })
         .await;
-        let port = match found {
-            Ok(Some(port)) => port,
-            Ok(None) => {
-                let status = child
-                    .wait()
-                    .await
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
-                return Err(BoardError::Start(format!(
-                    "it exited ({status}): {}",
-                    said.join(" | ")
-                )));
-            }
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(BoardError::Start(format!(
-                    "it did not serve within {}s: {}",
-                    START_TIMEOUT.as_secs(),
-                    said.join(" | ")
-                )));
-            }
-        };
+        if ready != Ok(true) {
+            let status = match child.try_wait() {
+                Ok(Some(s)) => format!("it exited ({s})"),
+                _ if ready.is_err() => {
+                    format!("it did not serve within {}s", START_TIMEOUT.as_secs())
+                }
+                _ => "it closed its output".to_owned(),
+            };
+            let _ = child.kill().await;
+            return Err(BoardError::Start(format!("{status}: {}", said.join(" | "))));
+        }
         // Keep reading what it says, so a full pipe never stalls it.
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 debug!(target: "tensorboard", "{line}");
             }
         });
-        Ok(Board { port, child, spec })
+        Ok(Board { child, spec })
     }
 
     /// Stops the job's board; false when none ran.
@@ -295,6 +452,14 @@ impl Boards {
         }
     }
 
+    /// Stops the board of a deleted job and forgets it.
+    pub async fn forget(&self, key: i64) {
+        self.stop(key).await;
+        if let Ok(mut m) = self.slots.lock() {
+            m.remove(&key);
+        }
+    }
+
     /// Passes one request to the job's board (started if need be) and its
     /// answer back, streamed both ways.
     pub async fn forward(
@@ -303,14 +468,16 @@ impl Boards {
         spec: BoardSpec,
         req: Request<Body>,
     ) -> Result<Response<Body>, BoardError> {
-        let port = self.ensure(key, spec).await?;
+        let guard = InFlight::new(self.slot(key), self.epoch);
+        let socket = spec.socket();
+        self.ensure(key, spec).await?;
         let (parts, body) = req.into_parts();
         let path = parts
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let uri: Uri = format!("http://127.0.0.1:{port}{path}")
+        let uri: Uri = path
             .parse()
             .map_err(|e| BoardError::Proxy(format!("bad path {path}: {e}")))?;
         let mut out = Request::builder()
@@ -319,9 +486,23 @@ impl Boards {
             .body(body)
             .map_err(|e| BoardError::Proxy(e.to_string()))?;
         *out.headers_mut() = forwarded_headers(&parts.headers);
-        let resp = self
-            .client
-            .request(out)
+        out.headers_mut().insert(
+            header::HOST,
+            header::HeaderValue::from_static("tensorboard"),
+        );
+        let stream = tokio::net::UnixStream::connect(&socket)
+            .await
+            .map_err(|e| BoardError::Proxy(format!("{}: {e}", socket.display())))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| BoardError::Proxy(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "tensorboard connection ended");
+            }
+        });
+        let resp = sender
+            .send_request(out)
             .await
             .map_err(|e| BoardError::Proxy(e.to_string()))?;
         let (mut parts, body) = resp.into_parts();
@@ -329,7 +510,12 @@ impl Boards {
             parts.headers.remove(HeaderName::from_static(h));
         }
         parts.headers.remove(header::SET_COOKIE);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        // The board counts as in use until the whole answer has gone out.
+        let body = Body::new(body).into_data_stream().map(move |chunk| {
+            let _ = &guard;
+            chunk
+        });
+        Ok(Response::from_parts(parts, Body::from_stream(body)))
     }
 
     /// Stops boards nobody has used for `idle_after`; runs for as long as
@@ -346,11 +532,16 @@ impl Boards {
             };
             let idle_ms = self.idle_after.as_millis() as u64;
             for (key, slot) in slots {
-                let unused = now_ms().saturating_sub(slot.last_used_ms.load(Ordering::Relaxed));
+                if slot.in_flight.load(Ordering::SeqCst) > 0 {
+                    continue;
+                }
+                let unused = self
+                    .now_ms()
+                    .saturating_sub(slot.last_used_ms.load(Ordering::SeqCst));
                 if unused < idle_ms {
                     continue;
                 }
-                // A board that is starting or serving is not idle.
+                // A board that is starting holds its lock: not idle.
                 let Ok(mut b) = slot.board.try_lock() else {
                     continue;
                 };
@@ -477,20 +668,38 @@ mod tests {
     }
 
     #[test]
-    fn the_ready_line_gives_the_port() {
+    fn the_ready_line_is_the_one_naming_our_socket() {
+        let sock = Path::new("/data/tensorboard/7/board.sock");
+        assert!(is_ready_line(
+            "TensorBoard 2.21.0 at unix:///data/tensorboard/7/board.sock (Press CTRL+C to quit)",
+            sock
+        ));
+        assert!(!is_ready_line(
+            "TensorBoard 2.21.0 at unix:///tmp/elsewhere.sock (Press CTRL+C to quit)",
+            sock
+        ));
+        assert!(!is_ready_line(
+            "spoof: TensorBoard 2.21.0 at unix:///data/tensorboard/7/board.sock (x)",
+            sock
+        ));
+        assert!(!is_ready_line(
+            "NOTE: Using experimental fast data loading logic.",
+            sock
+        ));
+    }
+
+    #[test]
+    fn the_python_of_a_console_script() {
         assert_eq!(
-            ready_port("TensorBoard 2.21.0 at http://127.0.0.1:39175/jobs/a~b/tensorboard/ (Press CTRL+C to quit)"),
-            Some(39175)
+            python_of("#!/venv/bin/python3\n# -*- coding: utf-8 -*-\nimport re\n"),
+            Some(PathBuf::from("/venv/bin/python3"))
         );
         assert_eq!(
-            ready_port("TensorBoard 1.15 at http://localhost:6006/"),
-            Some(6006)
+            python_of("#!/bin/sh\n'''exec' \"/very/long/venv/bin/python3\" \"$0\" \"$@\"\n' '''\n"),
+            Some(PathBuf::from("/very/long/venv/bin/python3"))
         );
-        assert_eq!(
-            ready_port("NOTE: Using experimental fast data loading logic."),
-            None
-        );
-        assert_eq!(ready_port("at http://127.0.0.1:notaport/"), None);
+        assert_eq!(python_of("\x7fELF\x02\x01"), None);
+        assert_eq!(python_of("#!/bin/bash\necho hi\n"), None);
     }
 
     fn spec(space: Option<&str>) -> BoardSpec {
@@ -498,20 +707,36 @@ mod tests {
             prefix: "/jobs/alice~mnist/tensorboard".into(),
             logdir: "/data/spaces/alice/Output/mnist/tensorboard".into(),
             space: space.map(PathBuf::from),
+            dir: "/data/tensorboard/7".into(),
+        }
+    }
+
+    fn sandbox() -> Sandbox {
+        Sandbox {
+            bwrap: "/usr/bin/bwrap".into(),
+            root: vec![kiln_engine::local::sandbox::RootEntry::Dir("usr".into())],
+            hide: vec!["/data".into()],
+            binds: Vec::new(),
+            tmp: PathBuf::new(),
+            shm_mb: 64,
+            devices: Vec::new(),
+            workdir: "/".into(),
+            drop_caps: true,
         }
     }
 
     #[test]
-    fn sandboxed_it_sees_only_the_owners_space_of_the_data_folder() {
+    fn sandboxed_it_sees_only_the_owners_space_and_has_no_network() {
         let (exe, args) = command_line(
-            Path::new("/venv/bin/tensorboard"),
-            Some((Path::new("/usr/bin/bwrap"), Path::new("/data"))),
+            Path::new("/venv/bin/python3"),
+            Some(sandbox()),
             &spec(Some("/data/spaces/alice")),
         );
         assert_eq!(exe, PathBuf::from("/usr/bin/bwrap"));
         let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
         let at = |a: &str| args.iter().position(|x| x == a);
-        // The data folder is hidden first, then the space shown read-only.
+        // The data folder is hidden first, then the space shown read-only
+        // and the board's own folder writable.
         let hide = args
             .windows(2)
             .position(|w| w == ["--tmpfs", "/data"])
@@ -520,22 +745,37 @@ mod tests {
             .windows(3)
             .position(|w| w == ["--ro-bind", "/data/spaces/alice", "/data/spaces/alice"])
             .expect("space shown");
-        assert!(hide < show);
-        assert!(at("--bind").is_none(), "nothing writable: {args:?}");
+        let own = args
+            .windows(3)
+            .position(|w| w == ["--bind", "/data/tensorboard/7", "/data/tensorboard/7"])
+            .expect("own folder");
+        assert!(hide < show && hide < own);
+        assert!(args
+            .windows(3)
+            .any(|w| w == ["--bind", "/data/tensorboard/7/tmp", "/tmp"]));
+        for flag in ["--unshare-net", "--unshare-pid", "--new-session"] {
+            assert!(at(flag).is_some(), "{flag}: {args:?}");
+        }
+        assert!(args.windows(2).any(|w| w == ["--cap-drop", "ALL"]));
         let sep = at("--").expect("--");
-        assert_eq!(args[sep + 1], "/venv/bin/tensorboard");
+        assert_eq!(args[sep + 1], "/venv/bin/python3");
         let tail = &args[sep + 2..];
-        assert!(tail.windows(2).any(|w| w == ["--host", "127.0.0.1"]));
+        assert_eq!(tail[0], "-c");
+        assert_eq!(tail[2], "/data/tensorboard/7/board.sock");
         assert!(tail
             .windows(2)
             .any(|w| w == ["--path_prefix", "/jobs/alice~mnist/tensorboard"]));
+        assert!(
+            !tail.iter().any(|a| a == "--port" || a == "--host"),
+            "no TCP"
+        );
     }
 
     #[test]
     fn without_the_sandbox_it_runs_directly() {
-        let (exe, args) = command_line(Path::new("/venv/bin/tensorboard"), None, &spec(None));
-        assert_eq!(exe, PathBuf::from("/venv/bin/tensorboard"));
-        assert_eq!(args[0], "--logdir");
+        let (exe, args) = command_line(Path::new("/venv/bin/python3"), None, &spec(None));
+        assert_eq!(exe, PathBuf::from("/venv/bin/python3"));
+        assert_eq!(args[0], "-c");
     }
 
     #[test]
@@ -549,6 +789,11 @@ mod tests {
         h.insert(header::CONNECTION, "keep-alive".parse().expect("value"));
         h.insert(header::HOST, "kiln:8420".parse().expect("value"));
         h.insert(header::ACCEPT, "text/html".parse().expect("value"));
+        h.insert(
+            HeaderName::from_static("x-secret-hop"),
+            "1".parse().expect("value"),
+        );
+        h.append(header::CONNECTION, "x-secret-hop".parse().expect("value"));
         h.insert(
             header::CONTENT_TYPE,
             "application/json".parse().expect("value"),

@@ -327,6 +327,10 @@ struct ServerArgs {
     /// Stop a job's TensorBoard once nobody has used it this long.
     #[arg(long, value_name = "DURATION", default_value = "30m")]
     tensorboard_idle: String,
+    /// Most TensorBoards running at once (each is a Python process of a few
+    /// hundred MB); the least recently used one makes room.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    tensorboard_max: usize,
 }
 
 /// A duration flag, or None for "off".
@@ -358,6 +362,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         fake_gpu_usage,
         tensorboard,
         tensorboard_idle,
+        tensorboard_max,
     } = a;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
@@ -417,6 +422,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         },
         tensorboard_idle_secs: kiln_spec::quantity::parse_duration_secs(&tensorboard_idle)
             .map_err(|e| anyhow::anyhow!("--tensorboard-idle: {e}"))?,
+        tensorboard_max,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kiln_server::serve(config, |addr| {

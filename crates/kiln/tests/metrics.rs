@@ -189,7 +189,7 @@ fn gpu_use_is_sampled_and_idle_gpus_are_noticed_then_released() {
         "--idle-gpu-notice",
         "2s",
         "--idle-gpu-release",
-        "6s",
+        "20s",
     ]);
     let id = s.submit("holder", "name: holder\ngpus: 1\ncommand: sleep 600\n");
     let job = s.wait_state(&id, "RUNNING", 30);

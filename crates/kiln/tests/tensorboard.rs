@@ -78,6 +78,19 @@ fn get(
     (status, location, set_cookie, body)
 }
 
+/// TensorBoard processes serving a socket in this data folder.
+fn boards_running(data: &std::path::Path) -> usize {
+    let data = data.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("python") && c.contains(&data) && c.contains("board.sock"))
+        .filter(|c| !c.contains("bwrap"))
+        .count()
+}
+
 fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -103,6 +116,8 @@ fn tensorboard_is_served_behind_sign_in_and_stops_when_unused() {
         tensorboard.to_str().expect("utf8"),
         "--tensorboard-idle",
         "3s",
+        "--tensorboard-max",
+        "1",
         "--stop-grace",
         "1",
     ];
@@ -142,10 +157,15 @@ fn tensorboard_is_served_behind_sign_in_and_stops_when_unused() {
     write_events(&bin, &logdir.join("run1"), "loss");
     if sandboxed {
         // Bob's run, and a link to it planted in Alice's folder: her board
-        // must not show it.
+        // must not show it. A link to a run elsewhere in her own space,
+        // named to sort after it, shows that links are followed at all and
+        // that the board has read past the planted one.
         let bobs = spaces.join("bob/Output/secret/tensorboard");
         write_events(&bin, &bobs, "bobs_loss");
         std::os::unix::fs::symlink(&bobs, logdir.join("stolen")).expect("symlink");
+        let mine = spaces.join("alice/elsewhere/tensorboard");
+        write_events(&bin, &mine, "mine_loss");
+        std::os::unix::fs::symlink(&mine, logdir.join("zz_mine")).expect("symlink");
     }
 
     // Nobody signed in: nothing, not even whether the job exists.
@@ -196,9 +216,14 @@ fn tensorboard_is_served_behind_sign_in_and_stops_when_unused() {
     );
     // TensorBoard's own data, through the proxy: Alice's scalars only.
     let tags_url = format!("{page}data/plugin/scalars/tags");
-    let tags = until(60, "the run loaded", || {
+    let want = if sandboxed {
+        "\"mine_loss\""
+    } else {
+        "\"loss\""
+    };
+    let tags = until(60, "the runs loaded", || {
         let (status, _, _, body) = get(&tags_url, Some(&cookie), None);
-        (status == 200 && body.contains("\"loss\""))
+        (status == 200 && body.contains("\"loss\"") && body.contains(want))
             .then_some(body.clone())
             .ok_or(format!("{status} {body}"))
     });
@@ -229,6 +254,30 @@ fn tensorboard_is_served_behind_sign_in_and_stops_when_unused() {
     assert_eq!(status, 200, "{html}");
     let (_, v) = s.api_as(&alice, "GET", "/jobs/fit/tensorboard", None);
     assert_eq!(v["running"], true, "{v}");
+    // At most one board runs here: another job's board makes room.
+    let spec2 = s.write_spec("fit2", "name: fit2\ncommand: 'true'\n");
+    let out = s.cli_as(&alice, &["submit", spec2.to_str().expect("utf8"), "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, v) = s.api_as(&alice, "POST", "/jobs/fit2/tensorboard", None);
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = s.api_as(&alice, "GET", "/jobs/fit/tensorboard", None);
+    assert_eq!(
+        v["running"], false,
+        "the least recently used made room: {v}"
+    );
+    // Deleting a job stops its board: no board process is left.
+    s.cli_as(&alice, &["rm", "fit2"]);
+    until(10, "the deleted job's board gone", || {
+        let n = boards_running(s.data.path());
+        (n == 0).then_some(()).ok_or(format!("{n} running"))
+    });
+    let (status, _, _, _) = get(&page, Some(&cookie), None);
+    assert_eq!(status, 200);
+    assert_eq!(boards_running(s.data.path()), 1);
     // And `--stop` stops it.
     let out = s.cli_as(&alice, &["tensorboard", "fit", "--stop"]);
     assert!(out.status.success());

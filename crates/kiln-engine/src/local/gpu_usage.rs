@@ -99,7 +99,7 @@ impl GpuUsage for FromFile {
 }
 
 /// NVML, loaded once at start; the devices are looked up at every reading,
-/// so a GPU that falls off the bus is an error for that reading only.
+/// so a GPU that falls off the bus is missing from that reading only.
 pub struct Nvml {
     nvml: nvml_wrapper::Nvml,
 }
@@ -120,34 +120,46 @@ impl Nvml {
 }
 
 impl GpuUsage for Nvml {
+    /// A GPU that cannot be read (utilisation is not supported on some
+    /// MIG set-ups) is left out of the reading, with the others kept; only
+    /// a reading with no GPU at all is an error.
     fn sample(&self) -> Result<Vec<DeviceSample>, String> {
         let count = self.nvml.device_count().map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(count as usize);
+        let mut errors = Vec::new();
         for i in 0..count {
-            let d = self.nvml.device_by_index(i).map_err(|e| e.to_string())?;
-            let index = d.index().map_err(|e| e.to_string())?;
-            let utilization_percent = d.utilization_rates().map_err(|e| e.to_string())?.gpu;
-            let memory_used_bytes = d.memory_info().map_err(|e| e.to_string())?.used;
-            let processes = d
-                .running_compute_processes()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|p| GpuProcess {
-                    pid: p.pid,
-                    memory_bytes: match p.used_gpu_memory {
-                        nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b),
-                        nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
-                    },
-                })
-                .collect();
-            out.push(DeviceSample {
-                index,
-                utilization_percent,
-                memory_used_bytes,
-                processes,
-            });
+            match self.read(i) {
+                Ok(d) => out.push(d),
+                Err(e) => errors.push(format!("GPU {i}: {e}")),
+            }
+        }
+        if out.is_empty() && !errors.is_empty() {
+            return Err(errors.join("; "));
         }
         Ok(out)
+    }
+}
+
+impl Nvml {
+    fn read(&self, i: u32) -> Result<DeviceSample, nvml_wrapper::error::NvmlError> {
+        let d = self.nvml.device_by_index(i)?;
+        let processes = d
+            .running_compute_processes()?
+            .into_iter()
+            .map(|p| GpuProcess {
+                pid: p.pid,
+                memory_bytes: match p.used_gpu_memory {
+                    nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b),
+                    nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
+                },
+            })
+            .collect();
+        Ok(DeviceSample {
+            index: d.index()?,
+            utilization_percent: d.utilization_rates()?.gpu,
+            memory_used_bytes: d.memory_info()?.used,
+            processes,
+        })
     }
 }
 

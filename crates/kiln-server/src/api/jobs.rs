@@ -437,6 +437,7 @@ pub async fn delete(
     }
     let key = job.key;
     state.hub.forget(key);
+    state.boards.forget(key).await;
     let store = Arc::clone(&state.store);
     let dir = state.layout.job(key);
     blocking(move || {

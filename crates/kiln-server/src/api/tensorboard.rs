@@ -54,6 +54,7 @@ fn board_spec(state: &AppState, job: &JobRecord) -> BoardSpec {
         prefix: prefix(job),
         logdir: Layout::tensorboard(&output),
         space: sandboxed.then(|| state.layout.spaces().join(job.id.user())),
+        dir: state.layout.board(job.key),
     }
 }
 
@@ -62,6 +63,7 @@ impl From<BoardError> for Problem {
         let status = match e {
             BoardError::NotInstalled => StatusCode::NOT_IMPLEMENTED,
             BoardError::Start(_) | BoardError::Proxy(_) => StatusCode::BAD_GATEWAY,
+            BoardError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         Problem::new(status, e.to_string())
     }
@@ -168,13 +170,26 @@ fn redirect(status: StatusCode, to: &str) -> Response {
 /// Everything under `/jobs/{id}/tensorboard`: sign-in, then the board.
 pub async fn proxy(State(state): State<AppState>, req: Request) -> Result<Response, Problem> {
     let path = req.uri().path().to_owned();
-    let Some(id) = path
+    let Some((id, rest)) = path
         .strip_prefix("/jobs/")
-        .and_then(|p| p.split_once('/'))
-        .map(|(id, _)| id.to_owned())
+        .and_then(|p| p.split_once("/tensorboard"))
+        .map(|(id, rest)| (id.to_owned(), rest.to_owned()))
     else {
         return Err(Problem::not_found("no such page"));
     };
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    // The folder form first, from the path alone: the cookie's path ends
+    // in a slash, and TensorBoard's relative links need it.
+    if rest.is_empty() {
+        return Ok(redirect(
+            StatusCode::PERMANENT_REDIRECT,
+            &format!("/jobs/{id}/tensorboard/{query}"),
+        ));
+    }
     let (mut parts, body) = req.into_parts();
     let unauthorized = || {
         Problem::unauthorized(
@@ -183,34 +198,42 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Result<Respon
         )
     };
     let now = now_ms();
-    // Who is asking: a Bearer token, a ticket, or the cookie a ticket gave.
-    let bearer = parts.headers.contains_key(header::AUTHORIZATION);
-    let ticket = query_param(parts.uri.query(), "ticket").map(str::to_owned);
+    let bearer = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
     let (caller, pass_key) = if bearer {
         (Caller::from_request_parts(&mut parts, &state).await?, None)
     } else {
-        // A pass names its job by key; the id in the path must be that job.
-        let user = id.split_once('~').map(|(u, _)| u.to_owned());
-        let Some(user) = user else {
-            return Err(unauthorized());
+        // A ticket or a cookie names its job by key; find the job the path
+        // names, as its owner would, to compare. Every failure answers the
+        // same, so nothing is learnt about which jobs exist.
+        let owner = id.split_once('~').map(|(u, _)| u.to_owned());
+        let job = match owner {
+            Some(name) => {
+                let probe = Caller {
+                    name,
+                    is_admin: false,
+                };
+                resolve(&state, &probe, &id).await.ok()
+            }
+            None => None,
         };
-        let probe = Caller {
-            name: user,
-            is_admin: false,
-        };
-        let job = resolve(&state, &probe, &id)
-            .await
-            .map_err(|_| unauthorized())?;
-        if let Some(t) = &ticket {
-            let Some(session) = state.passes.redeem(t, job.key, now) else {
+        if let Some(t) = query_param(parts.uri.query(), "ticket") {
+            let session = job
+                .as_ref()
+                .and_then(|job| state.passes.redeem(t, job.key, now).map(|s| (job, s)));
+            let Some((job, session)) = session else {
                 return Err(Problem::unauthorized(
-                    "this sign-in link has been used or has expired: run `kiln tensorboard JOB` for a new one",
+                    "this sign-in link is not valid (used, expired or for another board): \
+                     run `kiln tensorboard JOB` for a new one",
                 ));
             };
-            let mut r = redirect(StatusCode::SEE_OTHER, &format!("{}/", prefix(&job)));
+            let mut r = redirect(StatusCode::SEE_OTHER, &format!("{}/", prefix(job)));
             let c = format!(
                 "{COOKIE}={session}; Path={}/; HttpOnly; SameSite=Lax; Max-Age={}",
-                prefix(&job),
+                prefix(job),
                 crate::tensorboard::SESSION_MS / 1000
             );
             if let Ok(v) = HeaderValue::from_str(&c) {
@@ -218,8 +241,11 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Result<Respon
             }
             return Ok(r);
         }
-        let pass = cookie(&parts.headers, COOKIE)
-            .and_then(|s| state.passes.session(s, job.key, now))
+        let pass = job
+            .as_ref()
+            .and_then(|job| {
+                cookie(&parts.headers, COOKIE).and_then(|s| state.passes.session(s, job.key, now))
+            })
             .ok_or_else(unauthorized)?;
         (
             Caller {
@@ -234,20 +260,10 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Result<Respon
         return Err(unauthorized());
     }
     // One spelling of the path, the one TensorBoard was started with.
-    let canonical = prefix(&job);
-    let rest = path
-        .strip_prefix(&format!("/jobs/{id}/tensorboard"))
-        .unwrap_or("");
-    if id != job.id.to_string() || rest.is_empty() {
-        let rest = if rest.is_empty() { "/" } else { rest };
-        let query = parts
-            .uri
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
+    if id != job.id.to_string() {
         return Ok(redirect(
             StatusCode::PERMANENT_REDIRECT,
-            &format!("{canonical}{rest}{query}"),
+            &format!("{}{rest}{query}", prefix(&job)),
         ));
     }
     let spec = board_spec(&state, &job);

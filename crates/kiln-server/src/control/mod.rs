@@ -75,6 +75,11 @@ pub(crate) enum Msg {
         kind: &'static str,
         message: String,
     },
+    Release {
+        key: i64,
+        attempt: u32,
+        by: String,
+    },
     Shutdown,
 }
 
@@ -120,14 +125,14 @@ impl Control {
         let _ = self.tx.send(Msg::Note { key, kind, message });
     }
 
-    /// Asks the loop to stop a job, without waiting for the answer (from
-    /// threads that are not async, such as the sampler's).
-    pub fn stop_detached(&self, key: i64, by: &str) {
-        let (reply, _) = tokio::sync::oneshot::channel();
-        let _ = self.tx.send(Msg::Stop {
+    /// Asks the loop to stop a job's attempt `attempt`, without waiting
+    /// (the sampler's idle-GPU release). Nothing happens should that
+    /// attempt have ended meanwhile: its retry is not the one found idle.
+    pub fn release(&self, key: i64, attempt: u32, by: &str) {
+        let _ = self.tx.send(Msg::Release {
             key,
+            attempt,
             by: by.to_owned(),
-            reply,
         });
     }
 

@@ -257,6 +257,17 @@ impl Loop {
                     self.apply(key, &change);
                 }
             }
+            Msg::Release { key, attempt, by } => {
+                let current = self
+                    .active
+                    .get(&key)
+                    .is_some_and(|a| a.job.attempt == attempt && a.job.state == JobState::Running);
+                if current {
+                    if let Err(e) = self.on_stop(key, &by) {
+                        warn!(job_key = key, error = %e, "cannot release idle GPUs");
+                    }
+                }
+            }
             Msg::Shutdown => {}
         }
     }

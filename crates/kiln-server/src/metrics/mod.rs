@@ -52,8 +52,9 @@ struct JobMetrics {
     cpu: HashMap<String, (u64, Instant)>,
     /// Built once per job: its patterns are compiled regexes.
     extractor: Option<Arc<Extractor>>,
-    /// Whether its GPUs sit idle.
+    /// Whether its GPUs sit idle, in attempt `idle_attempt`.
     idle: IdleWatch,
+    idle_attempt: u32,
     dirty: bool,
 }
 
@@ -78,7 +79,8 @@ pub struct Hub {
     /// Job → since when its GPUs are idle, once noticed. Kept apart from
     /// `jobs`, which is held while logs are parsed, so that the API's read
     /// of it never waits.
-    idle_since: Mutex<HashMap<i64, u64>>,
+    /// The value: (since when, whether it is being stopped for it).
+    idle_since: Mutex<HashMap<i64, (u64, bool)>>,
 }
 
 fn now_ms() -> u64 {
@@ -117,7 +119,7 @@ impl Hub {
             .lock()
             .ok()
             .and_then(|m| m.get(&key).copied());
-        let Some(since) = since else {
+        let Some((since, released)) = since else {
             return Vec::new();
         };
         let ms = now_ms().saturating_sub(since);
@@ -125,7 +127,9 @@ impl Hub {
             "its GPUs have shown 0% use for {}",
             format_duration_secs(ms / 1000)
         );
-        if let Some(release) = w.policy.release_after_ms {
+        if released {
+            text.push_str("; it is being stopped for it");
+        } else if let Some(release) = w.policy.release_after_ms {
             text.push_str(&format!(
                 "; it will be stopped once idle for {}",
                 format_duration_secs(release / 1000)
@@ -243,9 +247,9 @@ impl Hub {
     /// what the watch says: events, and stops where the policy releases.
     fn watch_idle(&self, running: &[JobRecord], job_gpus: &HashMap<i64, Vec<u32>>, t_ms: u64) {
         let Some(w) = &self.gpus else { return };
-        // Jobs no longer running lose their warning; jobs this reading did
+        // Jobs no longer running lose their notice; jobs this reading did
         // not cover keep theirs.
-        let mut idle_since: HashMap<i64, u64> = self
+        let mut idle_since: HashMap<i64, (u64, bool)> = self
             .idle_since
             .lock()
             .map(|m| {
@@ -255,14 +259,21 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default();
+        let mut actions = Vec::new();
         for job in running {
             let Some(util) = job_gpus.get(&job.key) else {
                 continue;
             };
             let Some((action, since)) = self.with_job(job.key, |m| {
+                // Each attempt is watched afresh: a retry's GPUs owe nothing
+                // to the last attempt's idleness or to the time it queued.
+                if m.idle_attempt != job.attempt {
+                    m.idle = IdleWatch::default();
+                    m.idle_attempt = job.attempt;
+                }
                 (
                     m.idle.observe(t_ms, util, &w.policy),
-                    m.idle.noticed_since_ms(),
+                    m.idle.noticed_since_ms().map(|s| (s, m.idle.released())),
                 )
             }) else {
                 continue;
@@ -271,11 +282,19 @@ impl Hub {
                 Some(since) => idle_since.insert(job.key, since),
                 None => idle_since.remove(&job.key),
             };
-            let Some(action) = action else { continue };
-            let took = |ms: u64| format_duration_secs(ms / 1000);
+            if let Some(action) = action {
+                actions.push((job.key, job.attempt, action));
+            }
+        }
+        // The notice first, so that a detail read after the event shows it.
+        if let Ok(mut m) = self.idle_since.lock() {
+            *m = idle_since;
+        }
+        let took = |ms: u64| format_duration_secs(ms / 1000);
+        for (key, attempt, action) in actions {
             match action {
                 IdleAction::Notice { idle_ms } => w.control.note(
-                    job.key,
+                    key,
                     "gpus-idle",
                     format!(
                         "its GPUs have shown 0% use for {}; stop it if it no longer needs them",
@@ -284,25 +303,25 @@ impl Hub {
                 ),
                 IdleAction::Release { idle_ms } => {
                     w.control.note(
-                        job.key,
+                        key,
                         "gpus-idle",
                         format!(
                             "its GPUs have shown 0% use for {}: releasing them",
                             took(idle_ms)
                         ),
                     );
-                    w.control
-                        .stop_detached(job.key, &format!("kiln (GPUs idle for {})", took(idle_ms)));
+                    w.control.release(
+                        key,
+                        attempt,
+                        &format!("kiln (GPUs idle for {})", took(idle_ms)),
+                    );
                 }
                 IdleAction::Busy { idle_ms } => w.control.note(
-                    job.key,
+                    key,
                     "gpus-busy",
                     format!("its GPUs are in use again after {} idle", took(idle_ms)),
                 ),
             }
-        }
-        if let Ok(mut m) = self.idle_since.lock() {
-            *m = idle_since;
         }
     }
 
