@@ -51,10 +51,6 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
-pub async fn not_found() -> Problem {
-    Problem::not_found("no such API path; see /api/v1/openapi.json")
-}
-
 pub async fn method_not_allowed() -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,

@@ -13,6 +13,7 @@ mod openapi;
 mod problem;
 mod sources;
 mod tensorboard;
+mod ui;
 pub mod users;
 pub mod views;
 
@@ -98,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/users", get(users::list).post(users::add))
         .route("/api/v1/users/{name}/tokens", post(users::token))
-        .fallback(extract::not_found)
+        .fallback(ui::fallback)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
