@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{until, Server};
 use serde_json::Value;
 
 /// The newest value of a series, if it has one.
@@ -143,18 +143,6 @@ fn prometheus_reads_kiln_s_own_numbers() {
     assert!(text.contains("route=\"/api/v1/jobs\""), "{text}");
     s.ok(&["stop", &hold]);
     s.ok(&["stop", &wait]);
-}
-
-/// Polls `f` until it gives a value, failing with `what` after `secs`.
-fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The GPU path end to end with a stand-in for NVML: the server reads its

@@ -9,25 +9,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::{env_of, task, Server};
+use common::{env_of, task, torch_bin, Server};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-/// The venv's bin folder, or None (after saying so) when there is none.
-fn torch_bin() -> Option<PathBuf> {
-    match std::env::var_os("KILN_TEST_PYTHON") {
-        Some(py) => Some(PathBuf::from(py).parent().expect("bin folder").to_owned()),
-        None => {
-            assert!(
-                std::env::var_os("KILN_REQUIRE_TORCH").is_none(),
-                "KILN_REQUIRE_TORCH is set but KILN_TEST_PYTHON is not"
-            );
-            eprintln!("SKIPPED: set KILN_TEST_PYTHON to a python with torch (scripts/test does)");
-            None
-        }
-    }
 }
 
 /// A server whose tasks find the venv's python3, torchrun and packages first.

@@ -5,27 +5,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use common::Server;
-
-/// The venv's bin folder, or None (after saying so) when there is none.
-fn venv_bin() -> Option<PathBuf> {
-    match std::env::var_os("KILN_TEST_PYTHON") {
-        Some(py) => Some(PathBuf::from(py).parent().expect("bin folder").to_owned()),
-        None => {
-            assert!(
-                std::env::var_os("KILN_REQUIRE_TORCH").is_none(),
-                "KILN_REQUIRE_TORCH is set but KILN_TEST_PYTHON is not"
-            );
-            eprintln!(
-                "SKIPPED: set KILN_TEST_PYTHON to the venv with tensorboard (scripts/test does)"
-            );
-            None
-        }
-    }
-}
+use common::{torch_bin, until, Server};
 
 /// Writes scalars `tag` = 1.0, 0.5, 0.25 as a TensorBoard event file in `dir`.
 fn write_events(bin: &std::path::Path, dir: &std::path::Path, tag: &str) {
@@ -91,20 +72,9 @@ fn boards_running(data: &std::path::Path) -> usize {
         .count()
 }
 
-fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn tensorboard_is_served_behind_sign_in_and_stops_when_unused() {
-    let Some(bin) = venv_bin() else { return };
+    let Some(bin) = torch_bin() else { return };
     let sandboxed = kiln_engine::local::sandbox::find_bwrap().is_some();
     assert!(
         sandboxed || std::env::var_os("KILN_REQUIRE_BWRAP").is_none(),

@@ -354,3 +354,33 @@ pub fn have_program(name: &str, require: &str) -> bool {
     }
     found
 }
+
+/// The bin folder of the venv with torch, tensorboardX and tensorboard that
+/// scripts/test prepares (KILN_TEST_PYTHON), or None, after saying so, when
+/// there is none; with KILN_REQUIRE_TORCH set, none is a failure.
+pub fn torch_bin() -> Option<PathBuf> {
+    match std::env::var_os("KILN_TEST_PYTHON") {
+        Some(py) => Some(PathBuf::from(py).parent().expect("bin folder").to_owned()),
+        None => {
+            assert!(
+                std::env::var_os("KILN_REQUIRE_TORCH").is_none(),
+                "KILN_REQUIRE_TORCH is set but KILN_TEST_PYTHON is not"
+            );
+            eprintln!("SKIPPED: set KILN_TEST_PYTHON to a python with torch (scripts/test does)");
+            None
+        }
+    }
+}
+
+/// Polls `f` until it gives a value, failing with `what` and its last
+/// word after `secs`.
+pub fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
