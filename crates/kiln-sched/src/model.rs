@@ -21,7 +21,7 @@ pub struct Node {
 }
 
 /// What one task needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TaskRequest {
     pub cpus: u32,
     pub memory_mb: u64,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::model::{JobRequest, Node, Placed, RunningJob};
+use crate::model::{JobRequest, Node, Placed, RunningJob, TaskRequest};
 use crate::place::{totals, Free};
 
 /// A job to start now.
@@ -65,13 +65,22 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
     let mut ahead_in_queue: HashMap<&str, usize> = HashMap::new();
     let mut plan = Plan::default();
     let mut reservation: Option<Reservation> = None;
+    // Whether a job can ever run depends only on the shape of its tasks, and
+    // a queue holds few shapes: each is searched once per pass.
+    let mut never: HashMap<&[TaskRequest], Option<String>> = HashMap::new();
+    // Free GPUs per wanted model, for pending reasons; valid until the next
+    // start changes what is free.
+    let mut free_of_type: HashMap<Option<&str>, u64> = HashMap::new();
 
     for job in order {
         let ahead = ahead_in_queue.entry(job.queue.as_str()).or_insert(0);
         let position = *ahead;
         let ends_at = job.max_duration_secs.map(|d| now.saturating_add(d));
 
-        if let Some(why) = never_fits(nodes, job) {
+        let never_why = never
+            .entry(job.tasks.as_slice())
+            .or_insert_with(|| never_fits(nodes, job));
+        if let Some(why) = never_why.clone() {
             plan.waiting.push(Waiting {
                 key: job.key,
                 reason: why,
@@ -82,6 +91,7 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
         let Some(res) = &mut reservation else {
             // Nobody blocked yet: plain queue order.
             if let Some(tasks) = free.place(nodes, job) {
+                free_of_type.clear();
                 holders.push((ends_at, tasks.clone()));
                 plan.start.push(Start {
                     key: job.key,
@@ -89,7 +99,7 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
                     backfilled: false,
                 });
             } else {
-                let reason = shortage(nodes, &free, job);
+                let reason = shortage(nodes, &free, job, &mut free_of_type);
                 reservation = Some(reserve(nodes, &free, &holders, job));
                 plan.waiting.push(Waiting {
                     key: job.key,
@@ -114,6 +124,7 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
             None => None,
         };
         if let Some(tasks) = started {
+            free_of_type.clear();
             holders.push((ends_at, tasks.clone()));
             plan.start.push(Start {
                 key: job.key,
@@ -123,7 +134,7 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
             continue;
         }
         let reason = if !free.fits(nodes, job) {
-            shortage(nodes, &free, job)
+            shortage(nodes, &free, job, &mut free_of_type)
         } else if ends_at.is_none() {
             format!(
                 "waiting behind {}, first in line; only jobs with a maxDuration that ends in time may start ahead of it",
@@ -160,6 +171,13 @@ fn backfill_beside(
     res: &mut Reservation<'_>,
     job: &JobRequest,
 ) -> Option<Vec<Placed>> {
+    // Both placements below are within what is free now: when the totals
+    // already say no, skip copying the world (the common case in a full
+    // cluster with a long queue).
+    let (cpus, mem, gpus) = totals(job);
+    if cpus > free.cpus || mem > free.memory_mb || gpus > free.gpus {
+        return None;
+    }
     let mut keep_off = res.world.clone();
     keep_off.place(nodes, res.head)?;
     let mut candidates = vec![free.place(nodes, job)];
@@ -247,8 +265,14 @@ fn never_fits(nodes: &[Node], job: &JobRequest) -> Option<String> {
     ))
 }
 
-/// What is missing now, in the words of a pending reason.
-fn shortage(nodes: &[Node], free: &Free, job: &JobRequest) -> String {
+/// What is missing now, in the words of a pending reason. `free_of_type`
+/// caches free GPU counts per model between starts.
+fn shortage<'j>(
+    nodes: &[Node],
+    free: &Free,
+    job: &'j JobRequest,
+    free_of_type: &mut HashMap<Option<&'j str>, u64>,
+) -> String {
     let (cpus, mem, _) = totals(job);
     let mut missing = Vec::new();
     // GPUs per wanted model, so "needs 4 A100 GPUs, 2 free" is exact.
@@ -264,24 +288,25 @@ fn shortage(nodes: &[Node], free: &Free, job: &JobRequest) -> String {
         }
     }
     for (ty, need) in by_type {
-        let probe = crate::model::TaskRequest {
-            cpus: 0,
-            memory_mb: 0,
-            gpus: 0,
-            gpu_type: ty.map(str::to_owned),
-        };
-        let have: u64 = free
-            .nodes
-            .iter()
-            .zip(nodes)
-            .map(|(n, node)| {
-                n.gpu_free
-                    .iter()
-                    .zip(&node.gpus)
-                    .filter(|(f, g)| **f && probe.wants(g))
-                    .count() as u64
-            })
-            .sum();
+        let have = *free_of_type.entry(ty).or_insert_with(|| {
+            let probe = TaskRequest {
+                cpus: 0,
+                memory_mb: 0,
+                gpus: 0,
+                gpu_type: ty.map(str::to_owned),
+            };
+            free.nodes
+                .iter()
+                .zip(nodes)
+                .map(|(n, node)| {
+                    n.gpu_free
+                        .iter()
+                        .zip(&node.gpus)
+                        .filter(|(f, g)| **f && probe.wants(g))
+                        .count() as u64
+                })
+                .sum()
+        });
         if need > have {
             let what = ty.map_or("GPUs".to_owned(), |t| format!("{t} GPUs"));
             missing.push(format!("needs {need} {what}, {have} free"));
