@@ -143,7 +143,8 @@ def main():
     )
     parser.add_argument(
         "--dir",
-        default="logs",
+        # kiln: TensorBoard files go where kiln reads them, when run by kiln.
+        default=os.environ.get("KILN_TENSORBOARD_DIR", "logs"),
         metavar="L",
         help="directory where summary logs are stored",
     )

@@ -167,6 +167,43 @@ fn kubeflow_pytorchjob_trains_with_ddp_over_gloo() {
     assert!(worker.contains("World Size: 2. Rank: 1"), "{worker}");
     assert!(master.contains("accuracy="), "{master}");
     assert!(kf.join("mnist_cnn.pt").exists());
+
+    // The example's loss and accuracy, as series: from what the master
+    // printed (`loss=…`, `accuracy=…`) and from the TensorBoard files both
+    // ranks wrote to KILN_TENSORBOARD_DIR.
+    let printed = |key: &str| -> Vec<f64> {
+        master
+            .lines()
+            .filter_map(|l| l.split(key).nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let (losses, accs) = (printed("loss="), printed("accuracy="));
+    assert!(!losses.is_empty() && accs.len() == 1, "{master}");
+    let (status, v) = s.api("GET", &format!("/jobs/{id}/metrics"), None);
+    assert_eq!(status, 200, "{v}");
+    let values = |task: &str, name: &str| -> Vec<f64> {
+        v["series"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["task"] == task && s["name"] == name))
+            .and_then(|s| s["points"].as_array())
+            .map(|p| p.iter().filter_map(|p| p["value"].as_f64()).collect())
+            .unwrap_or_else(|| panic!("no {task}/{name} series: {v}"))
+    };
+    assert_eq!(values("master-0", "loss"), losses);
+    assert_eq!(values("master-0", "accuracy"), accs);
+    let tb_acc = values("tensorboard", "accuracy");
+    assert!(
+        tb_acc.iter().any(|a| (a - accs[0]).abs() < 1e-4),
+        "{tb_acc:?} vs {accs:?}"
+    );
+    let tb_loss = values("tensorboard", "loss");
+    for l in &losses {
+        assert!(
+            tb_loss.iter().any(|t| (t - l).abs() < 1e-4),
+            "{l} not in {tb_loss:?}"
+        );
+    }
 }
 
 #[test]
