@@ -1,0 +1,390 @@
+// The REST API of kiln (see /api/v1/openapi.json): typed calls, the token,
+// and problem+json errors.
+
+export interface FieldError {
+  path: string;
+  message: string;
+  line?: number | null;
+  column?: number | null;
+}
+
+export interface Problem {
+  type?: string;
+  title: string;
+  status: number;
+  detail: string;
+  errors?: FieldError[];
+}
+
+export type JobState = 'WAITING' | 'RUNNING' | 'STOPPING' | 'SUCCEEDED' | 'FAILED' | 'STOPPED';
+export const JOB_STATES: JobState[] = ['WAITING', 'RUNNING', 'STOPPING', 'SUCCEEDED', 'FAILED', 'STOPPED'];
+
+export interface TaskView {
+  id: string;
+  role: string;
+  index: number;
+  attempt: number;
+  state: string;
+  exitCode?: number | null;
+  signal?: number | null;
+  host: string;
+  gpus: number[];
+  ports: Record<string, number[]>;
+  restarts: number;
+  reason?: string | null;
+  startedAtMs?: number | null;
+  finishedAtMs?: number | null;
+}
+
+export interface EventView {
+  seq: number;
+  atMs: number;
+  kind: string;
+  message: string;
+}
+
+export interface JobView {
+  id: string;
+  name: string;
+  user: string;
+  state: JobState;
+  pendingReason?: string | null;
+  reason?: string | null;
+  attempt: number;
+  failedAttempts: number;
+  attempts?: { attempt: number; tasks: TaskView[] }[];
+  queue: string;
+  priority: number;
+  format: string;
+  submittedAtMs: number;
+  startedAtMs?: number | null;
+  finishedAtMs?: number | null;
+  deadlineAtMs?: number | null;
+  stopRequested: boolean;
+  notices?: string[];
+  tasks: TaskView[];
+  events?: EventView[] | null;
+}
+
+export interface JobList {
+  items: JobView[];
+  next?: number | null;
+}
+
+export interface Point {
+  tMs: number;
+  value: number;
+  step?: number;
+}
+
+export interface SeriesView {
+  task: string;
+  name: string;
+  points: Point[];
+}
+
+export interface Entry {
+  name: string;
+  kind: 'file' | 'dir' | 'symlink' | string;
+  size: number;
+  modifiedAtMs?: number | null;
+}
+
+export interface Listing {
+  path: string;
+  entries: Entry[];
+}
+
+export interface Usage {
+  user: string;
+  usedBytes: number;
+  quotaBytes?: number | null;
+}
+
+export interface Dataset {
+  name: string;
+  defaultTarget: string;
+}
+
+export interface UserView {
+  name: string;
+  isAdmin: boolean;
+  createdAtMs: number;
+}
+
+export interface GpuInfo {
+  index: number;
+  model: string;
+  memoryMb: number;
+}
+
+export interface NodeInfo {
+  name: string;
+  cpus: number;
+  memoryMb: number;
+  gpus: GpuInfo[];
+  gpuSource?: string;
+  gpuJobs: Record<string, string>;
+  cpusAllocated: number;
+  memoryMbAllocated: number;
+  limits?: string;
+  notes?: string[];
+}
+
+export interface Cluster {
+  nodes: NodeInfo[];
+  waiting: number;
+  running: number;
+}
+
+export interface DryRun {
+  format: string;
+  job: Spec;
+  warnings: FieldError[];
+  tasks: { task: string; env: Record<string, string> }[];
+}
+
+export interface Board {
+  running: boolean;
+  path: string;
+  url?: string | null;
+}
+
+/** kiln's own job format, as JSON (see README "kiln's own job format"). */
+export interface Spec {
+  name: string;
+  user?: string;
+  description?: string;
+  queue?: string;
+  priority?: number;
+  image?: string;
+  gpuType?: string;
+  retryCount?: number;
+  maxDuration?: string | number;
+  mounts?: MountSpec[];
+  jobEnvs?: Record<string, unknown>;
+  pytorch?: { nprocPerNode?: number };
+  roles: RoleSpec[];
+  [other: string]: unknown;
+}
+
+export interface RoleSpec {
+  name: string;
+  replicas?: number;
+  cpus?: number;
+  memory?: string | number;
+  shm?: string | number;
+  gpus?: number;
+  gpuType?: string;
+  image?: string;
+  ports?: { label: string; beginAt: number; count: number }[];
+  command: string;
+  env?: Record<string, string>;
+  minFailed?: number | null;
+  minSucceeded?: number | null;
+  [other: string]: unknown;
+}
+
+export interface MountSpec {
+  space?: string;
+  dataset?: string;
+  target?: string;
+  readOnly?: boolean;
+}
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public problem: Problem,
+  ) {
+    super(problem.detail || problem.title);
+  }
+}
+
+const TOKEN_KEY = 'kiln.token';
+const NAME_KEY = 'kiln.user';
+
+export const session = {
+  get token(): string | null {
+    return localStorage.getItem(TOKEN_KEY);
+  },
+  get name(): string | null {
+    return localStorage.getItem(NAME_KEY);
+  },
+  set(name: string, token: string) {
+    localStorage.setItem(TOKEN_KEY, token);
+    localStorage.setItem(NAME_KEY, name);
+  },
+  clear() {
+    localStorage.removeItem(TOKEN_KEY);
+    localStorage.removeItem(NAME_KEY);
+  },
+};
+
+let unauthorized: () => void = () => {};
+/** What to do when any call answers 401 (the app goes to /login). */
+export function onUnauthorized(f: () => void) {
+  unauthorized = f;
+}
+
+export interface RequestOptions {
+  method?: string;
+  body?: BodyInit | object | null;
+  contentType?: string;
+  signal?: AbortSignal;
+  /** A 401 is an answer (the login form), not a lost session. */
+  quiet401?: boolean;
+}
+
+export const API = '/api/v1';
+
+function isBodyInit(b: unknown): b is BodyInit {
+  return (
+    typeof b === 'string' ||
+    b instanceof Blob ||
+    b instanceof ArrayBuffer ||
+    b instanceof FormData ||
+    b instanceof URLSearchParams ||
+    ArrayBuffer.isView(b)
+  );
+}
+
+export async function request(path: string, opts: RequestOptions = {}): Promise<Response> {
+  const headers: Record<string, string> = {};
+  const token = session.token;
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let body: BodyInit | undefined;
+  if (opts.body != null) {
+    if (isBodyInit(opts.body)) {
+      body = opts.body;
+      if (opts.contentType) headers['Content-Type'] = opts.contentType;
+    } else {
+      body = JSON.stringify(opts.body);
+      headers['Content-Type'] = 'application/json';
+    }
+  }
+  let res: Response;
+  try {
+    res = await fetch(API + path, { method: opts.method || 'GET', headers, body, signal: opts.signal });
+  } catch (e) {
+    if (e instanceof DOMException && e.name === 'AbortError') throw e;
+    throw new ApiError(0, { title: 'Network error', status: 0, detail: String((e as Error).message || e) });
+  }
+  if (!res.ok) {
+    const problem = await readProblem(res);
+    if (res.status === 401 && !opts.quiet401) {
+      session.clear();
+      unauthorized();
+    }
+    throw new ApiError(res.status, problem);
+  }
+  return res;
+}
+
+export async function readProblem(res: Response): Promise<Problem> {
+  const text = await res.text().catch(() => '');
+  try {
+    const p = JSON.parse(text);
+    if (p && typeof p === 'object' && 'status' in p) return p as Problem;
+  } catch {
+    /* not JSON */
+  }
+  return { title: res.statusText || `HTTP ${res.status}`, status: res.status, detail: text || res.statusText };
+}
+
+export async function api<T>(path: string, opts: RequestOptions = {}): Promise<T> {
+  const res = await request(path, opts);
+  if (res.status === 204) return undefined as T;
+  const ct = res.headers.get('content-type') || '';
+  if (ct.includes('json')) return (await res.json()) as T;
+  return (await res.text()) as unknown as T;
+}
+
+/** A job id (`user~name`) as a path segment. */
+export const jid = (id: string) => encodeURIComponent(id);
+
+/** A path in the space, each segment encoded. */
+export const spacePath = (p: string) =>
+  p
+    .split('/')
+    .filter(Boolean)
+    .map(encodeURIComponent)
+    .join('/');
+
+export const Api = {
+  login: (name: string, password: string) =>
+    api<{ name: string; token: string }>('/login', { method: 'POST', body: { name, password }, quiet401: true }),
+  me: () => api<UserView>('/me'),
+  jobs: (q: { state?: string; limit?: number; before?: number; name?: string; user?: string }, signal?: AbortSignal) => {
+    const p = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined && v !== '') p.set(k, String(v));
+    return api<JobList>(`/jobs?${p}`, { signal });
+  },
+  job: (id: string, signal?: AbortSignal) => api<JobView>(`/jobs/${jid(id)}`, { signal }),
+  spec: (id: string) => api<Spec>(`/jobs/${jid(id)}/spec`),
+  stop: (id: string) => api<JobView>(`/jobs/${jid(id)}/stop`, { method: 'POST' }),
+  remove: (id: string) => api<void>(`/jobs/${jid(id)}`, { method: 'DELETE' }),
+  extend: (id: string, extendBy: string) => api<JobView>(`/jobs/${jid(id)}`, { method: 'PATCH', body: { extendBy } }),
+  submit: (text: string, contentType: string, dryRun: boolean) =>
+    api<DryRun & JobView>(`/jobs${dryRun ? '?dryRun=true' : ''}`, { method: 'POST', body: text, contentType }),
+  metrics: (id: string, signal?: AbortSignal) =>
+    api<{ job: string; series: SeriesView[] }>(`/jobs/${jid(id)}/metrics`, { signal }),
+  tensorboard: (id: string) => api<Board>(`/jobs/${jid(id)}/tensorboard`, { method: 'POST' }),
+  nodes: (signal?: AbortSignal) => api<Cluster>('/nodes', { signal }),
+  list: (path: string) => api<Listing>(`/files/${spacePath(path)}`),
+  mkdir: (path: string) => api<void>(`/files/${spacePath(path)}?op=mkdir`, { method: 'POST' }),
+  rm: (path: string, recursive: boolean) =>
+    api<void>(`/files/${spacePath(path)}${recursive ? '?recursive=true' : ''}`, { method: 'DELETE' }),
+  space: () => api<Usage>('/space'),
+  datasets: () => api<Dataset[]>('/datasets'),
+};
+
+/** Fetches with the token and hands the bytes to the browser as a download. */
+export async function download(path: string, filename: string) {
+  const res = await request(path);
+  const blob = await res.blob();
+  const cd = res.headers.get('content-disposition') || '';
+  const m = /filename="?([^";]+)"?/.exec(cd);
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = m ? m[1] : filename;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+/** PUT with upload progress (fetch has none). */
+export function upload(
+  path: string,
+  file: Blob,
+  onProgress: (loaded: number, total: number) => void,
+): { promise: Promise<void>; abort: () => void } {
+  const xhr = new XMLHttpRequest();
+  const promise = new Promise<void>((resolve, reject) => {
+    xhr.open('PUT', `${API}/files/${spacePath(path)}`);
+    const token = session.token;
+    if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onload = () => {
+      if (xhr.status >= 200 && xhr.status < 300) return resolve();
+      let problem: Problem = { title: xhr.statusText, status: xhr.status, detail: xhr.responseText };
+      try {
+        problem = JSON.parse(xhr.responseText);
+      } catch {
+        /* keep text */
+      }
+      if (xhr.status === 401) {
+        session.clear();
+        unauthorized();
+      }
+      reject(new ApiError(xhr.status, problem));
+    };
+    xhr.onerror = () => reject(new ApiError(0, { title: 'Network error', status: 0, detail: 'upload failed' }));
+    xhr.onabort = () => reject(new DOMException('aborted', 'AbortError'));
+    xhr.send(file);
+  });
+  return { promise, abort: () => xhr.abort() };
+}

@@ -1,0 +1,83 @@
+// Stop, clone, delete and extend: shared by the job list and a job's page.
+import { Api, type JobView, type Spec } from '../api';
+import { t } from '../i18n';
+import { navigate } from '../router';
+import { confirmDialog, errorText, promptDialog, toast } from '../components/ui';
+
+export const isActive = (s: string) => s === 'WAITING' || s === 'RUNNING' || s === 'STOPPING';
+export const isFinished = (s: string) => s === 'SUCCEEDED' || s === 'FAILED' || s === 'STOPPED';
+
+export async function stopJob(job: JobView): Promise<boolean> {
+  const ok = await confirmDialog({
+    title: t('action.stopTitle'),
+    body: t('action.stopBody', { id: job.id }),
+    ok: t('action.stop'),
+    danger: true,
+  });
+  if (!ok) return false;
+  try {
+    await Api.stop(job.id);
+    toast(t('action.stopped', { id: job.id }));
+    return true;
+  } catch (e) {
+    toast(errorText(e), 'error');
+    return false;
+  }
+}
+
+export async function deleteJob(job: JobView): Promise<boolean> {
+  const ok = await confirmDialog({
+    title: t('action.deleteTitle'),
+    body: t('action.deleteBody', { id: job.id }),
+    ok: t('action.delete'),
+    danger: true,
+  });
+  if (!ok) return false;
+  try {
+    await Api.remove(job.id);
+    toast(t('action.deleted', { id: job.id }));
+    return true;
+  } catch (e) {
+    toast(errorText(e), 'error');
+    return false;
+  }
+}
+
+export function cloneJob(job: JobView) {
+  navigate(`/submit?clone=${encodeURIComponent(job.id)}`);
+}
+
+export async function extendJob(job: JobView): Promise<boolean> {
+  const v = await promptDialog({
+    title: t('action.extendTitle'),
+    body: t('action.extendBody', { id: job.id }),
+    ok: t('action.extend'),
+    input: { value: '1h', label: t('action.extendBy'), placeholder: '1h, 30m, 1d' },
+  });
+  if (!v) return false;
+  try {
+    await Api.extend(job.id, v);
+    toast(t('action.extended', { id: job.id, by: v }));
+    return true;
+  } catch (e) {
+    toast(errorText(e), 'error');
+    return false;
+  }
+}
+
+// Specs never change once submitted: each is fetched once (for GPU counts).
+const specs = new Map<string, Promise<Spec | null>>();
+
+export function specOf(job: JobView): Promise<Spec | null> {
+  const key = `${job.id}@${job.submittedAtMs}`;
+  let p = specs.get(key);
+  if (!p) {
+    p = Api.spec(job.id).catch(() => null);
+    specs.set(key, p);
+  }
+  return p;
+}
+
+export function totalGpus(spec: Spec): number {
+  return spec.roles.reduce((n, r) => n + (r.replicas ?? 1) * (r.gpus ?? 0), 0);
+}
