@@ -50,6 +50,9 @@ pub trait Store: Send + Sync {
 
     fn add_user(&self, user: &User) -> Result<(), StoreError>;
 
+    /// Sets (or, with None, removes) a user's password hash.
+    fn set_password(&self, name: &str, password_hash: Option<&str>) -> Result<(), StoreError>;
+
     fn user(&self, name: &str) -> Result<Option<User>, StoreError>;
 
     fn users(&self) -> Result<Vec<User>, StoreError>;

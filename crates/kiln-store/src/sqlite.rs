@@ -612,6 +612,21 @@ impl Store for SqliteStore {
         })
     }
 
+    fn set_password(&self, name: &str, password_hash: Option<&str>) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let n = conn
+                .execute(
+                    "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+                    params![name, password_hash],
+                )
+                .map_err(StoreError::sql("setting a password"))?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {name}")));
+            }
+            Ok(())
+        })
+    }
+
     fn add_user(&self, u: &User) -> Result<(), StoreError> {
         self.with(|conn| {
             let r = conn.execute(

@@ -106,6 +106,12 @@ impl Client {
                 .post(&url)
                 .header("Authorization", &auth)
                 .send(b.unwrap_or_default()),
+            ("PUT", b) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(b.unwrap_or_default()),
             ("PATCH", b) => self
                 .agent
                 .patch(&url)

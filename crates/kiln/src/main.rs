@@ -117,6 +117,9 @@ enum UserCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
+    /// Set the password for the web UI and WebDAV, read from standard
+    /// input: yours, or (admin) NAME's.
+    Passwd { name: Option<String> },
     /// Issue a new token, for yourself or (admin) for NAME.
     Token {
         name: Option<String>,
@@ -516,6 +519,7 @@ fn main() -> ExitCode {
             } => user_cmds::add(&name, password_stdin, admin, json(output)),
             UserCommand::Ls { output } => user_cmds::list(json(output)),
             UserCommand::Token { name, output } => user_cmds::token(name, json(output)),
+            UserCommand::Passwd { name } => user_cmds::passwd(name),
         },
         Command::Supervise { dir } => {
             let dir = kiln_engine::local::TaskDir::new(dir);

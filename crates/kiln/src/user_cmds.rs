@@ -17,16 +17,21 @@ fn print_token(t: &TokenView, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One line of standard input, the password; `what` names the flag.
+fn read_password(what: &str) -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let p = line.trim_end_matches(['\n', '\r']).to_owned();
+    if p.is_empty() {
+        bail!("{what}: standard input held no password");
+    }
+    Ok(p)
+}
+
 pub fn add(name: &str, password_stdin: bool, admin: bool, json: bool) -> Result<ExitCode> {
     let c = Client::from_env()?;
     let password = if password_stdin {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        let p = line.trim_end_matches(['\n', '\r']).to_owned();
-        if p.is_empty() {
-            bail!("--password-stdin: standard input held no password");
-        }
-        Some(p)
+        Some(read_password("--password-stdin")?)
     } else {
         None
     };
@@ -54,6 +59,24 @@ pub fn list(json: bool) -> Result<ExitCode> {
             if u.is_admin { "admin" } else { "user" }
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets a password, read from standard input, for yourself or (admin) NAME.
+pub fn passwd(name: Option<String>) -> Result<ExitCode> {
+    let c = Client::from_env()?;
+    let name = match name {
+        Some(n) => n,
+        None => c.json::<UserView>("GET", "/me", None)?.name,
+    };
+    let password = read_password("kiln user passwd")?;
+    let body = serde_json::to_vec(&serde_json::json!({ "password": password }))?;
+    c.ok(
+        "PUT",
+        &format!("/users/{}/password", enc(&name)),
+        Some(body),
+    )?;
+    eprintln!("password of {name} set");
     Ok(ExitCode::SUCCESS)
 }
 

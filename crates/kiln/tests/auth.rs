@@ -130,6 +130,51 @@ fn passwords_log_in_for_a_fresh_token() {
         .0,
         422
     );
+
+    // The admin, who has no password at first, sets one with `kiln user
+    // passwd` and can then sign in to the web UI; carol changes her own,
+    // and the old one stops working; she cannot change the admin's.
+    let passwd = |args: &[&str], token: Option<&str>, password: &[u8]| {
+        let mut cmd = std::process::Command::new(common::kiln_exe());
+        cmd.args(args)
+            .env("KILN_URL", &s.url)
+            .env("KILN_DATA", s.data.path())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("KILN_TOKEN", t);
+        }
+        let mut child = cmd.spawn().expect("spawned");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(password)
+            .expect("written");
+        child.wait_with_output().expect("ran")
+    };
+    let login = |name: &str, password: &str| {
+        let body = serde_json::json!({"name": name, "password": password}).to_string();
+        s.api_as("", "POST", "/login", Some(&body)).0
+    };
+    assert_eq!(login("admin", "admin-secret-1"), 401);
+    assert!(passwd(&["user", "passwd"], None, b"admin-secret-1\n")
+        .status
+        .success());
+    assert_eq!(login("admin", "admin-secret-1"), 200);
+    assert!(
+        passwd(&["user", "passwd"], Some(token), b"a new horse battery\n")
+            .status
+            .success()
+    );
+    assert_eq!(login("carol", "a new horse battery"), 200);
+    assert_eq!(login("carol", "correct horse battery"), 401);
+    let out = passwd(&["user", "passwd", "admin"], Some(token), b"taken over!!\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    assert_eq!(login("admin", "taken over!!"), 401);
+    let out = passwd(&["user", "passwd"], None, b"short\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
 }
 
 #[test]

@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::{torch_bin, until, Server};
 
 /// Writes scalars `tag` = 1.0, 0.5, 0.25 as a TensorBoard event file in `dir`.

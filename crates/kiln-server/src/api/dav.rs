@@ -68,6 +68,13 @@ impl Dav {
         })
     }
 
+    /// Forgets a user's remembered password (it changed).
+    pub fn forget_login(&self, user: &str) {
+        if let Ok(mut m) = self.logins.lock() {
+            m.remove(user);
+        }
+    }
+
     fn remember(&self, user: &str, digest: [u8; 32]) {
         if let Ok(mut m) = self.logins.lock() {
             m.retain(|_, (_, at)| at.elapsed() < LOGIN_TTL);

@@ -99,6 +99,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/users", get(users::list).post(users::add))
         .route("/api/v1/users/{name}/tokens", post(users::token))
+        .route(
+            "/api/v1/users/{name}/password",
+            axum::routing::put(users::set_password),
+        )
         .fallback(ui::fallback)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -170,6 +170,45 @@ pub async fn token(
     Ok((StatusCode::CREATED, Json(TokenView { name, token })))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    /// At least 8 characters.
+    pub password: String,
+}
+
+#[utoipa::path(put, path = "/api/v1/users/{name}/password", tag = "users", request_body = NewPassword,
+    params(("name" = String, Path, description = "user name")),
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+/// Sets a password for signing in to the web UI and WebDAV: your own, or
+/// anyone's for the admin (the admin has none until one is set).
+pub async fn set_password(
+    caller: Caller,
+    State(state): State<AppState>,
+    P(name): P<String>,
+    Body(body): Body,
+) -> Result<StatusCode, Problem> {
+    if !caller.is_admin && caller.name != name {
+        return Err(Problem::not_found(format!("user {name} not found")));
+    }
+    let req: NewPassword = json_body(&body, r#"{"password": "..."}"#)?;
+    if req.password.len() < 8 {
+        return Err(Problem::field("password", "must be at least 8 characters"));
+    }
+    let store = Arc::clone(&state.store);
+    let n = name.clone();
+    blocking(move || {
+        let hash = hash_password(&req.password).map_err(|e| kiln_store::StoreError::Corrupt {
+            what: "password",
+            detail: e.to_string(),
+        })?;
+        store.set_password(&n, Some(&hash))
+    })
+    .await?;
+    state.dav.forget_login(&name);
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = Login, security(()),
     responses((status = 200, body = TokenView), (status = 400, body = Problem), (status = 401, body = Problem)))]
 /// Exchanges a user name and password for a fresh token.
