@@ -21,7 +21,13 @@ export const isBackend = (path) => path.startsWith('/api/') || path === '/api' |
 export function serve(dist, backend) {
   const target = new URL(backend);
   const server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    let path;
+    try {
+      path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    } catch {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('bad path');
+      return;
+    }
     if (isBackend(path)) return proxy(req, res, target);
     let file = normalize(join(dist, path));
     if (!file.startsWith(dist + sep) && file !== dist) {
@@ -33,8 +39,10 @@ export function serve(dist, backend) {
       st = statSync(file);
       if (st.isDirectory()) throw new Error('dir');
     } catch {
-      const last = path.split('/').pop() || '';
-      if (last.includes('.') && !last.startsWith('.')) {
+      // As kiln does: only missing assets and top-level files are 404s;
+      // deeper paths are the app's routes, whose ids may hold dots.
+      const name = path.replace(/^\//, '');
+      if (name.startsWith('assets/') || (!name.includes('/') && name.includes('.'))) {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
         return;
       }

@@ -343,12 +343,12 @@ export const Api = {
 export async function download(path: string, filename: string) {
   const res = await request(path);
   const blob = await res.blob();
-  const cd = res.headers.get('content-disposition') || '';
-  const m = /filename="?([^";]+)"?/.exec(cd);
+  // The caller always knows the name; the header's bytes would arrive as
+  // Latin-1 and garble non-ASCII names.
   const url = URL.createObjectURL(blob);
   const a = document.createElement('a');
   a.href = url;
-  a.download = m ? m[1] : filename;
+  a.download = filename;
   document.body.appendChild(a);
   a.click();
   a.remove();

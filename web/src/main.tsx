@@ -48,9 +48,11 @@ function App() {
   if (path === '/login') page = <LoginPage onLogin={(u) => setMe(u)} />;
   else if (!session.token) page = null;
   else if (path === '/jobs' || path === '/') page = <JobsPage me={me} />;
-  else if (path.startsWith('/jobs/')) page = <JobPage id={decodeURIComponent(path.slice('/jobs/'.length))} me={me} />;
+  else if (path.startsWith('/jobs/') && decoded(path.slice('/jobs/'.length)) !== null)
+    page = <JobPage id={decoded(path.slice('/jobs/'.length)) as string} me={me} />;
   else if (path === '/submit') page = <SubmitPage />;
-  else if (path === '/files' || path.startsWith('/files/')) page = <FilesPage path={decodeURIComponent(path.slice('/files'.length))} />;
+  else if ((path === '/files' || path.startsWith('/files/')) && decoded(path.slice('/files'.length)) !== null)
+    page = <FilesPage path={decoded(path.slice('/files'.length)) as string} />;
   else if (path === '/cluster') page = <ClusterPage />;
   else page = <NotFound />;
 
@@ -64,8 +66,18 @@ function App() {
   );
 }
 
+/** A path part decoded, or null for a malformed `%` sequence (then the page
+ * is NotFound rather than a blank app). */
+function decoded(part: string): string | null {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return null;
+  }
+}
+
 function pageTitle(path: string): string {
-  if (path.startsWith('/jobs/')) return decodeURIComponent(path.slice(6));
+  if (path.startsWith('/jobs/')) return decoded(path.slice(6)) ?? 'kiln';
   if (path.startsWith('/submit')) return t('nav.submit');
   if (path.startsWith('/files')) return t('nav.files');
   if (path.startsWith('/cluster')) return t('nav.cluster');

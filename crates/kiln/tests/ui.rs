@@ -44,7 +44,9 @@ fn the_app_is_served_for_its_routes_and_the_api_stays_json() {
     for route in [
         "/jobs",
         "/jobs/alice~mnist",
+        "/jobs/john.doe~resnet-v1.5",
         "/files/data/raw",
+        "/files/data.v2/x.csv",
         "/login",
         "/cluster",
     ] {
@@ -57,8 +59,10 @@ fn the_app_is_served_for_its_routes_and_the_api_stays_json() {
         ctype.starts_with("application/problem+json"),
         "{ctype}: {body}"
     );
-    let (status, _, _, _) = get(&format!("{}/assets/missing-0000.js", s.url));
-    assert_eq!(status, 404);
+    for missing in ["/assets/missing-0000.js", "/favicon.ico"] {
+        let (status, _, _, _) = get(&format!("{}{missing}", s.url));
+        assert_eq!(status, 404, "{missing}");
+    }
     // With the real UI built in (scripts/test requires it): its scripts
     // come with their type and are cached for good.
     let required = std::env::var_os("KILN_REQUIRE_WEB").is_some();

@@ -64,11 +64,13 @@ export function JobPage({ id }: { id: string; me: UserView | null }) {
   const board = async () => {
     // Opened first, filled in after the answer: browsers block pop-ups opened later.
     const win = window.open('', '_blank');
+    // The board must not reach back into this page.
+    if (win) win.opener = null;
     try {
       const b = await Api.tensorboard(job.id);
       const url = b.url || b.path;
       if (win) win.location.href = url;
-      else window.open(url, '_blank');
+      else window.open(url, '_blank', 'noopener');
     } catch (e) {
       win?.close();
       toast(errorText(e), 'error');

@@ -39,9 +39,11 @@ pub async fn fallback(req: Request) -> Response {
         };
         return asset(file, cache);
     }
-    // A missing file (a name with an extension) is a 404, not the app.
-    let last = name.rsplit('/').next().unwrap_or_default();
-    if last.contains('.') && !last.starts_with('.') {
+    // A missing asset, or a missing file at the top (`/favicon.ico`), is a
+    // 404, not the app. Deeper paths are the app's routes, whose ids may
+    // hold dots (`/jobs/john.doe~resnet-v1.5`, `/files/data.v2`).
+    let top_file = !name.contains('/') && name.contains('.');
+    if name.starts_with("assets/") || top_file {
         return Problem::not_found(format!("no file {path}")).into_response();
     }
     match Assets::get("index.html") {
