@@ -224,31 +224,42 @@ export function ToastHost() {
   );
 }
 
-/** Re-runs `f` every `ms` while the tab is visible (and at once when it shows again). */
-export function usePoll(f: () => void, ms: number, deps: unknown[], enabled = true) {
+/** Re-runs `f` every `ms` while the tab is visible (and at once when it
+ * shows again). The next run is timed from the end of the last one, so slow
+ * answers never pile up. */
+export function usePoll(f: () => unknown, ms: number, deps: unknown[], enabled = true) {
   const fn = useRef(f);
   fn.current = f;
   useEffect(() => {
     if (!enabled) return;
     let timer: number | undefined;
-    const tick = () => {
-      if (!document.hidden) fn.current();
+    let stopped = false;
+    let running = false;
+    const schedule = () => {
+      window.clearTimeout(timer);
+      if (!stopped && !document.hidden) timer = window.setTimeout(tick, ms);
     };
-    const start = () => {
-      clearInterval(timer);
-      timer = window.setInterval(tick, ms);
-    };
-    const onVis = () => {
-      if (document.hidden) clearInterval(timer);
-      else {
-        fn.current();
-        start();
+    const tick = async () => {
+      if (stopped || running || document.hidden) return;
+      running = true;
+      try {
+        await fn.current();
+      } catch {
+        // The callers show their own errors.
+      } finally {
+        running = false;
+        schedule();
       }
     };
-    start();
+    const onVis = () => {
+      if (document.hidden) window.clearTimeout(timer);
+      else tick();
+    };
+    schedule();
     document.addEventListener('visibilitychange', onVis);
     return () => {
-      clearInterval(timer);
+      stopped = true;
+      window.clearTimeout(timer);
       document.removeEventListener('visibilitychange', onVis);
     };
   }, [...deps, enabled, ms]);

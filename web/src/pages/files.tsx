@@ -29,9 +29,15 @@ export function FilesPage({ path }: { path: string }) {
   const [dragging, setDragging] = useState(0);
   const input = useRef<HTMLInputElement>(null);
 
+  // The folder shown now: an answer for a folder left since is dropped, so
+  // a listing never shows (or acts) under another folder's path.
+  const shown = useRef(dir);
+  shown.current = dir;
   const load = async () => {
+    const asked = dir;
     try {
-      const r = await Api.list(dir);
+      const r = await Api.list(asked);
+      if (shown.current !== asked) return;
       if (r && typeof r === 'object' && Array.isArray((r as Listing).entries)) {
         setListing(r);
         setNotDir(false);
@@ -40,7 +46,7 @@ export function FilesPage({ path }: { path: string }) {
       }
       setError(null);
     } catch (e) {
-      setError(e);
+      if (shown.current === asked) setError(e);
     }
   };
   const loadUsage = () => Api.space().then(setUsage, () => {});

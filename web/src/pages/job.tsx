@@ -19,13 +19,18 @@ export function JobPage({ id }: { id: string; me: UserView | null }) {
   const [error, setError] = useState<unknown>(null);
   const now = useNow(1000);
 
+  // The id the page shows now: a late answer for another job is dropped.
+  const current = useRef(id);
+  current.current = id;
   const load = async () => {
+    const asked = id;
     try {
-      const j = await Api.job(id);
+      const j = await Api.job(asked);
+      if (current.current !== asked) return;
       setJob(j);
       setError(null);
     } catch (e) {
-      setError(e);
+      if (current.current === asked) setError(e);
     }
   };
   useEffect(() => {
@@ -33,7 +38,8 @@ export function JobPage({ id }: { id: string; me: UserView | null }) {
     setError(null);
     load();
   }, [id]);
-  const active = !job || isActive(job.state);
+  const gone = error instanceof ApiError && error.status === 404;
+  const active = !gone && (!job || isActive(job.state));
   usePoll(load, 2000, [id], active);
 
   if (error instanceof ApiError && error.status === 404) {

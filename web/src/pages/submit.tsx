@@ -121,13 +121,19 @@ export function SubmitPage() {
     return () => clearTimeout(h);
   }, [spec]);
 
+  // Only the newest check's answer counts: an older one arriving last
+  // would bring back errors already fixed.
+  const checks = useRef(0);
   const check = async (s: Spec, showPro: boolean): Promise<DryRun | null> => {
+    const mine = ++checks.current;
     try {
       const r = await Api.submit(JSON.stringify(clean(s)), 'application/json', true);
+      if (mine !== checks.current) return r;
       setErrors([]);
       setWarnings(r.warnings || []);
       return r;
     } catch (e) {
+      if (mine !== checks.current) return null;
       if (e instanceof ApiError && e.problem.errors?.length) {
         setErrors(e.problem.errors);
         if (showPro && e.problem.errors.some((x) => needsPro(x.path))) setPro(true);
