@@ -20,6 +20,14 @@ use kiln_store::{SqliteStore, Store};
 use tracing::info;
 
 pub use error::ServerError;
+
+/// Wall-clock milliseconds since the epoch: the time stamps of records,
+/// events and samples.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 use layout::Layout;
 
 pub struct Config {

@@ -18,12 +18,7 @@ use super::extract::{Body, P, Q};
 use super::views::{AttemptView, EventView, JobList, JobView, TaskView};
 use super::{blocking, AppState, Caller, Problem};
 use crate::control::DeadlineChange;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::now_ms;
 
 /// The job `id` names, if the caller may see it. Another user's job is
 /// "not found", never "forbidden": its existence is not the caller's business.

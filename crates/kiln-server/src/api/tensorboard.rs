@@ -15,6 +15,7 @@ use super::extract::P;
 use super::jobs::resolve;
 use super::{AppState, Caller, Problem};
 use crate::layout::Layout;
+use crate::now_ms;
 use crate::tensorboard::{BoardError, BoardSpec, Pass};
 
 const COOKIE: &str = "kiln_tb";
@@ -28,12 +29,6 @@ pub struct BoardView {
     /// `path` with a one-time ticket that signs a browser in (5 minutes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn prefix(job: &JobRecord) -> String {

@@ -129,9 +129,7 @@ pub async fn add(
             ),
             None => None,
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::now_ms();
         store.add_user(&User {
             name: req.name.clone(),
             is_admin: req.admin,

@@ -26,6 +26,7 @@ use super::policy::{after_attempt, describe_end, task_end, task_lost, Next, Outc
 use super::ports::Ports;
 use super::{ClusterView, Control, ControlError, DeadlineChange, Msg, NodeView};
 use crate::layout::{Layout, SPACE_INSIDE};
+use crate::now_ms;
 
 /// What the loop needs to run tasks on this machine.
 pub struct EngineConfig {
@@ -101,12 +102,6 @@ struct Loop {
 
 /// How soon a job waiting on something outside kiln (a port) is retried.
 const RECHECK_MS: u64 = 1000;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 fn event(kind: &str, message: impl Into<String>) -> NewEvent {
     NewEvent {

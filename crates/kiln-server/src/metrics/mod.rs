@@ -28,6 +28,7 @@ use tracing::warn;
 
 use crate::control::Control;
 use crate::layout::Layout;
+use crate::now_ms;
 
 /// Most bytes of one file parsed per pass, so a task printing gigabytes
 /// cannot hold a sampling round up; the rest waits for the next pass.
@@ -81,12 +82,6 @@ pub struct Hub {
     /// of it never waits.
     /// The value: (since when, whether it is being stopped for it).
     idle_since: Mutex<HashMap<i64, (u64, bool)>>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Hub {
