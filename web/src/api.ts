@@ -146,7 +146,10 @@ export interface DryRun {
 
 export interface Board {
   running: boolean;
+  /** The board's path on its own origin (another port than the UI's). */
   path: string;
+  origin?: string | null;
+  /** The full sign-in link, on the board's origin. */
   url?: string | null;
 }
 

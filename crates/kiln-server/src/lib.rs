@@ -57,6 +57,11 @@ pub struct Config {
     pub tensorboard_idle_secs: u64,
     /// At most this many TensorBoards run at once.
     pub tensorboard_max: usize,
+    /// Where the boards' own listener binds; None: the API's address with
+    /// a port picked at start.
+    pub tensorboard_listen: Option<String>,
+    /// The boards' public base URL, when they are reached through a proxy.
+    pub tensorboard_url: Option<String>,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -198,7 +203,36 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         config.tensorboard_max,
     ));
     tokio::spawn(Arc::clone(&boards).reap_forever());
-    let app = api::router(api::AppState {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    // Boards get their own origin; see api/tensorboard.rs.
+    let board_listen = config
+        .tensorboard_listen
+        .clone()
+        .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0).to_string());
+    let board_listener = tokio::net::TcpListener::bind(&board_listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: board_listen.clone(),
+            source,
+        })?;
+    let board_addr = board_listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: board_listen.clone(),
+            source,
+        })?;
+    let state = api::AppState {
         store,
         control: control.clone(),
         layout,
@@ -213,28 +247,28 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             sandboxed: bwrap.is_some(),
             containers: containers.is_some(),
         },
-    });
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| ServerError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    info!(%addr, data = %root.display(), "kiln server listening");
+        boards_at: api::BoardsAt {
+            port: board_addr.port(),
+            public: config.tensorboard_url.clone(),
+        },
+    };
+    let app = api::router(state.clone());
+    let board_app = api::board_router(state);
+    info!(%addr, %board_addr, data = %root.display(), "kiln server listening; TensorBoards on their own port");
     ready(addr);
-    axum::serve(listener, app)
+    let boards_served = tokio::spawn(async move {
+        if let Err(e) = axum::serve(board_listener, board_app).await {
+            tracing::error!(error = %e, "the TensorBoard listener stopped");
+        }
+    });
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| ServerError::Listen {
-            addr: addr.to_string(),
-            source,
-        })?;
+        .await;
+    boards_served.abort();
+    served.map_err(|source| ServerError::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
     control.shutdown();
     info!("kiln server stopped; running tasks continue under their supervisors");
     Ok(())

@@ -75,11 +75,6 @@ impl Client {
         })
     }
 
-    /// The server's address, for links to pages outside the API.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }

@@ -312,8 +312,9 @@ pub fn tensorboard(job: &str, stop: bool, json: bool) -> Result<ExitCode> {
         println!("TensorBoard for {job} stopped");
         return Ok(ExitCode::SUCCESS);
     }
-    let url = v["url"].as_str().unwrap_or_default();
-    println!("{}{url}", c.base());
+    // The board's own origin (another port than the API's), as the server
+    // saw the host we reached it by.
+    println!("{}", v["url"].as_str().unwrap_or_default());
     eprintln!(
         "(the link signs a browser in once, within 5 minutes; TensorBoard stops when unused)"
     );

@@ -334,6 +334,16 @@ struct ServerArgs {
     /// hundred MB); the least recently used one makes room.
     #[arg(long, value_name = "N", default_value_t = 8)]
     tensorboard_max: usize,
+    /// Where TensorBoards are served. They get their own port (another
+    /// origin than the UI, so a board's page cannot act as its viewer);
+    /// default: the --listen address with a port picked at start.
+    #[arg(long, value_name = "ADDR")]
+    tensorboard_listen: Option<String>,
+    /// The boards' public base URL when a proxy serves them, e.g.
+    /// https://tensorboard.lab.example (default: the host the caller used,
+    /// with the boards' port).
+    #[arg(long, value_name = "URL")]
+    tensorboard_url: Option<String>,
 }
 
 /// A duration flag, or None for "off".
@@ -366,6 +376,8 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         tensorboard,
         tensorboard_idle,
         tensorboard_max,
+        tensorboard_listen,
+        tensorboard_url,
     } = a;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
@@ -426,6 +438,12 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         tensorboard_idle_secs: kiln_spec::quantity::parse_duration_secs(&tensorboard_idle)
             .map_err(|e| anyhow::anyhow!("--tensorboard-idle: {e}"))?,
         tensorboard_max,
+        tensorboard_listen,
+        tensorboard_url: match tensorboard_url {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
+            Some(u) => anyhow::bail!("--tensorboard-url: {u:?} is not an http:// or https:// URL"),
+            None => None,
+        },
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kiln_server::serve(config, |addr| {

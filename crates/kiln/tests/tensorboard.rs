@@ -137,12 +137,37 @@ fn tensorboard_is_served_behind_sign_in_and_stops_when_unused() {
         std::os::unix::fs::symlink(&mine, logdir.join("zz_mine")).expect("symlink");
     }
 
+    // Boards have their own origin: another port than the API and the UI.
+    let (_, v) = s.api_as(&alice, "GET", "/jobs/fit/tensorboard", None);
+    let origin = v["origin"].as_str().expect("origin").to_owned();
+    assert!(
+        origin.starts_with("http://127.0.0.1:") && origin != s.url,
+        "{origin} vs {}",
+        s.url
+    );
+    let page = format!("{origin}/jobs/{id}/tensorboard/");
+    // The API's listener sends a board's path there, ticket and all...
+    let (status, location, _, _) = get(
+        &format!("{}/jobs/{id}/tensorboard/?ticket=x", s.url),
+        None,
+        None,
+    );
+    assert_eq!(
+        (status, location.as_deref()),
+        (307, Some(format!("{page}?ticket=x").as_str()))
+    );
+    // ...and the boards' listener serves boards only: no API, no UI.
+    assert_eq!(
+        get(&format!("{origin}/api/v1/jobs"), None, Some(&alice)).0,
+        404
+    );
+    assert_eq!(get(&format!("{origin}/"), None, None).0, 404);
+
     // Nobody signed in: nothing, not even whether the job exists.
-    let page = format!("{}/jobs/{id}/tensorboard/", s.url);
     assert_eq!(get(&page, None, None).0, 401);
     assert_eq!(
         get(
-            &format!("{}/jobs/alice~nope/tensorboard/", s.url),
+            &format!("{origin}/jobs/alice~nope/tensorboard/"),
             None,
             None
         )
@@ -205,7 +230,7 @@ fn tensorboard_is_served_behind_sign_in_and_stops_when_unused() {
     // Alice's token works too, and her short id leads to the one path.
     assert_eq!(get(&page, None, Some(&alice)).0, 200);
     let (status, location, _, _) = get(
-        &format!("{}/jobs/fit/tensorboard/", s.url),
+        &format!("{origin}/jobs/fit/tensorboard/"),
         None,
         Some(&alice),
     );

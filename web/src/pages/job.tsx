@@ -74,7 +74,7 @@ export function JobPage({ id }: { id: string; me: UserView | null }) {
     if (win) win.opener = null;
     try {
       const b = await Api.tensorboard(job.id);
-      const url = b.url || b.path;
+      const url = b.url || `${b.origin ?? ''}${b.path}`;
       if (win) win.location.href = url;
       else window.open(url, '_blank', 'noopener');
     } catch (e) {

@@ -29,6 +29,7 @@ use crate::auth::hash_token;
 use crate::control::Control;
 use crate::layout::Layout;
 pub use problem::Problem;
+pub use tensorboard::BoardsAt;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -44,6 +45,8 @@ pub struct AppState {
     pub prom: Arc<crate::metrics::prom::Prom>,
     pub boards: Arc<crate::tensorboard::Boards>,
     pub passes: Arc<crate::tensorboard::Passes>,
+    /// Where boards are served: their own origin, never the UI's.
+    pub boards_at: tensorboard::BoardsAt,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -65,9 +68,12 @@ pub fn router(state: AppState) -> Router {
                 .get(tensorboard::status)
                 .delete(tensorboard::stop),
         )
-        .route("/jobs/{id}/tensorboard", any(tensorboard::proxy))
-        .route("/jobs/{id}/tensorboard/", any(tensorboard::proxy))
-        .route("/jobs/{id}/tensorboard/{*rest}", any(tensorboard::proxy))
+        .route("/jobs/{id}/tensorboard", any(tensorboard::elsewhere))
+        .route("/jobs/{id}/tensorboard/", any(tensorboard::elsewhere))
+        .route(
+            "/jobs/{id}/tensorboard/{*rest}",
+            any(tensorboard::elsewhere),
+        )
         .route("/api/v1/jobs/{id}/stop", post(jobs::stop))
         .route("/api/v1/jobs/{id}/clone", post(jobs::clone))
         .route("/api/v1/jobs/{id}/tasks/{task}/logs", get(logs::logs))
@@ -109,6 +115,22 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::time_request,
         ))
+        .with_state(state)
+}
+
+/// The boards' own listener: TensorBoard pages and nothing else. A page
+/// there runs in another origin than the UI, so a script in it cannot read
+/// the UI's token or call the API as the person looking at it.
+pub fn board_router(state: AppState) -> Router {
+    Router::new()
+        .route("/jobs/{id}/tensorboard", any(tensorboard::proxy))
+        .route("/jobs/{id}/tensorboard/", any(tensorboard::proxy))
+        .route("/jobs/{id}/tensorboard/{*rest}", any(tensorboard::proxy))
+        .fallback(|| async {
+            Problem::not_found(
+                "this address serves TensorBoards only: /jobs/{user~name}/tensorboard/",
+            )
+        })
         .with_state(state)
 }
 

@@ -1,7 +1,12 @@
 //! TensorBoard for a job: `POST /api/v1/jobs/{id}/tensorboard` starts it
 //! and returns a sign-in link, `GET` says whether it runs, `DELETE` stops
-//! it; the board itself is served under `/jobs/{user~name}/tensorboard/`,
-//! behind a Bearer token or the cookie the link's ticket is traded for.
+//! it; the board itself is served under `/jobs/{user~name}/tensorboard/`
+//! on the boards' own listener, behind a Bearer token or the cookie the
+//! link's ticket is traded for.
+//!
+//! Boards get their own origin (another port) because a TensorBoard page
+//! shows what a job wrote: served from the UI's origin, a script in it
+//! could read the token of whoever looks at it and act as them.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -20,13 +25,41 @@ use crate::tensorboard::{BoardError, BoardSpec, Pass};
 
 const COOKIE: &str = "kiln_tb";
 
+/// Where the boards' listener is reached from outside.
+#[derive(Debug, Clone)]
+pub struct BoardsAt {
+    /// The port it listens on, on the host the caller used to reach kiln.
+    pub port: u16,
+    /// Its public base URL when the administrator gave one
+    /// (`--tensorboard-url`, e.g. behind a reverse proxy).
+    pub public: Option<String>,
+}
+
+impl BoardsAt {
+    /// The boards' origin as the caller can reach it: the public URL, or
+    /// the host of the caller's own request with the boards' port.
+    pub fn origin(&self, headers: &axum::http::HeaderMap) -> Option<String> {
+        if let Some(p) = &self.public {
+            return Some(p.trim_end_matches('/').to_owned());
+        }
+        let host = headers.get(header::HOST)?.to_str().ok()?;
+        let authority: axum::http::uri::Authority = host.parse().ok()?;
+        Some(format!("http://{}:{}", authority.host(), self.port))
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BoardView {
     pub running: bool,
-    /// Where it is served: `/jobs/{user~name}/tensorboard/`.
+    /// Where it is served: `/jobs/{user~name}/tensorboard/` on the boards'
+    /// own origin.
     pub path: String,
-    /// `path` with a one-time ticket that signs a browser in (5 minutes).
+    /// That origin, e.g. `http://gpu1:40123` (another port than the API's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The full address with a one-time ticket that signs a browser in (5
+    /// minutes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
@@ -75,6 +108,7 @@ pub async fn start(
     caller: Caller,
     State(state): State<AppState>,
     P(id): P<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<BoardView>, Problem> {
     let job = resolve(&state, &caller, &id).await?;
     state
@@ -92,9 +126,11 @@ pub async fn start(
         .ticket(pass, now_ms())
         .ok_or_else(|| Problem::internal("cannot make a sign-in ticket"))?;
     let path = format!("{}/", prefix(&job));
+    let origin = board_origin(&state, &headers)?;
     Ok(Json(BoardView {
         running: true,
-        url: Some(format!("{path}?ticket={ticket}")),
+        url: Some(format!("{origin}{path}?ticket={ticket}")),
+        origin: Some(origin),
         path,
     }))
 }
@@ -107,11 +143,13 @@ pub async fn status(
     caller: Caller,
     State(state): State<AppState>,
     P(id): P<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<BoardView>, Problem> {
     let job = resolve(&state, &caller, &id).await?;
     Ok(Json(BoardView {
         running: state.boards.running(job.key).await,
         path: format!("{}/", prefix(&job)),
+        origin: state.boards_at.origin(&headers),
         url: None,
     }))
 }
@@ -130,8 +168,32 @@ pub async fn stop(
     Ok(Json(BoardView {
         running: false,
         path: format!("{}/", prefix(&job)),
+        origin: None,
         url: None,
     }))
+}
+
+fn board_origin(state: &AppState, headers: &axum::http::HeaderMap) -> Result<String, Problem> {
+    state.boards_at.origin(headers).ok_or_else(|| {
+        Problem::bad_request(
+            "cannot tell which host this request reached (no valid Host header): \
+             send one, or start the server with --tensorboard-url",
+        )
+    })
+}
+
+/// A board's path on the API's listener: sent on to the boards' own
+/// origin, with its query (a ticket) kept.
+pub async fn elsewhere(State(state): State<AppState>, req: Request) -> Result<Response, Problem> {
+    let origin = board_origin(&state, req.headers())?;
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    Ok(redirect(
+        StatusCode::TEMPORARY_REDIRECT,
+        &format!("{origin}{path_and_query}"),
+    ))
 }
 
 /// The value of cookie `name` in a Cookie header.
@@ -264,4 +326,45 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Result<Respon
     let spec = board_spec(&state, &job);
     let req = Request::from_parts(parts, body);
     Ok(state.boards.forward(job.key, spec, req).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str) -> axum::http::HeaderMap {
+        let mut m = axum::http::HeaderMap::new();
+        m.insert(header::HOST, h.parse().expect("value"));
+        m
+    }
+
+    #[test]
+    fn boards_are_on_the_callers_host_at_their_own_port() {
+        let at = BoardsAt {
+            port: 40123,
+            public: None,
+        };
+        assert_eq!(
+            at.origin(&host("gpu1.lab:8420")).as_deref(),
+            Some("http://gpu1.lab:40123")
+        );
+        assert_eq!(
+            at.origin(&host("10.0.0.5")).as_deref(),
+            Some("http://10.0.0.5:40123")
+        );
+        assert_eq!(
+            at.origin(&host("[::1]:8420")).as_deref(),
+            Some("http://[::1]:40123")
+        );
+        assert_eq!(at.origin(&host("not a host/")), None);
+        assert_eq!(at.origin(&axum::http::HeaderMap::new()), None);
+        let public = BoardsAt {
+            port: 40123,
+            public: Some("https://tb.lab.example/".into()),
+        };
+        assert_eq!(
+            public.origin(&host("gpu1:8420")).as_deref(),
+            Some("https://tb.lab.example")
+        );
+    }
 }
