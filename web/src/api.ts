@@ -317,6 +317,8 @@ export const spacePath = (p: string) =>
 export const Api = {
   login: (name: string, password: string) =>
     api<{ name: string; token: string }>('/login', { method: 'POST', body: { name, password }, quiet401: true }),
+  /** Ends this sign-in on the server, not only in this browser. */
+  logout: () => api<void>('/logout', { method: 'POST', quiet401: true }),
   me: () => api<UserView>('/me'),
   jobs: (q: { state?: string; limit?: number; before?: number; name?: string; user?: string }, signal?: AbortSignal) => {
     const p = new URLSearchParams();

@@ -96,6 +96,9 @@ function Header({ path, me, lang, onLang }: { path: string; me: UserView | null;
   const signOut = async () => {
     const ok = await confirmDialog({ title: t('header.signOutTitle'), body: t('header.signOutBody'), ok: t('header.signOut') });
     if (!ok) return;
+    // Revoked on the server, so a copy of the token is useless too; the
+    // local sign-out happens even if the server cannot be reached.
+    await Api.logout().catch(() => undefined);
     session.clear();
     navigate('/login', { replace: true });
   };

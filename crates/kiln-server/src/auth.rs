@@ -85,7 +85,11 @@ pub fn bootstrap_admin(
         return Ok(());
     }
     let token = new_token()?;
-    store.add_token(ADMIN, &hash_token(&token))?;
+    store.add_token(
+        ADMIN,
+        &hash_token(&token),
+        kiln_store::TokenLife::until_revoked(now_ms),
+    )?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -130,7 +134,7 @@ mod tests {
         let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let token = std::fs::read_to_string(&file).expect("read");
-        let user = store.user_by_token(&hash_token(&token)).expect("lookup");
+        let user = store.user_by_token(&hash_token(&token), 3).expect("lookup");
         assert!(user.is_some_and(|u| u.is_admin));
         // A second start keeps the token.
         bootstrap_admin(&store, &file, 2).expect("again");

@@ -13,7 +13,8 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use records::{
-    Change, Event, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, TaskRecord, User,
+    Change, Event, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, Revoke, TaskRecord, TokenLife,
+    User,
 };
 pub use sqlite::SqliteStore;
 
@@ -58,7 +59,17 @@ pub trait Store: Send + Sync {
     fn users(&self) -> Result<Vec<User>, StoreError>;
 
     /// Records an API token by its hash (never the token itself).
-    fn add_token(&self, user: &str, token_hash: &str) -> Result<(), StoreError>;
+    fn add_token(&self, user: &str, token_hash: &str, life: TokenLife) -> Result<(), StoreError>;
 
-    fn user_by_token(&self, token_hash: &str) -> Result<Option<User>, StoreError>;
+    /// The token's user, unless the token is unknown or expired at `now_ms`.
+    fn user_by_token(&self, token_hash: &str, now_ms: u64) -> Result<Option<User>, StoreError>;
+
+    /// Forgets one token; false when it was not known.
+    fn revoke_token(&self, token_hash: &str) -> Result<bool, StoreError>;
+
+    /// Forgets a user's tokens; returns how many.
+    fn revoke_tokens(&self, user: &str, which: Revoke) -> Result<usize, StoreError>;
+
+    /// Forgets tokens that expired by `now_ms`; returns how many.
+    fn purge_expired_tokens(&self, now_ms: u64) -> Result<usize, StoreError>;
 }

@@ -139,3 +139,29 @@ pub struct User {
     pub password_hash: Option<String>,
     pub created_at_ms: u64,
 }
+
+/// When a token was made and until when it works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenLife {
+    pub created_at_ms: u64,
+    /// None: until revoked (API tokens); sign-ins from the web UI expire.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl TokenLife {
+    pub fn until_revoked(created_at_ms: u64) -> Self {
+        TokenLife {
+            created_at_ms,
+            expires_at_ms: None,
+        }
+    }
+}
+
+/// Which of a user's tokens to forget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    /// Every token: API tokens and sign-ins.
+    All,
+    /// Only those with an expiry: the sign-ins (e.g. after a password change).
+    Expiring,
+}

@@ -13,11 +13,14 @@ use kiln_spec::{JobId, TaskId};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::error::StoreError;
-use crate::records::{Change, Event, JobFilter, JobRecord, NewJob, TaskRecord, User};
+use crate::records::{
+    Change, Event, JobFilter, JobRecord, NewJob, Revoke, TaskRecord, TokenLife, User,
+};
 use crate::Store;
 
 /// Schema versions, applied in order; `PRAGMA user_version` says how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     name          TEXT PRIMARY KEY,
     is_admin      INTEGER NOT NULL,
@@ -74,7 +77,13 @@ CREATE TABLE events (
     message TEXT NOT NULL
 );
 CREATE INDEX events_job ON events(job_key, seq);
-"#];
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN created_at_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN expires_at_ms INTEGER;
+CREATE INDEX tokens_user ON tokens(user_name);
+"#,
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -671,11 +680,17 @@ impl Store for SqliteStore {
         })
     }
 
-    fn add_token(&self, user: &str, token_hash: &str) -> Result<(), StoreError> {
+    fn add_token(&self, user: &str, token_hash: &str, life: TokenLife) -> Result<(), StoreError> {
         self.with(|conn| {
             let r = conn.execute(
-                "INSERT INTO tokens (token_hash, user_name) VALUES (?1, ?2)",
-                params![token_hash, user],
+                "INSERT INTO tokens (token_hash, user_name, created_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    token_hash,
+                    user,
+                    life.created_at_ms as i64,
+                    life.expires_at_ms.map(|t| t as i64)
+                ],
             );
             match r {
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -699,16 +714,49 @@ impl Store for SqliteStore {
         })
     }
 
-    fn user_by_token(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
+    fn user_by_token(&self, token_hash: &str, now_ms: u64) -> Result<Option<User>, StoreError> {
         self.with(|conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT u.name, u.is_admin, u.password_hash, u.created_at_ms
-                 FROM tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = ?1",
-                [token_hash],
-                user_row,
+                 FROM tokens t JOIN users u ON u.name = t.user_name
+                 WHERE t.token_hash = ?1 AND (t.expires_at_ms IS NULL OR t.expires_at_ms > ?2)",
             )
-            .optional()
+            .and_then(|mut stmt| {
+                stmt.query_row(params![token_hash, now_ms as i64], user_row)
+                    .optional()
+            })
             .map_err(StoreError::sql("looking up a token"))
+        })
+    }
+
+    fn revoke_token(&self, token_hash: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            conn.execute("DELETE FROM tokens WHERE token_hash = ?1", [token_hash])
+                .map(|n| n > 0)
+                .map_err(StoreError::sql("revoking a token"))
+        })
+    }
+
+    fn revoke_tokens(&self, user: &str, which: Revoke) -> Result<usize, StoreError> {
+        self.with(|conn| {
+            let sql = match which {
+                Revoke::All => "DELETE FROM tokens WHERE user_name = ?1",
+                Revoke::Expiring => {
+                    "DELETE FROM tokens WHERE user_name = ?1 AND expires_at_ms IS NOT NULL"
+                }
+            };
+            conn.execute(sql, [user])
+                .map_err(StoreError::sql("revoking tokens"))
+        })
+    }
+
+    fn purge_expired_tokens(&self, now_ms: u64) -> Result<usize, StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "DELETE FROM tokens WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
+                [now_ms as i64],
+            )
+            .map_err(StoreError::sql("removing expired tokens"))
         })
     }
 }

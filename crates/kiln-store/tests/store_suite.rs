@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use kiln_spec::completion::{JobState, TaskState};
 use kiln_spec::{JobId, TaskId};
 use kiln_store::{
-    Change, JobFilter, JobPatch, NewEvent, NewJob, SqliteStore, Store, StoreError, TaskRecord, User,
+    Change, JobFilter, JobPatch, NewEvent, NewJob, Revoke, SqliteStore, Store, StoreError,
+    TaskRecord, TokenLife, User,
 };
 
 fn new_job(user: &str, name: &str, at: u64) -> NewJob {
@@ -247,20 +248,58 @@ fn suite(store: &dyn Store) {
         store.add_user(&admin),
         Err(StoreError::Conflict(_))
     ));
-    store.add_token("admin", "hash-1").expect("token");
+    let forever = TokenLife::default();
+    store.add_token("admin", "hash-1", forever).expect("token");
     assert!(matches!(
-        store.add_token("ghost", "hash-2"),
+        store.add_token("ghost", "hash-2", forever),
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
-        store.add_token("admin", "hash-1"),
+        store.add_token("admin", "hash-1", forever),
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
-        store.user_by_token("hash-1").expect("lookup"),
+        store.user_by_token("hash-1", 5).expect("lookup"),
         Some(admin.clone())
     );
-    assert_eq!(store.user_by_token("hash-x").expect("lookup"), None);
+    assert_eq!(store.user_by_token("hash-x", 5).expect("lookup"), None);
+    // A sign-in works until it expires, and is then gone for good.
+    let session = TokenLife {
+        created_at_ms: 10,
+        expires_at_ms: Some(100),
+    };
+    store
+        .add_token("admin", "sess-1", session)
+        .expect("session");
+    store
+        .add_token("admin", "sess-2", session)
+        .expect("session");
+    assert!(store.user_by_token("sess-1", 99).expect("lookup").is_some());
+    assert_eq!(store.user_by_token("sess-1", 100).expect("lookup"), None);
+    assert_eq!(store.purge_expired_tokens(99).expect("purge"), 0);
+    // Revoked: one, then the user's sign-ins only, then everything.
+    assert!(store.revoke_token("sess-1").expect("revoke"));
+    assert!(!store.revoke_token("sess-1").expect("revoke again"));
+    assert_eq!(store.user_by_token("sess-1", 50).expect("lookup"), None);
+    assert_eq!(
+        store
+            .revoke_tokens("admin", Revoke::Expiring)
+            .expect("revoke"),
+        1
+    );
+    assert!(store.user_by_token("hash-1", 50).expect("lookup").is_some());
+    store
+        .add_token("admin", "sess-3", session)
+        .expect("session");
+    assert_eq!(store.purge_expired_tokens(100).expect("purge"), 1);
+    assert_eq!(
+        store.revoke_tokens("admin", Revoke::All).expect("revoke"),
+        1
+    );
+    assert_eq!(store.user_by_token("hash-1", 50).expect("lookup"), None);
+    store
+        .add_token("admin", "hash-1", forever)
+        .expect("token again");
     assert_eq!(store.user("admin").expect("read"), Some(admin));
     assert_eq!(store.users().expect("list").len(), 1);
 }

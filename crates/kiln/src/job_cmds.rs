@@ -30,7 +30,7 @@ fn short(secs: u64) -> String {
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<ExitCode> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -126,6 +126,13 @@ enum UserCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
+    /// Revoke every token and web sign-in of NAME (admin) or your own;
+    /// `kiln user token` makes a new one.
+    Revoke {
+        name: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
 }
 
 #[derive(Subcommand)]
@@ -538,6 +545,7 @@ fn main() -> ExitCode {
             UserCommand::Ls { output } => user_cmds::list(json(output)),
             UserCommand::Token { name, output } => user_cmds::token(name, json(output)),
             UserCommand::Passwd { name } => user_cmds::passwd(name),
+            UserCommand::Revoke { name, output } => user_cmds::revoke(name, json(output)),
         },
         Command::Supervise { dir } => {
             let dir = kiln_engine::local::TaskDir::new(dir);

@@ -7,13 +7,13 @@ use anyhow::{bail, Result};
 use kiln_server::api::users::{TokenView, UserView};
 
 use crate::client::{enc, Client};
+use crate::job_cmds::print_json;
 
 fn print_token(t: &TokenView, json: bool) -> Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(t)?);
-    } else {
-        println!("{}", t.token);
+        return print_json(t);
     }
+    println!("{}", t.token);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -77,6 +77,23 @@ pub fn passwd(name: Option<String>) -> Result<ExitCode> {
         Some(body),
     )?;
     eprintln!("password of {name} set");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn revoke(name: Option<String>, json: bool) -> Result<ExitCode> {
+    let c = Client::from_env()?;
+    let name = match name {
+        Some(n) => n,
+        None => c.json::<UserView>("GET", "/me", None)?.name,
+    };
+    let v: serde_json::Value = c.json("DELETE", &format!("/users/{}/tokens", enc(&name)), None)?;
+    if json {
+        return print_json(&v);
+    }
+    println!(
+        "revoked {} token(s) and sign-in(s) of {name}",
+        v["revoked"].as_u64().unwrap_or(0)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

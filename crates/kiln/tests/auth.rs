@@ -169,12 +169,75 @@ fn passwords_log_in_for_a_fresh_token() {
     );
     assert_eq!(login("carol", "a new horse battery"), 200);
     assert_eq!(login("carol", "correct horse battery"), 401);
+    // The new password signed her out of the browser she changed it in.
+    assert_eq!(s.api_as(token, "GET", "/me", None).0, 401);
+    let body = r#"{"name": "carol", "password": "a new horse battery"}"#;
+    let (_, v) = s.api_as("", "POST", "/login", Some(body));
+    let token = v["token"].as_str().expect("token");
     let out = passwd(&["user", "passwd", "admin"], Some(token), b"taken over!!\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     assert_eq!(login("admin", "taken over!!"), 401);
     let out = passwd(&["user", "passwd"], None, b"short\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
+}
+
+#[test]
+fn sign_ins_end_at_logout_and_tokens_can_be_revoked() {
+    let s = Server::start();
+    let (status, v) = s.api(
+        "POST",
+        "/users",
+        Some(r#"{"name": "erin", "password": "erin's password"}"#),
+    );
+    assert_eq!(status, 201, "{v}");
+    let api_token = v["token"].as_str().expect("token").to_owned();
+    let body = r#"{"name": "erin", "password": "erin's password"}"#;
+    let sign_in = |s: &Server| {
+        let (status, v) = s.api_as("", "POST", "/login", Some(body));
+        assert_eq!(status, 200, "{v}");
+        v["token"].as_str().expect("token").to_owned()
+    };
+    // Signing out ends that sign-in only.
+    let browser = sign_in(&s);
+    let other = sign_in(&s);
+    assert_eq!(s.api_as(&browser, "POST", "/logout", None).0, 204);
+    let (status, v) = s.api_as(&browser, "GET", "/me", None);
+    assert_eq!(status, 401);
+    assert!(
+        v["detail"].as_str().is_some_and(|d| d.contains("revoked")),
+        "{v}"
+    );
+    assert_eq!(s.api_as(&other, "GET", "/me", None).0, 200);
+    assert_eq!(s.api_as(&api_token, "GET", "/me", None).0, 200);
+
+    // Another user cannot revoke erin's tokens, nor learn she exists.
+    let (_, v) = s.api("POST", "/users", Some(r#"{"name": "frank"}"#));
+    let frank = v["token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        s.api_as(&frank, "DELETE", "/users/erin/tokens", None).0,
+        404
+    );
+    assert_eq!(s.api("DELETE", "/users/nobody/tokens", None).0, 404);
+
+    // The admin revokes everything of hers, with the CLI.
+    let out = s.cli(&["user", "revoke", "erin"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "revoked 2 token(s) and sign-in(s) of erin"
+    );
+    for t in [&other, &api_token] {
+        assert_eq!(s.api_as(t, "GET", "/me", None).0, 401);
+    }
+    assert_eq!(s.api_as(&frank, "GET", "/me", None).0, 200);
+    // Her password still signs her in afresh.
+    let again = sign_in(&s);
+    assert_eq!(s.api_as(&again, "GET", "/me", None).1["name"], "erin");
 }
 
 #[test]

@@ -174,7 +174,8 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<String, Prob
 async fn by_token(state: &AppState, token: &str, name: Option<&str>) -> Result<String, Problem> {
     let hash = hash_token(token);
     let store = Arc::clone(&state.store);
-    match blocking(move || store.user_by_token(&hash)).await? {
+    let now = crate::now_ms();
+    match blocking(move || store.user_by_token(&hash, now)).await? {
         Some(u) if name.is_none_or(|n| n == u.name) => Ok(u.name),
         Some(_) => Err(Problem::unauthorized(
             "that API token belongs to another user",

@@ -104,7 +104,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/me", get(users::me))
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/users", get(users::list).post(users::add))
-        .route("/api/v1/users/{name}/tokens", post(users::token))
+        .route("/api/v1/logout", post(users::logout))
+        .route(
+            "/api/v1/users/{name}/tokens",
+            post(users::token).delete(users::revoke),
+        )
         .route(
             "/api/v1/users/{name}/password",
             axum::routing::put(users::set_password),
@@ -149,6 +153,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub struct Caller {
     pub name: String,
     pub is_admin: bool,
+    /// The hash of the token it came with (`POST /logout` revokes it).
+    pub token_hash: String,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -167,12 +173,16 @@ impl FromRequestParts<AppState> for Caller {
         };
         let hash = hash_token(token);
         let store = Arc::clone(&state.store);
-        match blocking(move || store.user_by_token(&hash)).await? {
+        let (h, now) = (hash.clone(), crate::now_ms());
+        match blocking(move || store.user_by_token(&h, now)).await? {
             Some(u) => Ok(Caller {
                 name: u.name,
                 is_admin: u.is_admin,
+                token_hash: hash,
             }),
-            None => Err(Problem::unauthorized("the API token is not valid")),
+            None => Err(Problem::unauthorized(
+                "the API token is not valid (unknown, revoked, or a sign-in that expired)",
+            )),
         }
     }
 }

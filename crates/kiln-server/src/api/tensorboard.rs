@@ -272,6 +272,7 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Result<Respon
                 let probe = Caller {
                     name,
                     is_admin: false,
+                    token_hash: String::new(),
                 };
                 resolve(&state, &probe, &id).await.ok()
             }
@@ -308,6 +309,8 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Result<Respon
             Caller {
                 name: pass.user,
                 is_admin: pass.is_admin,
+                // A board session, not a token.
+                token_hash: String::new(),
             },
             Some(pass.key),
         )

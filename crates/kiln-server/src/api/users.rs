@@ -8,13 +8,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use kiln_store::User;
+use kiln_store::{Revoke, TokenLife, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{Body, P};
 use super::{blocking, AppState, Caller, Problem};
 use crate::auth::{check_password, hash_password, hash_token, new_token};
+use crate::now_ms;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -136,7 +137,7 @@ pub async fn add(
             password_hash,
             created_at_ms: now,
         })?;
-        store.add_token(&req.name, &token_hash)
+        store.add_token(&req.name, &token_hash, TokenLife::until_revoked(now_ms()))
     })
     .await
     .map_err(|p| {
@@ -164,7 +165,7 @@ pub async fn token(
     let token = new_token().map_err(|e| Problem::internal(e.to_string()))?;
     let store = Arc::clone(&state.store);
     let (n, h) = (name.clone(), hash_token(&token));
-    blocking(move || store.add_token(&n, &h)).await?;
+    blocking(move || store.add_token(&n, &h, TokenLife::until_revoked(now_ms()))).await?;
     Ok((StatusCode::CREATED, Json(TokenView { name, token })))
 }
 
@@ -204,12 +205,17 @@ pub async fn set_password(
     })
     .await?;
     state.dav.forget_login(&name);
+    // A new password signs the user out of every browser; API tokens stay.
+    let store = Arc::clone(&state.store);
+    let n = name.clone();
+    blocking(move || store.revoke_tokens(&n, Revoke::Expiring)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = Login, security(()),
     responses((status = 200, body = TokenView), (status = 400, body = Problem), (status = 401, body = Problem)))]
-/// Exchanges a user name and password for a fresh token.
+/// Exchanges a user name and password for a fresh token that works for
+/// seven days (until `POST /api/v1/logout`, or a new password).
 pub async fn login(
     State(state): State<AppState>,
     Body(body): Body,
@@ -219,11 +225,17 @@ pub async fn login(
     let name = req.name.clone();
     let token = new_token().map_err(|e| Problem::internal(e.to_string()))?;
     let token_hash = hash_token(&token);
+    let now = now_ms();
+    let life = TokenLife {
+        created_at_ms: now,
+        expires_at_ms: Some(now + SIGN_IN_MS),
+    };
     let ok = blocking(move || {
         let Some(user) = check_password(store.as_ref(), &req.name, &req.password)? else {
             return Ok(false);
         };
-        store.add_token(&user.name, &token_hash)?;
+        store.purge_expired_tokens(now)?;
+        store.add_token(&user.name, &token_hash, life)?;
         Ok(true)
     })
     .await?;
@@ -231,4 +243,50 @@ pub async fn login(
         return Err(Problem::unauthorized("wrong user name or password"));
     }
     Ok(Json(TokenView { name, token }))
+}
+
+/// How long a password sign-in (the web UI's) works.
+pub const SIGN_IN_MS: u64 = 7 * 24 * 3600 * 1000;
+
+#[utoipa::path(post, path = "/api/v1/logout", tag = "users",
+    responses((status = 204), (status = 401, body = Problem)))]
+/// Revokes the token this request was sent with.
+pub async fn logout(caller: Caller, State(state): State<AppState>) -> Result<StatusCode, Problem> {
+    let store = Arc::clone(&state.store);
+    let hash = caller.token_hash;
+    blocking(move || store.revoke_token(&hash)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revoked {
+    pub name: String,
+    /// How many tokens and sign-ins stopped working.
+    pub revoked: usize,
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{name}/tokens", tag = "users",
+    params(("name" = String, Path, description = "user name")),
+    responses((status = 200, body = Revoked), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// Revokes every token and sign-in of a user: your own, or anyone's for the
+/// admin. Make a new token afterwards with `POST /api/v1/users/{name}/tokens`.
+pub async fn revoke(
+    caller: Caller,
+    State(state): State<AppState>,
+    P(name): P<String>,
+) -> Result<Json<Revoked>, Problem> {
+    if !caller.is_admin && caller.name != name {
+        return Err(Problem::not_found(format!("user {name} not found")));
+    }
+    let store = Arc::clone(&state.store);
+    let n = name.clone();
+    let revoked = blocking(move || {
+        if store.user(&n)?.is_none() {
+            return Err(kiln_store::StoreError::NotFound(format!("user {n}")));
+        }
+        store.revoke_tokens(&n, Revoke::All)
+    })
+    .await?;
+    Ok(Json(Revoked { name, revoked }))
 }
