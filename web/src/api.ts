@@ -55,6 +55,8 @@ export interface JobView {
   attempts?: { attempt: number; tasks: TaskView[] }[];
   queue: string;
   priority: number;
+  /** GPUs it asks for, all its tasks together. */
+  totalGpus: number;
   format: string;
   submittedAtMs: number;
   startedAtMs?: number | null;

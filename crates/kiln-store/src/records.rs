@@ -110,7 +110,7 @@ pub struct Change {
 pub struct JobFilter {
     pub user: Option<String>,
     pub state: Option<JobState>,
-    /// Jobs whose name contains this.
+    /// Jobs whose name contains this, ASCII letters in any case.
     pub name: Option<String>,
     pub limit: u32,
     /// Pagination: only jobs with a key below this (the last page's last key).

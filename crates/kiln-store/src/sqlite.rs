@@ -409,7 +409,7 @@ impl Store for SqliteStore {
                 "SELECT {JOB_COLUMNS} FROM jobs
                  WHERE (?1 IS NULL OR user_name = ?1)
                    AND (?2 IS NULL OR state = ?2)
-                   AND (?3 IS NULL OR instr(name, ?3) > 0)
+                   AND (?3 IS NULL OR instr(lower(name), lower(?3)) > 0)
                    AND (?4 IS NULL OR key < ?4)
                  ORDER BY key DESC LIMIT ?5"
             );

@@ -211,6 +211,14 @@ fn suite(store: &dyn Store) {
         })
         .expect("list");
     assert_eq!(named.len(), 1);
+    // A part of the name, in any case, finds it too.
+    let part = store
+        .jobs(&JobFilter {
+            name: Some("WEEP-3".into()),
+            ..Default::default()
+        })
+        .expect("list");
+    assert_eq!(part.len(), 1);
 
     // Delete: only finished jobs; tasks and events go with them.
     assert!(matches!(

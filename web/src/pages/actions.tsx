@@ -1,5 +1,5 @@
 // Stop, clone, delete and extend: shared by the job list and a job's page.
-import { Api, type JobView, type Spec } from '../api';
+import { Api, type JobView } from '../api';
 import { t } from '../i18n';
 import { navigate } from '../router';
 import { confirmDialog, errorText, promptDialog, toast } from '../components/ui';
@@ -63,21 +63,4 @@ export async function extendJob(job: JobView): Promise<boolean> {
     toast(errorText(e), 'error');
     return false;
   }
-}
-
-// Specs never change once submitted: each is fetched once (for GPU counts).
-const specs = new Map<string, Promise<Spec | null>>();
-
-export function specOf(job: JobView): Promise<Spec | null> {
-  const key = `${job.id}@${job.submittedAtMs}`;
-  let p = specs.get(key);
-  if (!p) {
-    p = Api.spec(job.id).catch(() => null);
-    specs.set(key, p);
-  }
-  return p;
-}
-
-export function totalGpus(spec: Spec): number {
-  return spec.roles.reduce((n, r) => n + (r.replicas ?? 1) * (r.gpus ?? 0), 0);
 }

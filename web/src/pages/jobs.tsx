@@ -1,10 +1,10 @@
-import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { Api, JOB_STATES, type JobList, type JobView, type UserView } from '../api';
 import { t } from '../i18n';
 import { fmtAgo, fmtDuration, fmtTime, runTime } from '../format';
 import { Link, navigate, setQuery, useRoute } from '../router';
 import { Empty, ErrorBox, Icon, StateBadge, usePoll, useNow } from '../components/ui';
-import { cloneJob, deleteJob, isActive, isFinished, specOf, stopJob, totalGpus } from './actions';
+import { cloneJob, deleteJob, isActive, isFinished, stopJob } from './actions';
 
 const PAGE_SIZES = [20, 50, 100];
 
@@ -17,7 +17,6 @@ export function JobsPage({ me }: { me: UserView | null }) {
   const [cursors, setCursors] = useState<(number | undefined)[]>([undefined]);
   const [data, setData] = useState<JobList | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const [gpus, setGpus] = useState<Record<string, number>>({});
   const now = useNow(1000);
   const seq = useRef(0);
   const before = cursors[cursors.length - 1];
@@ -25,7 +24,8 @@ export function JobsPage({ me }: { me: UserView | null }) {
   const load = async () => {
     const mine = ++seq.current;
     try {
-      const r = await Api.jobs({ state: state || undefined, limit, before });
+      // The text filter runs on the server, over every page.
+      const r = await Api.jobs({ state: state || undefined, limit, before, name: q.trim() || undefined });
       if (mine !== seq.current) return;
       setData(r);
       setError(null);
@@ -37,31 +37,11 @@ export function JobsPage({ me }: { me: UserView | null }) {
   useEffect(() => {
     setData(null);
     load();
-  }, [state, limit, before]);
-  useEffect(() => setCursors([undefined]), [state, limit]);
-  usePoll(load, 3000, [state, limit, before]);
+  }, [state, limit, before, q]);
+  useEffect(() => setCursors([undefined]), [state, limit, q]);
+  usePoll(load, 3000, [state, limit, before, q]);
 
-  // GPU counts come from each job's spec (fetched once per job).
-  useEffect(() => {
-    if (!data) return;
-    let live = true;
-    for (const j of data.items) {
-      if (gpus[j.id] !== undefined) continue;
-      specOf(j).then((s) => {
-        if (live && s) setGpus((g) => ({ ...g, [j.id]: totalGpus(s) }));
-      });
-    }
-    return () => {
-      live = false;
-    };
-  }, [data]);
-
-  const items = useMemo(() => {
-    const needle = q.trim().toLowerCase();
-    const all = data?.items ?? [];
-    if (!needle) return all;
-    return all.filter((j) => j.id.toLowerCase().includes(needle) || j.queue.toLowerCase().includes(needle));
-  }, [data, q]);
+  const items = data?.items ?? [];
 
   const act = async (f: () => Promise<boolean>) => {
     if (await f()) load();
@@ -137,7 +117,7 @@ export function JobsPage({ me }: { me: UserView | null }) {
             </thead>
             <tbody>
               {items.map((j) => (
-                <JobRow key={j.id} job={j} now={now} showUser={showUser} gpus={gpus[j.id]} onAct={act} />
+                <JobRow key={j.id} job={j} now={now} showUser={showUser} gpus={j.totalGpus} onAct={act} />
               ))}
             </tbody>
           </table>

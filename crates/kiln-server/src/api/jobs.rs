@@ -199,7 +199,7 @@ pub struct ListQuery {
     /// Only jobs in this state.
     #[param(value_type = Option<StateName>)]
     state: Option<String>,
-    /// Only the job of this name.
+    /// Jobs whose name contains this (ASCII letters in any case).
     name: Option<String>,
     /// Page size, default 50.
     #[param(minimum = 1, maximum = 500)]

@@ -24,6 +24,8 @@ pub struct JobView {
     pub failed_attempts: u32,
     pub queue: String,
     pub priority: i32,
+    /// GPUs it asks for, all its tasks together.
+    pub total_gpus: u64,
     /// The format it was submitted in.
     pub format: String,
     pub submitted_at_ms: u64,
@@ -148,6 +150,7 @@ impl JobView {
             failed_attempts: j.failed_attempts,
             queue: j.queue.clone(),
             priority: j.priority,
+            total_gpus: total_gpus(&j.spec_json),
             format: j.format.clone(),
             submitted_at_ms: j.submitted_at_ms,
             started_at_ms: j.started_at_ms,
@@ -159,5 +162,44 @@ impl JobView {
             notices: Vec::new(),
             attempts: Vec::new(),
         }
+    }
+}
+
+/// GPUs a stored spec (kiln's own JSON) asks for, read without building the
+/// whole spec: the job list shows it for every row.
+fn total_gpus(spec_json: &str) -> u64 {
+    #[derive(Deserialize)]
+    struct Shape {
+        #[serde(default)]
+        roles: Vec<Role>,
+    }
+    #[derive(Deserialize)]
+    struct Role {
+        #[serde(default = "one")]
+        replicas: u32,
+        #[serde(default)]
+        gpus: u32,
+    }
+    fn one() -> u32 {
+        1
+    }
+    serde_json::from_str::<Shape>(spec_json).map_or(0, |s| {
+        s.roles
+            .iter()
+            .map(|r| u64::from(r.replicas) * u64::from(r.gpus))
+            .sum()
+    })
+}
+
+#[cfg(test)]
+mod gpu_tests {
+    #[test]
+    fn totals_agree_with_the_spec() {
+        let text = "name: ddp\nroles:\n  - {name: master, gpus: 2, command: x}\n  - {name: worker, replicas: 3, gpus: 4, command: x}\n";
+        let parsed = kiln_spec::parse(text.as_bytes()).expect("parsed");
+        let json = kiln_spec::export::to_json(&parsed.job).expect("json");
+        assert_eq!(super::total_gpus(&json), parsed.job.total_gpus());
+        assert_eq!(super::total_gpus(&json), 14);
+        assert_eq!(super::total_gpus("not json"), 0);
     }
 }
