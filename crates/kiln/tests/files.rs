@@ -123,3 +123,62 @@ fn no_path_leaves_the_space() {
     assert_eq!((status, text.as_str()), (200, Some("mine")));
     assert_eq!(s.api_as(&bob, "GET", "/files/notes.txt", None).0, 404);
 }
+
+#[test]
+fn names_with_spaces_and_cjk_go_up_list_and_download_under_their_own_name() {
+    let s = Server::start();
+    let local = tempfile::tempdir().expect("tmp");
+    let file = local.path().join("数据 集.csv");
+    std::fs::write(&file, "step,loss\n1,0.5\n").expect("write");
+    s.ok(&[
+        "files",
+        "put",
+        file.to_str().expect("utf8"),
+        "데이터 폴더/数据 集.csv",
+    ]);
+    let ls = s.ok(&["files", "ls", "데이터 폴더"]);
+    assert!(ls.contains("数据 集.csv"), "{ls}");
+
+    // The download names the file in the header as RFC 6266 says, with a
+    // plain fallback, instead of failing on the non-ASCII name.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!(
+        "{}/api/v1/files/%EB%8D%B0%EC%9D%B4%ED%84%B0%20%ED%8F%B4%EB%8D%94/%E6%95%B0%E6%8D%AE%20%E9%9B%86.csv",
+        s.url
+    );
+    let mut resp = agent
+        .get(&url)
+        .header("Authorization", &format!("Bearer {}", s.token))
+        .call()
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let disposition = resp
+        .headers()
+        .get("content-disposition")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        disposition,
+        "attachment; filename=\"__ _.csv\"; filename*=UTF-8''%E6%95%B0%E6%8D%AE%20%E9%9B%86.csv"
+    );
+    let body = resp.body_mut().read_to_string().expect("body");
+    assert_eq!(body, "step,loss\n1,0.5\n");
+
+    let back = local.path().join("back.csv");
+    s.ok(&[
+        "files",
+        "get",
+        "데이터 폴더/数据 集.csv",
+        back.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        std::fs::read(&back).expect("read"),
+        std::fs::read(&file).expect("read")
+    );
+    s.ok(&["files", "rm", "-r", "데이터 폴더"]);
+    assert!(!s.ok(&["files", "ls"]).contains("데이터"));
+}

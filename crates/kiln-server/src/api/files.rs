@@ -131,14 +131,13 @@ pub async fn get(
     let pp = p.clone();
     let (file, len) = on_disk(&state.spaces, move |s| s.open(&user, &pp)).await?;
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
-    let name = p.name().unwrap_or("file").replace('"', "");
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
             (header::CONTENT_LENGTH, len.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
+                super::download::attachment(p.name().unwrap_or("file")),
             ),
         ],
         RawBody::from_stream(stream),

@@ -181,7 +181,7 @@ pub async fn logs(
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{name}\""),
+                    super::download::attachment(&name),
                 ),
             ],
             body,

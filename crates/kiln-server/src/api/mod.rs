@@ -4,6 +4,7 @@
 
 pub mod datasets;
 pub mod dav;
+mod download;
 mod extract;
 pub mod files;
 mod jobs;

@@ -25,7 +25,8 @@ pub struct Server {
     /// Start the server from the data folder's parent with a relative
     /// `--data`, as a person typing `--data d` would.
     pub relative: bool,
-    token: String,
+    /// The admin's token.
+    pub token: String,
 }
 
 impl Server {
