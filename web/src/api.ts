@@ -49,6 +49,8 @@ export interface JobView {
   user: string;
   state: JobState;
   pendingReason?: string | null;
+  /** The same reason as data, to show it in the reader's language. */
+  pendingDetail?: PendingDetail | null;
   reason?: string | null;
   attempt: number;
   failedAttempts: number;
@@ -165,6 +167,8 @@ export interface Spec {
   image?: string;
   gpuType?: string;
   retryCount?: number;
+  /** In-place task restarts per attempt for roles with a restart policy; absent or null = unlimited. */
+  maxRestarts?: number | null;
   maxDuration?: string | number;
   mounts?: MountSpec[];
   jobEnvs?: Record<string, unknown>;
@@ -187,8 +191,13 @@ export interface RoleSpec {
   env?: Record<string, string>;
   minFailed?: number | null;
   minSucceeded?: number | null;
+  restartPolicy?: RestartPolicy;
   [other: string]: unknown;
 }
+
+/** What happens to a task that fails, within one attempt (kiln-spec's RestartPolicy). */
+export type RestartPolicy = 'Never' | 'OnFailure' | 'ExitCode';
+export const RESTART_POLICIES: RestartPolicy[] = ['Never', 'OnFailure', 'ExitCode'];
 
 export interface MountSpec {
   space?: string;
@@ -196,6 +205,25 @@ export interface MountSpec {
   target?: string;
   readOnly?: boolean;
 }
+
+export type Missing =
+  | { resource: 'gpus'; gpuType?: string | null; need: number; free: number }
+  | { resource: 'cpus'; need: number; free: number }
+  | { resource: 'memory'; needMb: number; freeMb: number };
+
+interface InQueue {
+  ahead: number;
+  queue: string;
+}
+
+/** Why a job waits (the scheduler's reason, as data). */
+export type PendingDetail =
+  | { code: 'taskTooBig'; task: number; gpus: number; gpuType?: string | null; cpus: number; memoryMb: number }
+  | { code: 'jobTooBig'; gpus: number; cpus: number; memoryMb: number }
+  | ({ code: 'short'; missing: Missing[] } & InQueue)
+  | ({ code: 'scattered' } & InQueue)
+  | ({ code: 'behindHead'; head: string } & InQueue)
+  | ({ code: 'wouldDelay'; head: string } & InQueue);
 
 export class ApiError extends Error {
   constructor(

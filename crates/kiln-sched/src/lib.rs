@@ -12,6 +12,8 @@
 mod model;
 mod place;
 mod plan;
+mod reason;
 
 pub use model::{Gpu, JobRequest, Node, Placed, RunningJob, TaskRequest};
 pub use plan::{schedule, Plan, Start, Waiting};
+pub use reason::{Missing, Place, Reason};

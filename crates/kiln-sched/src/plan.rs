@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::model::{JobRequest, Node, Placed, RunningJob, TaskRequest};
 use crate::place::{totals, Free};
+use crate::reason::{Missing, Place, Reason};
 
 /// A job to start now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,7 +24,7 @@ pub struct Start {
 #[serde(rename_all = "camelCase")]
 pub struct Waiting {
     pub key: u64,
-    pub reason: String,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -67,7 +68,7 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
     let mut reservation: Option<Reservation> = None;
     // Whether a job can ever run depends only on the shape of its tasks, and
     // a queue holds few shapes: each is searched once per pass.
-    let mut never: HashMap<&[TaskRequest], Option<String>> = HashMap::new();
+    let mut never: HashMap<&[TaskRequest], Option<Reason>> = HashMap::new();
     // Free GPUs per wanted model, for pending reasons; valid until the next
     // start changes what is free.
     let mut free_of_type: HashMap<Option<&str>, u64> = HashMap::new();
@@ -99,11 +100,11 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
                     backfilled: false,
                 });
             } else {
-                let reason = shortage(nodes, &free, job, &mut free_of_type);
+                let reason = shortage(nodes, &free, job, &mut free_of_type, place(position, job));
                 reservation = Some(reserve(nodes, &free, &holders, job));
                 plan.waiting.push(Waiting {
                     key: job.key,
-                    reason: with_position(reason, position, &job.queue),
+                    reason,
                 });
                 *ahead += 1;
             }
@@ -133,22 +134,23 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
             });
             continue;
         }
+        let queue = place(position, job);
         let reason = if !free.fits(nodes, job) {
-            shortage(nodes, &free, job, &mut free_of_type)
+            shortage(nodes, &free, job, &mut free_of_type, queue)
         } else if ends_at.is_none() {
-            format!(
-                "waiting behind {}, first in line; only jobs with a maxDuration that ends in time may start ahead of it",
-                res.head.label
-            )
+            Reason::BehindHead {
+                head: res.head.label.clone(),
+                queue,
+            }
         } else {
-            format!(
-                "would delay {}, which is first in line for the same resources",
-                res.head.label
-            )
+            Reason::WouldDelay {
+                head: res.head.label.clone(),
+                queue,
+            }
         };
         plan.waiting.push(Waiting {
             key: job.key,
-            reason: with_position(reason, position, &job.queue),
+            reason,
         });
         *ahead += 1;
     }
@@ -235,7 +237,7 @@ fn reserve<'j>(
 
 /// A job no amount of waiting can start: too big for every node, or for the
 /// whole cluster.
-fn never_fits(nodes: &[Node], job: &JobRequest) -> Option<String> {
+fn never_fits(nodes: &[Node], job: &JobRequest) -> Option<Reason> {
     let mut empty = Free::new(nodes);
     // Only a search that proved there is no placement condemns a job; one
     // that ran out of budget leaves it waiting.
@@ -249,20 +251,21 @@ fn never_fits(nodes: &[Node], job: &JobRequest) -> Option<String> {
                 && n.gpus.iter().filter(|g| t.wants(g)).count() >= t.gpus as usize
         });
         if !fits_some_node {
-            let gpu = match &t.gpu_type {
-                Some(ty) => format!("{} {ty} GPUs", t.gpus),
-                None => format!("{} GPUs", t.gpus),
-            };
-            return Some(format!(
-                "can never run here: task {i} needs {gpu}, {} CPUs and {} MiB on one node, and no node has that much",
-                t.cpus, t.memory_mb
-            ));
+            return Some(Reason::TaskTooBig {
+                task: i,
+                gpus: t.gpus,
+                gpu_type: t.gpu_type.clone(),
+                cpus: t.cpus,
+                memory_mb: t.memory_mb,
+            });
         }
     }
-    let (c, m, g) = totals(job);
-    Some(format!(
-        "can never run here: the job needs {g} GPUs, {c} CPUs and {m} MiB in all, more than the cluster has"
-    ))
+    let (cpus, memory_mb, gpus) = totals(job);
+    Some(Reason::JobTooBig {
+        gpus,
+        cpus,
+        memory_mb,
+    })
 }
 
 /// What is missing now, in the words of a pending reason. `free_of_type`
@@ -272,7 +275,8 @@ fn shortage<'j>(
     free: &Free,
     job: &'j JobRequest,
     free_of_type: &mut HashMap<Option<&'j str>, u64>,
-) -> String {
+    queue: Place,
+) -> Reason {
     let (cpus, mem, _) = totals(job);
     let mut missing = Vec::new();
     // GPUs per wanted model, so "needs 4 A100 GPUs, 2 free" is exact.
@@ -308,27 +312,35 @@ fn shortage<'j>(
                 .sum()
         });
         if need > have {
-            let what = ty.map_or("GPUs".to_owned(), |t| format!("{t} GPUs"));
-            missing.push(format!("needs {need} {what}, {have} free"));
+            missing.push(Missing::Gpus {
+                gpu_type: ty.map(str::to_owned),
+                need,
+                free: have,
+            });
         }
     }
     if cpus > free.cpus {
-        missing.push(format!("needs {cpus} CPUs, {} free", free.cpus));
+        missing.push(Missing::Cpus {
+            need: cpus,
+            free: free.cpus,
+        });
     }
     if mem > free.memory_mb {
-        missing.push(format!(
-            "needs {mem} MiB memory, {} MiB free",
-            free.memory_mb
-        ));
+        missing.push(Missing::Memory {
+            need_mb: mem,
+            free_mb: free.memory_mb,
+        });
     }
     if missing.is_empty() {
-        "enough is free in total, but not on the nodes its tasks need together".into()
+        Reason::Scattered { queue }
     } else {
-        missing.join(", ")
+        Reason::Short { missing, queue }
     }
 }
 
-fn with_position(reason: String, ahead: usize, queue: &str) -> String {
-    let jobs = if ahead == 1 { "job" } else { "jobs" };
-    format!("{reason}; {ahead} {jobs} ahead in queue {queue}")
+fn place(ahead: usize, job: &JobRequest) -> Place {
+    Place {
+        ahead,
+        queue: job.queue.clone(),
+    }
 }

@@ -188,7 +188,7 @@ proptest! {
         let mut want: Vec<u64> = first.iter().map(|j| j.key).collect();
         want.sort_unstable();
         prop_assert_eq!(seen, want);
-        prop_assert!(plan.waiting.iter().all(|w| !w.reason.is_empty()));
+        prop_assert!(plan.waiting.iter().all(|w| !w.reason.to_string().is_empty()));
     }
 
     #[test]
@@ -217,7 +217,7 @@ proptest! {
         let started: HashSet<u64> = plan.start.iter().map(|s| s.key).collect();
         let head = order.iter().find(|j| {
             !started.contains(&j.key)
-                && plan.waiting.iter().any(|w| w.key == j.key && !w.reason.starts_with("can never run"))
+                && plan.waiting.iter().any(|w| w.key == j.key && !w.reason.to_string().starts_with("can never run"))
         });
         let Some(head) = head else { return Ok(()) };
 

@@ -71,7 +71,7 @@ fn a_three_gpu_job_runs_while_a_two_gpu_job_waits_naming_gpus() {
     assert_eq!(plan.start[0].tasks[0].gpus, [0, 1, 2]);
     assert_eq!(plan.waiting.len(), 1);
     assert_eq!(
-        plan.waiting[0].reason,
+        plan.waiting[0].reason.to_string(),
         "needs 2 GPUs, 1 free; 0 jobs ahead in queue default"
     );
 
@@ -92,7 +92,7 @@ fn a_gang_never_starts_partially() {
     );
     assert!(plan.start.is_empty());
     assert_eq!(
-        plan.waiting[0].reason,
+        plan.waiting[0].reason.to_string(),
         "needs 4 GPUs, 3 free; 0 jobs ahead in queue default"
     );
 }
@@ -106,10 +106,10 @@ fn queue_order_is_priority_then_submission() {
     let second = job(3, vec![task(4)], None);
     let plan = schedule(&nodes, &[], &[low, second, first], 0);
     assert_eq!(plan.start[0].key, 2);
-    let waiting: Vec<(u64, &str)> = plan
+    let waiting: Vec<(u64, String)> = plan
         .waiting
         .iter()
-        .map(|w| (w.key, w.reason.as_str()))
+        .map(|w| (w.key, w.reason.to_string()))
         .collect();
     assert_eq!(waiting[0].0, 3);
     assert!(
@@ -138,7 +138,10 @@ fn gpu_type_is_honoured() {
     t.gpus = 3;
     let plan = schedule(&nodes, &[], &[job(2, vec![t], None)], 0);
     assert!(
-        plan.waiting[0].reason.starts_with("can never run here"),
+        plan.waiting[0]
+            .reason
+            .to_string()
+            .starts_with("can never run here"),
         "{}",
         plan.waiting[0].reason
     );
@@ -181,7 +184,10 @@ fn backfill_only_when_it_cannot_delay_the_head() {
     );
     assert!(plan.start.is_empty());
     assert!(
-        plan.waiting[1].reason.starts_with("would delay alice~job1"),
+        plan.waiting[1]
+            .reason
+            .to_string()
+            .starts_with("would delay alice~job1"),
         "{}",
         plan.waiting[1].reason
     );
@@ -191,6 +197,7 @@ fn backfill_only_when_it_cannot_delay_the_head() {
     assert!(
         plan.waiting[1]
             .reason
+            .to_string()
             .starts_with("waiting behind alice~job1"),
         "{}",
         plan.waiting[1].reason
@@ -223,7 +230,10 @@ fn a_job_too_big_for_the_cluster_does_not_block_the_queue() {
     assert_eq!(plan.start[0].key, 2);
     assert!(!plan.start[0].backfilled);
     assert!(
-        plan.waiting[0].reason.contains("can never run here"),
+        plan.waiting[0]
+            .reason
+            .to_string()
+            .contains("can never run here"),
         "{}",
         plan.waiting[0].reason
     );
@@ -241,7 +251,7 @@ fn memory_and_cpu_shortages_are_named() {
         0,
     );
     assert_eq!(
-        plan.waiting[0].reason,
+        plan.waiting[0].reason.to_string(),
         "needs 3 CPUs, 1 free; 0 jobs ahead in queue default"
     );
 }

@@ -262,6 +262,7 @@ fn stop_ends_a_running_and_a_waiting_job() {
         j["pendingReason"].as_str().expect("reason").contains("GPU"),
         "{j}"
     );
+    assert_eq!(j["pendingDetail"]["code"], "taskTooBig", "{j}");
     s.ok(&["stop", &id]);
     s.wait_state(&id, "STOPPED", 10);
 }
@@ -352,6 +353,17 @@ fn gpus_are_never_shared_and_gangs_never_start_partially() {
     let j = s.wait_state(&two, "WAITING", 10);
     let reason = j["pendingReason"].as_str().expect("reason");
     assert!(reason.contains("needs 2 GPUs, 1 free"), "{reason}");
+    // The same facts as data, for the UI to say in its own language.
+    assert_eq!(
+        j["pendingDetail"],
+        serde_json::json!({
+            "code": "short",
+            "missing": [{"resource": "gpus", "gpuType": null, "need": 2, "free": 1}],
+            "ahead": 0,
+            "queue": "default"
+        }),
+        "{j}"
+    );
     let j = s.wait_state(&two, "SUCCEEDED", 30);
     assert!(j["startedAtMs"].as_u64() >= s.job(&big)["finishedAtMs"].as_u64());
 
@@ -616,15 +628,18 @@ fn logs_follow_live_and_come_in_ranges_and_downloads() {
 #[test]
 fn a_stop_while_a_failed_attempt_winds_down_stops_instead_of_retrying() {
     let s = Server::start();
-    // w-0 fails at once; w-1 ignores SIGTERM, so the attempt takes the whole
-    // grace period (1 s) to wind down. The stop lands in that window.
+    // w-0 fails after a second (by then w-1 has set its trap); w-1 ignores
+    // SIGTERM, so the attempt takes the whole grace period (1 s) to wind
+    // down. The stop lands in that window. (Failing at once raced w-1's
+    // shell: a TERM before the trap ended attempt 0 at once, and it was
+    // retried before the stop came.)
     let id = s.submit(
         "winding",
         &role_job(
             "winding",
             2,
             "retryCount: 2",
-            "'trap \"\" TERM; if [ $PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX = 0 ]; then exit 3; fi; sleep 300'",
+            "'trap \"\" TERM; if [ $PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX = 0 ]; then sleep 1; exit 3; fi; sleep 300'",
         ),
     );
     s.wait_job(&id, 30, "w-0 failed", |j| {

@@ -2,6 +2,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
 import { Api, ApiError, download, jid, request, type JobView, type SeriesView, type Spec, type TaskView, type UserView } from '../api';
 import { t, tMaybe } from '../i18n';
+import { pendingText } from '../pending';
 import { fmtAgo, fmtBytes, fmtClock, fmtDuration, fmtNumber, fmtTime, runTime } from '../format';
 import { Link, navigate, setQuery, useRoute } from '../router';
 import { Chart } from '../components/chart';
@@ -125,11 +126,11 @@ export function JobPage({ id }: { id: string; me: UserView | null }) {
         </div>
       </div>
 
-      {job.state === 'WAITING' && job.pendingReason && (
+      {job.state === 'WAITING' && pendingText(job) && (
         <div class="alert alert-warn" data-testid="pending-reason">
           <Icon name="clock" />
           <div class="alert-body">
-            <strong>{t('job.pending')}</strong> {job.pendingReason}
+            <strong>{t('job.pending')}</strong> {pendingText(job)}
           </div>
         </div>
       )}
@@ -214,7 +215,7 @@ function Overview({ job, now }: { job: JobView; now: number }) {
           <span class="muted small">{t('job.tasksCount', { n: job.tasks.length })}</span>
         </div>
         {job.tasks.length === 0 ? (
-          <Empty title={t('job.noTasks')} hint={job.state === 'WAITING' ? job.pendingReason || undefined : undefined} />
+          <Empty title={t('job.noTasks')} hint={pendingText(job) || undefined} />
         ) : (
           <div class="table-scroll">
             <TaskTable job={job} tasks={job.tasks} now={now} />
@@ -383,7 +384,7 @@ function Logs({ job }: { job: JobView }) {
   if (tasks.length === 0) {
     return (
       <div class="card">
-        <Empty title={t('logs.noTasks')} hint={job.pendingReason || undefined} />
+        <Empty title={t('logs.noTasks')} hint={pendingText(job) || undefined} />
       </div>
     );
   }

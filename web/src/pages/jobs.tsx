@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { Api, JOB_STATES, type JobList, type JobView, type UserView } from '../api';
 import { t } from '../i18n';
+import { pendingText } from '../pending';
 import { fmtAgo, fmtDuration, fmtTime, runTime } from '../format';
 import { Link, navigate, setQuery, useRoute } from '../router';
 import { Empty, ErrorBox, Icon, StateBadge, usePoll, useNow } from '../components/ui';
@@ -151,7 +152,7 @@ export function JobsPage({ me }: { me: UserView | null }) {
 
 function JobRow({ job, now, showUser, gpus, onAct }: { job: JobView; now: number; showUser: boolean; gpus?: number; onAct: (f: () => Promise<boolean>) => void }) {
   const rt = runTime(job.startedAtMs, job.finishedAtMs, now);
-  const tip = job.state === 'WAITING' ? job.pendingReason : job.reason;
+  const tip = job.state === 'WAITING' ? pendingText(job) : job.reason;
   const open = (e: MouseEvent) => {
     const el = e.target as HTMLElement;
     if (el.closest('a,button,select,input')) return;
@@ -169,7 +170,7 @@ function JobRow({ job, now, showUser, gpus, onAct }: { job: JobView; now: number
       <td data-label={t('jobs.col.queue')}>{job.queue}</td>
       <td data-label={t('jobs.col.state')} class="cell-state">
         <StateBadge state={job.state} tip={tip} />
-        {job.state === 'WAITING' && job.pendingReason && <div class="sub muted pending-reason">{job.pendingReason}</div>}
+        {job.state === 'WAITING' && pendingText(job) && <div class="sub muted pending-reason">{pendingText(job)}</div>}
       </td>
       <td data-label={t('jobs.col.gpus')} class="num tabular">{gpus ?? <span class="muted">·</span>}</td>
       <td class="cell-meta" aria-hidden="true">
@@ -178,7 +179,7 @@ function JobRow({ job, now, showUser, gpus, onAct }: { job: JobView; now: number
         <span title={fmtTime(job.submittedAtMs)}>{fmtAgo(job.submittedAtMs, now)}</span>
         {rt != null && <span class="tabular">{fmtDuration(rt)}</span>}
         {gpus != null && gpus > 0 && <span>{t('submit.totalGpus', { n: gpus })}</span>}
-        {job.state === 'WAITING' && job.pendingReason && <span class="meta-reason">{job.pendingReason}</span>}
+        {job.state === 'WAITING' && pendingText(job) && <span class="meta-reason">{pendingText(job)}</span>}
       </td>
       <td class="actions-col">
         <div class="row-actions">

@@ -17,6 +17,13 @@ pub struct JobView {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
+    /// The same reason as data, for showing it in another language:
+    /// `{code, ...}` with code taskTooBig, jobTooBig, short (with
+    /// `missing: [{resource: gpus|cpus|memory, ...}]`), scattered,
+    /// behindHead or wouldDelay, and `ahead` and `queue` for the last four.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub pending_detail: Option<kiln_sched::Reason>,
     /// Why it ended (or why the last attempt was retried).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -133,18 +140,24 @@ impl EventView {
 }
 
 impl JobView {
-    pub fn new(j: &JobRecord, live_reason: Option<String>, tasks: &[TaskRecord]) -> Self {
+    pub fn new(
+        j: &JobRecord,
+        live_reason: Option<crate::control::Pending>,
+        tasks: &[TaskRecord],
+    ) -> Self {
         let waiting = j.state == kiln_spec::completion::JobState::Waiting;
+        let live_reason = live_reason.filter(|_| waiting);
         JobView {
             id: j.id.to_string(),
             name: j.id.name().to_owned(),
             user: j.id.user().to_owned(),
             state: j.state.as_str().to_owned(),
-            pending_reason: if waiting {
-                live_reason.or_else(|| j.pending_reason.clone())
-            } else {
-                None
+            pending_reason: match &live_reason {
+                Some(p) => Some(p.text()),
+                None if waiting => j.pending_reason.clone(),
+                None => None,
             },
+            pending_detail: live_reason.as_ref().and_then(|p| p.detail().cloned()),
             reason: j.reason.clone(),
             attempt: j.attempt,
             failed_attempts: j.failed_attempts,

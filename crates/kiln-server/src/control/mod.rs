@@ -24,6 +24,32 @@ use serde::Serialize;
 pub use run::{start, EngineConfig};
 
 /// Why the loop refused a request.
+
+/// Why a job waits: the scheduler's reason as data, or a launch failure
+/// in words. Kept as data and put into words only when someone asks, so a
+/// pass over a long queue formats nothing.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Plan(kiln_sched::Reason),
+    Text(String),
+}
+
+impl Pending {
+    pub fn text(&self) -> String {
+        match self {
+            Pending::Plan(r) => r.to_string(),
+            Pending::Text(t) => t.clone(),
+        }
+    }
+
+    pub fn detail(&self) -> Option<&kiln_sched::Reason> {
+        match self {
+            Pending::Plan(r) => Some(r),
+            Pending::Text(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ControlError {
     #[error("{0}")]
@@ -111,7 +137,7 @@ pub struct NodeView {
 #[derive(Clone)]
 pub struct Control {
     tx: mpsc::Sender<Msg>,
-    reasons: Arc<RwLock<HashMap<i64, String>>>,
+    reasons: Arc<RwLock<HashMap<i64, Pending>>>,
     cluster: Arc<RwLock<ClusterView>>,
 }
 
@@ -167,7 +193,7 @@ impl Control {
     }
 
     /// Why a waiting job waits, as of the last scheduling pass.
-    pub fn pending_reason(&self, key: i64) -> Option<String> {
+    pub fn pending_reason(&self, key: i64) -> Option<Pending> {
         self.reasons.read().ok()?.get(&key).cloned()
     }
 

@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use super::policy::{after_attempt, describe_end, task_end, task_lost, Next, Outcome, TaskEnd};
 use super::ports::Ports;
-use super::{ClusterView, Control, ControlError, DeadlineChange, Msg, NodeView};
+use super::{ClusterView, Control, ControlError, DeadlineChange, Msg, NodeView, Pending};
 use crate::layout::{Layout, SPACE_INSIDE};
 use crate::now_ms;
 
@@ -89,7 +89,7 @@ struct Loop {
     waiting: BTreeMap<i64, Waiting>,
     active: HashMap<i64, Active>,
     ports: Ports,
-    reasons: Arc<RwLock<HashMap<i64, String>>>,
+    reasons: Arc<RwLock<HashMap<i64, Pending>>>,
     cluster: Arc<RwLock<ClusterView>>,
     /// Something changed that may let a waiting job start.
     dirty: bool,
@@ -555,15 +555,15 @@ impl Loop {
             .collect();
         let waiting: Vec<JobRequest> = self.waiting.values().map(|w| w.request.clone()).collect();
         let plan = kiln_sched::schedule(&nodes, &running, &waiting, now_ms() / 1000);
-        let mut reasons: HashMap<i64, String> = plan
+        let mut reasons: HashMap<i64, Pending> = plan
             .waiting
             .into_iter()
-            .map(|w| (w.key as i64, w.reason))
+            .map(|w| (w.key as i64, Pending::Plan(w.reason)))
             .collect();
         for start in plan.start {
             let key = start.key as i64;
             if let Err(reason) = self.start_job(key, start.tasks) {
-                reasons.insert(key, reason);
+                reasons.insert(key, Pending::Text(reason));
                 self.recheck_at = Some(now_ms() + RECHECK_MS);
             }
         }

@@ -1,0 +1,214 @@
+//! Why a job waits, as data: the server shows it in English (`Display`),
+//! and the web UI renders the same facts in the reader's language.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "code",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Reason {
+    /// One task needs more than any node has.
+    TaskTooBig {
+        task: usize,
+        gpus: u32,
+        gpu_type: Option<String>,
+        cpus: u32,
+        memory_mb: u64,
+    },
+    /// The tasks together need more than the whole cluster.
+    JobTooBig {
+        gpus: u64,
+        cpus: u64,
+        memory_mb: u64,
+    },
+    /// Not enough is free now.
+    Short {
+        missing: Vec<Missing>,
+        #[serde(flatten)]
+        queue: Place,
+    },
+    /// Enough is free in total, but not on the nodes its tasks need together.
+    Scattered {
+        #[serde(flatten)]
+        queue: Place,
+    },
+    /// Behind the first blocked job, and without a maxDuration to backfill.
+    BehindHead {
+        head: String,
+        #[serde(flatten)]
+        queue: Place,
+    },
+    /// Starting it would delay the first blocked job.
+    WouldDelay {
+        head: String,
+        #[serde(flatten)]
+        queue: Place,
+    },
+}
+
+/// Where a job stands in its queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Place {
+    /// Waiting jobs ahead of it in the same queue.
+    pub ahead: usize,
+    pub queue: String,
+}
+
+/// One resource a job needs more of than is free.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "resource",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Missing {
+    Gpus {
+        gpu_type: Option<String>,
+        need: u64,
+        free: u64,
+    },
+    Cpus {
+        need: u64,
+        free: u64,
+    },
+    Memory {
+        need_mb: u64,
+        free_mb: u64,
+    },
+}
+
+impl Reason {
+    /// Whether waiting can ever help.
+    pub fn never_runs(&self) -> bool {
+        matches!(self, Reason::TaskTooBig { .. } | Reason::JobTooBig { .. })
+    }
+}
+
+fn gpus(n: u64, ty: Option<&str>) -> String {
+    match ty {
+        Some(t) => format!("{n} {t} GPUs"),
+        None => format!("{n} GPUs"),
+    }
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::Gpus {
+                gpu_type,
+                need,
+                free,
+            } => write!(f, "needs {}, {free} free", gpus(*need, gpu_type.as_deref())),
+            Missing::Cpus { need, free } => write!(f, "needs {need} CPUs, {free} free"),
+            Missing::Memory { need_mb, free_mb } => {
+                write!(f, "needs {need_mb} MiB memory, {free_mb} MiB free")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let jobs = if self.ahead == 1 { "job" } else { "jobs" };
+        write!(f, "{} {jobs} ahead in queue {}", self.ahead, self.queue)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::TaskTooBig {
+                task,
+                gpus: g,
+                gpu_type,
+                cpus,
+                memory_mb,
+            } => write!(
+                f,
+                "can never run here: task {task} needs {}, {cpus} CPUs and {memory_mb} MiB on one node, and no node has that much",
+                gpus(u64::from(*g), gpu_type.as_deref())
+            ),
+            Reason::JobTooBig {
+                gpus,
+                cpus,
+                memory_mb,
+            } => write!(
+                f,
+                "can never run here: the job needs {gpus} GPUs, {cpus} CPUs and {memory_mb} MiB in all, more than the cluster has"
+            ),
+            Reason::Short { missing, queue } => {
+                for (i, m) in missing.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{m}")?;
+                }
+                write!(f, "; {queue}")
+            }
+            Reason::Scattered { queue } => write!(
+                f,
+                "enough is free in total, but not on the nodes its tasks need together; {queue}"
+            ),
+            Reason::BehindHead { head, queue } => write!(
+                f,
+                "waiting behind {head}, first in line; only jobs with a maxDuration that ends in time may start ahead of it; {queue}"
+            ),
+            Reason::WouldDelay { head, queue } => write!(
+                f,
+                "would delay {head}, which is first in line for the same resources; {queue}"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_words_and_the_data_say_the_same() {
+        let r = Reason::Short {
+            missing: vec![
+                Missing::Gpus {
+                    gpu_type: Some("A100".into()),
+                    need: 4,
+                    free: 2,
+                },
+                Missing::Memory {
+                    need_mb: 2048,
+                    free_mb: 1024,
+                },
+            ],
+            queue: Place {
+                ahead: 1,
+                queue: "default".into(),
+            },
+        };
+        assert_eq!(
+            r.to_string(),
+            "needs 4 A100 GPUs, 2 free, needs 2048 MiB memory, 1024 MiB free; 1 job ahead in queue default"
+        );
+        assert_eq!(
+            serde_json::to_value(&r).expect("json"),
+            serde_json::json!({
+                "code": "short",
+                "missing": [
+                    {"resource": "gpus", "gpuType": "A100", "need": 4, "free": 2},
+                    {"resource": "memory", "needMb": 2048, "freeMb": 1024}
+                ],
+                "ahead": 1,
+                "queue": "default"
+            })
+        );
+        let back: Reason =
+            serde_json::from_value(serde_json::to_value(&r).expect("json")).expect("parsed");
+        assert_eq!(back, r);
+        assert!(!r.never_runs());
+    }
+}

@@ -1,0 +1,51 @@
+// Why a job waits, in the reader's language: the server sends the reason as
+// data (`pendingDetail`) beside its English words (`pendingReason`).
+import type { JobView, PendingDetail, Missing } from './api';
+import { fmtBytes } from './format';
+import { t } from './i18n';
+
+const mib = (n: number) => fmtBytes(n * 1024 * 1024);
+
+function gpus(n: number, type?: string | null): string {
+  return type ? t('pending.gpusType', { n, type }) : t('pending.gpus', { n });
+}
+
+function missing(m: Missing): string {
+  switch (m.resource) {
+    case 'gpus':
+      return t('pending.missingGpus', { need: gpus(m.need, m.gpuType), free: m.free });
+    case 'cpus':
+      return t('pending.missingCpus', { need: m.need, free: m.free });
+    case 'memory':
+      return t('pending.missingMemory', { need: mib(m.needMb), free: mib(m.freeMb) });
+  }
+}
+
+export function pendingDetailText(d: PendingDetail): string {
+  switch (d.code) {
+    case 'taskTooBig':
+      return t('pending.taskTooBig', { task: d.task, gpus: gpus(d.gpus, d.gpuType), cpus: d.cpus, memory: mib(d.memoryMb) });
+    case 'jobTooBig':
+      return t('pending.jobTooBig', { gpus: d.gpus, cpus: d.cpus, memory: mib(d.memoryMb) });
+    default: {
+      const place = t('pending.place', { ahead: d.ahead, queue: d.queue });
+      switch (d.code) {
+        case 'short':
+          return t('pending.short', { missing: d.missing.map(missing).join(t('pending.listSep')), place });
+        case 'scattered':
+          return t('pending.scattered', { place });
+        case 'behindHead':
+          return t('pending.behindHead', { head: d.head, place });
+        case 'wouldDelay':
+          return t('pending.wouldDelay', { head: d.head, place });
+      }
+    }
+  }
+}
+
+/** The reason a waiting job waits, translated when the server gave it as data. */
+export function pendingText(job: JobView): string | null {
+  if (job.state !== 'WAITING') return null;
+  if (job.pendingDetail) return pendingDetailText(job.pendingDetail);
+  return job.pendingReason ?? null;
+}
