@@ -23,8 +23,6 @@ use serde::Serialize;
 
 pub use run::{start, EngineConfig};
 
-/// Why the loop refused a request.
-
 /// Why a job waits: the scheduler's reason as data, or a launch failure
 /// in words. Kept as data and put into words only when someone asks, so a
 /// pass over a long queue formats nothing.
@@ -50,6 +48,7 @@ impl Pending {
     }
 }
 
+/// Why the loop refused a request.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ControlError {
     #[error("{0}")]
