@@ -360,19 +360,46 @@ export const Api = {
   stop: (id: string) => api<JobView>(`/jobs/${jid(id)}/stop`, { method: 'POST' }),
   remove: (id: string) => api<void>(`/jobs/${jid(id)}`, { method: 'DELETE' }),
   extend: (id: string, extendBy: string) => api<JobView>(`/jobs/${jid(id)}`, { method: 'PATCH', body: { extendBy } }),
+  setMaxDuration: (id: string, maxDuration: string) => api<JobView>(`/jobs/${jid(id)}`, { method: 'PATCH', body: { maxDuration } }),
   submit: (text: string, contentType: string, dryRun: boolean) =>
     api<DryRun & JobView>(`/jobs${dryRun ? '?dryRun=true' : ''}`, { method: 'POST', body: text, contentType }),
   metrics: (id: string, signal?: AbortSignal) =>
     api<{ job: string; series: SeriesView[] }>(`/jobs/${jid(id)}/metrics`, { signal }),
   tensorboard: (id: string) => api<Board>(`/jobs/${jid(id)}/tensorboard`, { method: 'POST' }),
   nodes: (signal?: AbortSignal) => api<Cluster>('/nodes', { signal }),
-  list: (path: string) => api<Listing>(`/files/${spacePath(path)}`),
+  /** A folder's listing; a file's bytes are never read (see browse). */
+  list: async (path: string): Promise<Listing> => {
+    const r = await browse(path);
+    if (r.kind === 'file') throw new ApiError(409, { title: 'Not a folder', status: 409, detail: `${path} is a file` });
+    return r.listing;
+  },
+  browse: (path: string, signal?: AbortSignal) => browse(path, signal),
   mkdir: (path: string) => api<void>(`/files/${spacePath(path)}?op=mkdir`, { method: 'POST' }),
   rm: (path: string, recursive: boolean) =>
     api<void>(`/files/${spacePath(path)}${recursive ? '?recursive=true' : ''}`, { method: 'DELETE' }),
   space: () => api<Usage>('/space'),
   datasets: () => api<Dataset[]>('/datasets'),
 };
+
+/** What a path of the space is: a folder with its listing, or a file with
+ * its size. The server answers both on one URL (a listing as JSON, a file as
+ * its bytes); for a file only the headers are read and the transfer is
+ * cancelled, so browsing never downloads a file. */
+async function browse(path: string, signal?: AbortSignal): Promise<{ kind: 'dir'; listing: Listing } | { kind: 'file'; size: number | null }> {
+  const ctrl = new AbortController();
+  const stop = () => ctrl.abort();
+  signal?.addEventListener('abort', stop);
+  try {
+    const res = await request(`/files/${spacePath(path)}`, { signal: ctrl.signal });
+    if ((res.headers.get('content-type') || '').includes('json')) return { kind: 'dir', listing: (await res.json()) as Listing };
+    const len = res.headers.get('content-length');
+    await res.body?.cancel().catch(() => undefined);
+    ctrl.abort();
+    return { kind: 'file', size: len == null ? null : Number(len) };
+  } finally {
+    signal?.removeEventListener('abort', stop);
+  }
+}
 
 /** Fetches with the token and hands the bytes to the browser as a download. */
 export async function download(path: string, filename: string) {

@@ -1,7 +1,7 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { Api, ApiError, type Dataset, type DryRun, type FieldError, type MountSpec, type RoleSpec, type Spec } from '../api';
-import { t, type Key } from '../i18n';
+import { Api, ApiError, RESTART_POLICIES, type Dataset, type DryRun, type FieldError, type MountSpec, type RoleSpec, type Spec } from '../api';
+import { t, tMaybe, type Key } from '../i18n';
 import { fmtMb, parseSize } from '../format';
 import { navigate, useRoute } from '../router';
 import { CodeEditor } from '../components/editor';
@@ -41,8 +41,12 @@ export function clean(spec: Spec): Spec {
   };
   dropEmpty(out, ['queue', 'gpuType', 'image', 'description', 'maxDuration', 'mounts', 'jobEnvs', 'workingDir']);
   if (out.retryCount === 0) delete out.retryCount;
+  if (out.priority === 0) delete out.priority;
+  // null and absent both mean unlimited restarts.
+  if (out.maxRestarts == null) delete out.maxRestarts;
   for (const r of out.roles || []) {
     dropEmpty(r as Record<string, unknown>, ['image', 'gpuType', 'ports', 'env', 'memory', 'shm']);
+    if (!r.restartPolicy || r.restartPolicy === 'Never') delete r.restartPolicy;
     if (r.cpus == null) delete r.cpus;
     if (r.gpus == null) delete r.gpus;
     if (r.replicas == null) delete r.replicas;
@@ -60,7 +64,7 @@ function fromServer(spec: Spec): Spec {
 
 // Which error paths the form shows beside a field; the rest go to the summary.
 const BASIC_PATHS = [/^name$/, /^queue$/, /^gpuType$/, /^roles\[\d+\]\.(name|replicas|command|shm|cpus|gpus|image)$/, /^roles\[\d+\]\.ports(\[\d+\](\.\w+)?)?$/, /^roles$/];
-const PRO_PATHS = [/^roles\[\d+\]\.(memory|minFailed|minSucceeded)$/, /^roles\[\d+\]\.env(\..+)?$/, /^mounts(\[\d+\](\.\w+)?)?$/, /^retryCount$/, /^maxDuration$/, /^jobEnvs(\..+)?$/];
+const PRO_PATHS = [/^roles\[\d+\]\.(memory|minFailed|minSucceeded|gpuType|restartPolicy)$/, /^roles\[\d+\]\.env(\..+)?$/, /^mounts(\[\d+\](\.\w+)?)?$/, /^(retryCount|maxRestarts|priority|maxDuration)$/, /^jobEnvs(\..+)?$/];
 const mapped = (path: string, pro: boolean) => BASIC_PATHS.some((r) => r.test(path)) || (pro && PRO_PATHS.some((r) => r.test(path)));
 const needsPro = (path: string) => PRO_PATHS.some((r) => r.test(path));
 
@@ -318,7 +322,7 @@ export function SubmitPage() {
         </div>
         {errs('roles').length > 0 && exact('roles').length > 0 && <FieldErrors messages={exact('roles')} />}
         {spec.roles.map((r, i) => (
-          <RoleCard key={i} role={r} index={i} count={spec.roles.length} pro={pro} errs={errs} exact={exact}
+          <RoleCard key={i} role={r} index={i} count={spec.roles.length} pro={pro} errs={errs} exact={exact} gpuModels={gpuModels} jobGpuType={spec.gpuType}
             set={(k, v) => setRole(i, k, v)}
             remove={() => update((s) => s.roles.splice(i, 1))} />
         ))}
@@ -331,8 +335,15 @@ export function SubmitPage() {
             <p class="muted small">{t('submit.proHint')}</p>
           </div>
           <div class="grid-3">
+            <Field label={t('submit.priority')} help={t('submit.priorityHelp')} errors={exact('priority')}>
+              <input class="input" type="number" min={-1000} max={1000} step={1} name="priority" value={spec.priority ?? 0} onInput={(e) => setField('priority', num(e) ?? 0)} />
+            </Field>
             <Field label={t('submit.retryCount')} help={t('submit.retryHelp')} errors={exact('retryCount')}>
-              <input class="input" type="number" min={0} name="retryCount" value={spec.retryCount ?? 0} onInput={(e) => setField('retryCount', num(e) ?? 0)} />
+              <input class="input" type="number" min={0} max={1000} name="retryCount" value={spec.retryCount ?? 0} onInput={(e) => setField('retryCount', num(e) ?? 0)} />
+            </Field>
+            <Field label={t('submit.maxRestarts')} help={t('submit.maxRestartsHelp')} errors={exact('maxRestarts')}>
+              <input class="input" type="number" min={0} name="maxRestarts" value={spec.maxRestarts ?? ''} placeholder={t('submit.unlimited')}
+                onInput={(e) => setField('maxRestarts', num(e))} />
             </Field>
             <Field label={t('submit.maxDuration')} help={t('submit.maxDurationHelp')} errors={exact('maxDuration')}>
               <input class="input" name="maxDuration" value={spec.maxDuration ?? ''} placeholder={t('submit.maxDurationPlaceholder')} onInput={(e) => setField('maxDuration', val(e) || undefined)} />
@@ -423,9 +434,11 @@ export function SubmitPage() {
   );
 }
 
+/** Whether the spec sets anything only professional mode shows. */
 function usesPro(s: Spec): boolean {
-  return !!(s.mounts?.length || s.retryCount || s.maxDuration || (s.jobEnvs && Object.keys(s.jobEnvs).length) ||
-    s.roles.some((r) => (r.env && Object.keys(r.env).length) || (r.memory != null && parseSize(r.memory) !== 1024)));
+  return !!(s.mounts?.length || s.retryCount || s.maxDuration || s.priority || s.maxRestarts != null || (s.jobEnvs && Object.keys(s.jobEnvs).length) ||
+    s.roles.some((r) => (r.env && Object.keys(r.env).length) || (r.memory != null && parseSize(r.memory) !== 1024) || r.gpuType ||
+      (r.restartPolicy && r.restartPolicy !== 'Never') || (r.minFailed !== undefined && r.minFailed !== 1) || r.minSucceeded != null));
 }
 
 async function freeName(name: string): Promise<string> {
@@ -502,8 +515,8 @@ function FieldErrors({ messages }: { messages: string[] }) {
   );
 }
 
-function RoleCard({ role, index, count, pro, errs, exact, set, remove }: {
-  role: RoleSpec; index: number; count: number; pro: boolean;
+function RoleCard({ role, index, count, pro, errs, exact, gpuModels, jobGpuType, set, remove }: {
+  role: RoleSpec; index: number; count: number; pro: boolean; gpuModels: string[]; jobGpuType?: string;
   errs: (p: string) => string[]; exact: (p: string) => string[];
   set: (k: keyof RoleSpec, v: unknown) => void; remove: () => void;
 }) {
@@ -554,8 +567,23 @@ function RoleCard({ role, index, count, pro, errs, exact, set, remove }: {
       <Ports prefix={`${p}.ports`} ports={role.ports ?? []} errs={errs} exact={exact} onChange={(ports) => set('ports', ports.length ? ports : undefined)} />
       {pro && (
         <div class="grid-4">
+          <Field label={t('submit.roleGpuType')} help={t('submit.roleGpuTypeHelp')} errors={exact(`${p}.gpuType`)}>
+            <select class="input" name={`${p}.gpuType`} value={role.gpuType ?? ''} onChange={(e) => set('gpuType', val(e) || undefined)}>
+              <option value="">{jobGpuType ? t('submit.gpuAsJob', { type: jobGpuType }) : t('submit.gpuAny')}</option>
+              {[...new Set([...gpuModels, ...(role.gpuType ? [role.gpuType] : [])])].map((m) => (
+                <option key={m} value={m}>{m}</option>
+              ))}
+            </select>
+          </Field>
+          <Field label={t('submit.restartPolicy')} help={t('submit.restartPolicyHelp')} errors={exact(`${p}.restartPolicy`)}>
+            <select class="input" name={`${p}.restartPolicy`} value={role.restartPolicy ?? 'Never'} onChange={(e) => set('restartPolicy', val(e) === 'Never' ? undefined : val(e))}>
+              {[...new Set([...RESTART_POLICIES, role.restartPolicy ?? 'Never'])].map((x) => (
+                <option key={x} value={x}>{tMaybe(`submit.restart.${x}`, x)}</option>
+              ))}
+            </select>
+          </Field>
           <Field label={t('submit.minFailed')} help={t('submit.minFailedHelp')} errors={exact(`${p}.minFailed`)}>
-            <input class="input" type="number" min={1} name={`${p}.minFailed`} value={role.minFailed ?? ''} placeholder="1"
+            <input class="input" type="number" min={1} name={`${p}.minFailed`} value={role.minFailed ?? ''} placeholder={role.minFailed === null ? t('submit.minFailedNever') : '1'}
               onInput={(e) => set('minFailed', num(e))} />
           </Field>
           <Field label={t('submit.minSucceeded')} help={t('submit.minSucceededHelp')} errors={exact(`${p}.minSucceeded`)}>
@@ -833,8 +861,10 @@ function ConfirmBody({ dry }: { dry: DryRun }) {
           {row('submit.queue', s.queue || 'default')}
           {s.gpuType && row('submit.gpuType', s.gpuType)}
           {row('submit.totalLabel', `${t('submit.totalTasks', { n: totals.tasks })} · ${t('submit.totalCpus', { n: totals.cpus })} · ${totals.memory} · ${t('submit.totalGpus', { n: totals.gpus })}`)}
+          {!!s.priority && row('submit.priority', s.priority)}
           {s.maxDuration != null && row('submit.maxDuration', String(s.maxDuration))}
           {!!s.retryCount && row('submit.retryCount', s.retryCount)}
+          {s.roles.some((r) => r.restartPolicy && r.restartPolicy !== 'Never') && row('submit.maxRestarts', s.maxRestarts ?? t('submit.unlimited'))}
         </tbody>
       </table>
       <table class="table table-compact">
@@ -855,8 +885,11 @@ function ConfirmBody({ dry }: { dry: DryRun }) {
               <td class="num">{r.replicas ?? 1}</td>
               <td class="num">{r.cpus ?? 1}</td>
               <td class="num">{String(r.memory ?? '1Gi')}</td>
-              <td class="num">{r.gpus ?? 0}</td>
-              <td class="mono small ellipsis" title={r.command}>{r.command}</td>
+              <td class="num">{r.gpus ? `${r.gpus}${(r.gpuType || s.gpuType) ? ` × ${r.gpuType || s.gpuType}` : ''}` : 0}</td>
+              <td class="mono small ellipsis" title={r.command}>
+                {r.restartPolicy && r.restartPolicy !== 'Never' && <span class="tag tag-muted">{r.restartPolicy}</span>}
+                {r.command}
+              </td>
             </tr>
           ))}
         </tbody>
