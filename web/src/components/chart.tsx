@@ -1,4 +1,6 @@
-// A line chart (uPlot) that follows its container's width.
+// A line chart (uPlot) that follows its container's width. New data keeps
+// the user's zoom: a range chosen by dragging stays until a double click
+// shows everything again.
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
@@ -20,6 +22,11 @@ export interface ChartProps {
 export function Chart({ title, data, labels, time, xLabel, format, height = 200, testid }: ChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
+  const fig = useRef<HTMLElement>(null);
+  // The x range the user zoomed to, or null for all of the data.
+  const zoom = useRef<{ min: number; max: number } | null>(null);
+  // Scale changes made here (new data), not by the user.
+  const updating = useRef(false);
   const shape = `${labels.join('\u0000')}|${time}|${xLabel}`;
 
   useEffect(() => {
@@ -54,6 +61,18 @@ export function Chart({ title, data, labels, time, xLabel, format, height = 200,
           values: (_u, vals) => vals.map((v) => (v == null ? '' : fmt(v))),
         },
       ],
+      hooks: {
+        setScale: [
+          (u, key) => {
+            if (key !== 'x' || updating.current) return;
+            const xs = u.data[0];
+            const { min, max } = u.scales.x;
+            const full = !xs.length || min == null || max == null || (min <= xs[0] && max >= xs[xs.length - 1]);
+            zoom.current = full ? null : { min: min!, max: max! };
+            fig.current?.setAttribute('data-zoomed', String(!full));
+          },
+        ],
+      },
       series: [
         { label: xLabel || '', value: time ? '{HH}:{mm}:{ss}' : (_u, v) => (v == null ? '—' : String(v)) },
         ...labels.map((l, i) => ({
@@ -66,8 +85,12 @@ export function Chart({ title, data, labels, time, xLabel, format, height = 200,
         })),
       ],
     };
+    updating.current = true;
     const u = new uPlot(opts, data, el);
+    updating.current = false;
     plot.current = u;
+    // Rebuilt for a new series: the zoom stays.
+    if (zoom.current) setKeepingZoom(u, data);
     const ro = new ResizeObserver(() => {
       const w = Math.max(200, el.clientWidth);
       if (Math.abs(u.width - w) > 1) u.setSize({ width: w, height });
@@ -81,12 +104,28 @@ export function Chart({ title, data, labels, time, xLabel, format, height = 200,
     // Rebuilt when the series change; data alone goes through setData.
   }, [shape, height]);
 
+  const setKeepingZoom = (u: uPlot, d: uPlot.AlignedData) => {
+    updating.current = true;
+    try {
+      if (!zoom.current) {
+        u.setData(d);
+        return;
+      }
+      // Scales untouched, then the zoomed x range again: y fits what it shows.
+      u.setData(d, false);
+      u.setScale('x', zoom.current);
+    } finally {
+      updating.current = false;
+    }
+  };
+
   useEffect(() => {
-    plot.current?.setData(data);
+    if (plot.current) setKeepingZoom(plot.current, data);
   }, [data]);
 
+  const points = data.slice(1).reduce((n, ys) => n + (ys as (number | null)[]).filter((v) => v != null).length, 0);
   return (
-    <figure class="chart" data-testid={testid}>
+    <figure ref={fig} class="chart" data-testid={testid} data-points={points}>
       <figcaption class="chart-title">{title}</figcaption>
       <div ref={box} class="chart-box" />
     </figure>

@@ -146,11 +146,6 @@ export function DialogHost() {
     if (!d) return;
     if (d.input) inputRef.current?.select();
     else okRef.current?.focus();
-    const onKey = (e: KeyboardEvent) => {
-      if (e.key === 'Escape') close(null);
-    };
-    window.addEventListener('keydown', onKey);
-    return () => window.removeEventListener('keydown', onKey);
   }, [d]);
   if (!d) return null;
   const ok = () => close(d.input ? value.trim() : true);
@@ -178,10 +173,72 @@ export function DialogHost() {
   );
 }
 
+// Open modals, the newest last: only it answers Escape and holds the focus.
+const openModals: symbol[] = [];
+
+const FOCUSABLE = 'a[href], button:not([disabled]), input:not([disabled]):not([type=hidden]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"]), [contenteditable="true"]';
+
+/** A dialog: Escape or a click outside closes it; Tab and Shift+Tab stay
+ * inside it; the focus goes back where it was when it closes. */
 export function Modal({ title, children, footer, onClose, wide }: { title: string; children?: ComponentChildren; footer?: ComponentChildren; onClose: () => void; wide?: boolean }) {
+  const box = useRef<HTMLDivElement>(null);
+  const close = useRef(onClose);
+  close.current = onClose;
+  useEffect(() => {
+    const me = Symbol('modal');
+    openModals.push(me);
+    const before = document.activeElement as HTMLElement | null;
+    // The dialog's own code may focus a field first; else its first control.
+    const el = box.current;
+    if (el && !el.contains(document.activeElement)) {
+      const first = el.querySelector<HTMLElement>(`.modal-body ${FOCUSABLE.split(', ').join(', .modal-body ')}`) ?? el.querySelector<HTMLElement>(FOCUSABLE);
+      (first ?? el).focus();
+    }
+    const onKey = (e: KeyboardEvent) => {
+      if (openModals[openModals.length - 1] !== me || !box.current) return;
+      if (e.key === 'Escape') {
+        e.preventDefault();
+        e.stopPropagation();
+        close.current();
+        return;
+      }
+      if (e.key !== 'Tab') return;
+      const items = [...box.current.querySelectorAll<HTMLElement>(FOCUSABLE)].filter((x) => x.offsetParent !== null || x === document.activeElement);
+      if (!items.length) {
+        e.preventDefault();
+        box.current.focus();
+        return;
+      }
+      const first = items[0];
+      const last = items[items.length - 1];
+      const active = document.activeElement;
+      if (e.shiftKey && (active === first || !box.current.contains(active))) {
+        e.preventDefault();
+        last.focus();
+      } else if (!e.shiftKey && (active === last || !box.current.contains(active))) {
+        e.preventDefault();
+        first.focus();
+      }
+    };
+    // The focus never rests outside an open dialog.
+    const onFocus = (e: FocusEvent) => {
+      if (openModals[openModals.length - 1] !== me || !box.current) return;
+      if (e.target instanceof Node && !box.current.contains(e.target)) box.current.focus();
+    };
+    // Capture: before CodeMirror or a field can swallow Escape.
+    window.addEventListener('keydown', onKey, true);
+    document.addEventListener('focusin', onFocus);
+    return () => {
+      window.removeEventListener('keydown', onKey, true);
+      document.removeEventListener('focusin', onFocus);
+      const i = openModals.indexOf(me);
+      if (i >= 0) openModals.splice(i, 1);
+      if (before && before.isConnected && typeof before.focus === 'function') before.focus();
+    };
+  }, []);
   return (
     <div class="overlay" onMouseDown={(e) => { if (e.target === e.currentTarget) onClose(); }}>
-      <div class={`modal${wide ? ' modal-wide' : ''}`} role="dialog" aria-modal="true" aria-label={title}>
+      <div ref={box} tabIndex={-1} class={`modal${wide ? ' modal-wide' : ''}`} role="dialog" aria-modal="true" aria-label={title}>
         <div class="modal-head">
           <h2>{title}</h2>
           <button class="icon-btn" onClick={onClose} aria-label={t('common.close')} title={t('common.close')}>

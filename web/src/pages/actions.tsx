@@ -47,17 +47,31 @@ export function cloneJob(job: JobView) {
   navigate(`/submit?clone=${encodeURIComponent(job.id)}`);
 }
 
+/** Adds time to a running job's max duration, or sets one when it has none. */
 export async function extendJob(job: JobView): Promise<boolean> {
-  const v = await promptDialog({
-    title: t('action.extendTitle'),
-    body: t('action.extendBody', { id: job.id }),
-    ok: t('action.extend'),
-    input: { value: '1h', label: t('action.extendBy'), placeholder: '1h, 30m, 1d' },
-  });
+  const hasLimit = job.deadlineAtMs != null;
+  const v = hasLimit
+    ? await promptDialog({
+        title: t('action.extendTitle'),
+        body: t('action.extendBody', { id: job.id }),
+        ok: t('action.extend'),
+        input: { value: '1h', label: t('action.extendBy'), placeholder: '1h, 30m, 1d' },
+      })
+    : await promptDialog({
+        title: t('action.setLimitTitle'),
+        body: t('action.setLimitBody', { id: job.id }),
+        ok: t('action.setLimit'),
+        input: { value: '2h', label: t('action.setLimitLabel'), placeholder: '2h, 90m, 1d' },
+      });
   if (!v) return false;
   try {
-    await Api.extend(job.id, v);
-    toast(t('action.extended', { id: job.id, by: v }));
+    if (hasLimit) {
+      await Api.extend(job.id, v);
+      toast(t('action.extended', { id: job.id, by: v }));
+    } else {
+      await Api.setMaxDuration(job.id, v);
+      toast(t('action.limitSet', { id: job.id, d: v }));
+    }
     return true;
   } catch (e) {
     toast(errorText(e), 'error');

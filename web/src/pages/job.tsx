@@ -1,11 +1,12 @@
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
-import { Api, ApiError, download, jid, request, type JobView, type SeriesView, type Spec, type TaskView, type UserView } from '../api';
+import { Api, ApiError, download, jid, type JobView, type SeriesView, type Spec, type TaskView, type UserView } from '../api';
 import { t, tMaybe } from '../i18n';
 import { pendingText } from '../pending';
 import { fmtAgo, fmtBytes, fmtClock, fmtDuration, fmtNumber, fmtTime, runTime } from '../format';
 import { Link, navigate, setQuery, useRoute } from '../router';
 import { Chart } from '../components/chart';
+import { LogFeed, type FeedStatus } from '../logfeed';
 import { CodeEditor } from '../components/editor';
 import { Empty, ErrorBox, Icon, Spinner, StateBadge, errorText, toast, usePoll, useNow } from '../components/ui';
 import { cloneJob, deleteJob, extendJob, isActive, isFinished, stopJob } from './actions';
@@ -104,7 +105,7 @@ export function JobPage({ id }: { id: string; me: UserView | null }) {
           {job.state === 'RUNNING' && (
             <button class="btn" onClick={() => act(() => extendJob(job))} data-testid="extend">
               <Icon name="clock" />
-              {t('action.extend')}
+              {job.deadlineAtMs != null ? t('action.extend') : t('action.setLimit')}
             </button>
           )}
           <button class="btn" onClick={() => cloneJob(job)} data-testid="clone">
@@ -155,7 +156,10 @@ export function JobPage({ id }: { id: string; me: UserView | null }) {
             <span class="tabular" data-testid="duration">{rt == null ? '—' : fmtDuration(rt)}</span>
           </Fact>
           <Fact label={t('job.attempts')}>
-            {t('job.attemptsValue', { n: job.attempt + 1, failed: job.failedAttempts })}
+            <span title={t('job.attemptHelp')} data-testid="attempt">
+              #{job.attempt}
+              {job.failedAttempts > 0 && <span class="muted"> · {t('job.attemptsFailed', { n: job.failedAttempts })}</span>}
+            </span>
           </Fact>
           {job.deadlineAtMs && isActive(job.state) && (
             <Fact label={t('job.deadline')}>
@@ -212,7 +216,9 @@ function Overview({ job, now }: { job: JobView; now: number }) {
       <section class="card">
         <div class="card-head">
           <h2>{t('job.tasks')}</h2>
-          <span class="muted small">{t('job.tasksCount', { n: job.tasks.length })}</span>
+          <span class="muted small">
+            {job.attempt > 0 && <span class="tag tag-muted">{t('job.attemptN', { n: job.attempt })}</span>} {t('job.tasksCount', { n: job.tasks.length })}
+          </span>
         </div>
         {job.tasks.length === 0 ? (
           <Empty title={t('job.noTasks')} hint={pendingText(job) || undefined} />
@@ -321,60 +327,63 @@ function Logs({ job }: { job: JobView }) {
   const tasks = attempt === job.attempt ? job.tasks : (job.attempts ?? []).find((a) => a.attempt === attempt)?.tasks ?? [];
   const taskId = route.query.get('task') || tasks[0]?.id || '';
   const task = tasks.find((x) => x.id === taskId);
-  const running = task?.state === 'RUNNING';
+  const running = task?.state === 'RUNNING' && attempt === job.attempt;
+  const started = !!task && task.state !== 'WAITING';
   const [full, setFull] = useState(false);
   const [follow, setFollow] = useState(true);
   const [text, setText] = useState('');
-  const [loading, setLoading] = useState(false);
+  const [status, setStatus] = useState<FeedStatus>({ kind: 'loading' });
   const [error, setError] = useState<unknown>(null);
   const [clipped, setClipped] = useState(false);
   const pre = useRef<HTMLPreElement>(null);
   const stick = useRef(true);
+  const feed = useRef<LogFeed | null>(null);
+  const runningNow = useRef(running);
+  runningNow.current = running;
+  const followNow = useRef(follow);
+  followNow.current = follow;
 
   useEffect(() => {
-    if (!task) return;
-    const ctrl = new AbortController();
-    const live = follow && running;
-    const q = new URLSearchParams();
-    if (!full) q.set('tail', String(TAIL));
-    if (live) q.set('follow', 'true');
-    if (attempt !== job.attempt) q.set('attempt', String(attempt));
-    setLoading(true);
-    setError(null);
-    stick.current = true;
-    (async () => {
-      try {
-        const res = await request(`/jobs/${jid(job.id)}/tasks/${encodeURIComponent(task.id)}/logs?${q}`, { signal: ctrl.signal });
-        const reader = res.body!.getReader();
-        const dec = new TextDecoder();
-        let acc = '';
-        let first = true;
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          acc += dec.decode(value, { stream: true });
-          if (acc.length > MAX_CHARS) {
-            acc = acc.slice(acc.length - MAX_CHARS);
-            setClipped(true);
-          }
-          setText(acc);
-          if (first) {
-            setLoading(false);
-            first = false;
-          }
-        }
-        acc += dec.decode();
-        setText(acc);
-      } catch (e) {
-        if (!(e instanceof DOMException && e.name === 'AbortError')) setError(e);
-      } finally {
-        if (!ctrl.signal.aborted) setLoading(false);
-      }
-    })();
+    if (!task || !started) return;
     setText('');
     setClipped(false);
-    return () => ctrl.abort();
-  }, [job.id, task?.id, attempt, full, follow, running, task?.state]);
+    setError(null);
+    stick.current = true;
+    const jobId = job.id;
+    const f = new LogFeed({
+      path: `/jobs/${jid(jobId)}/tasks/${encodeURIComponent(task.id)}/logs`,
+      query: attempt !== job.attempt ? { attempt: String(attempt) } : {},
+      full,
+      tail: TAIL,
+      maxChars: MAX_CHARS,
+      isRunning: () => runningNow.current,
+      checkRunning: async () => {
+        const j = await Api.job(jobId);
+        return j.attempt === attempt && j.tasks.some((x) => x.id === task.id && x.state === 'RUNNING');
+      },
+      onText: (s, c) => {
+        setText(s);
+        setClipped(c);
+      },
+      onStatus: setStatus,
+      onError: setError,
+    });
+    feed.current = f;
+    f.start(followNow.current);
+    const onVis = () => (document.hidden ? f.pause() : f.resume());
+    document.addEventListener('visibilitychange', onVis);
+    return () => {
+      document.removeEventListener('visibilitychange', onVis);
+      f.stop();
+      feed.current = null;
+    };
+  }, [job.id, task?.id, attempt, full, started]);
+
+  useEffect(() => feed.current?.setFollow(follow), [follow]);
+  // A task that runs (again) is followed, from where the feed stopped.
+  useEffect(() => {
+    if (running) feed.current?.poke();
+  }, [running, task?.restarts]);
 
   useEffect(() => {
     const el = pre.current;
@@ -434,11 +443,15 @@ function Logs({ job }: { job: JobView }) {
       </div>
       {error != null && <ErrorBox error={error} />}
       <div class="logs-status muted small">
-        {running && follow ? (
-          <span class="live">
+        {status.kind === 'live' && running ? (
+          <span class="live" data-testid="log-live">
             <span class="live-dot" aria-hidden="true" />
             {t('logs.live')}
           </span>
+        ) : status.kind === 'paused' && running ? (
+          <span data-testid="log-paused">{t('logs.paused')}</span>
+        ) : status.kind === 'retrying' && running ? (
+          <span data-testid="log-retrying">{t('logs.reconnecting', { s: Math.round(status.inMs / 1000) })}</span>
         ) : (
           <span>{task ? tMaybe(`state.${task.state}`, task.state) : ''}</span>
         )}
@@ -446,7 +459,7 @@ function Logs({ job }: { job: JobView }) {
         {clipped && <span> · {t('logs.clipped')}</span>}
       </div>
       <pre ref={pre} class="log" onScroll={onScroll} data-testid="log-text" tabIndex={0}>
-        {loading && !text ? t('common.loading') : text || (task?.state === 'WAITING' ? t('logs.notStarted') : t('logs.empty'))}
+        {text || (task?.state === 'WAITING' ? t('logs.notStarted') : status.kind === 'loading' ? t('common.loading') : t('logs.empty'))}
       </pre>
     </section>
   );
