@@ -21,7 +21,8 @@ const join = (dir: string, name: string) => [...dir.split('/').filter(Boolean), 
 export function FilesPage({ path }: { path: string }) {
   const dir = path.split('/').filter(Boolean).join('/');
   const [listing, setListing] = useState<Listing | null>(null);
-  const [notDir, setNotDir] = useState(false);
+  // The path is a file (its size, when known): it is offered for download.
+  const [file, setFile] = useState<{ size: number | null } | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [usage, setUsage] = useState<Usage | null>(null);
   const [datasets, setDatasets] = useState<Dataset[] | null>(null);
@@ -36,13 +37,14 @@ export function FilesPage({ path }: { path: string }) {
   const load = async () => {
     const asked = dir;
     try {
-      const r = await Api.list(asked);
+      const r = await Api.browse(asked);
       if (shown.current !== asked) return;
-      if (r && typeof r === 'object' && Array.isArray((r as Listing).entries)) {
-        setListing(r);
-        setNotDir(false);
+      if (r.kind === 'dir') {
+        setListing(r.listing);
+        setFile(null);
       } else {
-        setNotDir(true);
+        setListing(null);
+        setFile({ size: r.size });
       }
       setError(null);
     } catch (e) {
@@ -53,6 +55,7 @@ export function FilesPage({ path }: { path: string }) {
 
   useEffect(() => {
     setListing(null);
+    setFile(null);
     load();
   }, [dir]);
   useEffect(() => {
@@ -215,9 +218,9 @@ export function FilesPage({ path }: { path: string }) {
           )}
 
           {error != null && <ErrorBox error={error} onRetry={load} />}
-          {notDir ? (
-            <Empty icon={<Icon name="file" size={28} />} title={crumbs[crumbs.length - 1] || ''} hint={t('files.isFile')}>
-              <button class="btn btn-primary" onClick={() => download(`/files/${spacePath(dir)}`, crumbs[crumbs.length - 1]).catch((e) => toast(errorText(e), 'error'))}>
+          {file ? (
+            <Empty icon={<Icon name="file" size={28} />} title={crumbs[crumbs.length - 1] || ''} hint={file.size != null ? `${t('files.isFile')} · ${fmtBytes(file.size)}` : t('files.isFile')}>
+              <button class="btn btn-primary" data-testid="file-download" onClick={() => download(`/files/${spacePath(dir)}`, crumbs[crumbs.length - 1]).catch((e) => toast(errorText(e), 'error'))}>
                 <Icon name="download" />
                 {t('files.download')}
               </button>
