@@ -96,7 +96,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
                 tasks: vec![rec.clone()],
                 events: vec![
-                    event(started, "placed", format!("attempt 0 placed on {host}: main-0")),
+                    event(
+                        started,
+                        "placed",
+                        format!("attempt 0 placed on {host}: main-0"),
+                    ),
                     event(started, "started", "1 tasks started".into()),
                 ],
             },
