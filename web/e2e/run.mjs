@@ -4,10 +4,13 @@
 // Env: KILN_BIN (default ../target/debug/kiln), CHROMIUM (/usr/bin/chromium),
 // KILN_UI_FROM_SERVER=1 to use the UI that kiln serves itself instead of
 // web/dist behind a small Node server, SCREENSHOTS=0 to skip screenshots,
-// E2E_SKIP_BUILD=1 to use web/dist as it is.
+// E2E_SKIP_BUILD=1 to use web/dist as it is, KILN_TENSORBOARD for the
+// TensorBoard program (default: the one beside $KILN_TEST_PYTHON, which
+// scripts/test sets, else ~/.cache/kiln/venv-torch/bin/tensorboard; the
+// TensorBoard step is skipped, with a notice, when there is none).
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -23,6 +26,11 @@ const LANGS = ['en', 'zh-CN', 'ko'];
 const USER = 'alice';
 const PASSWORD = 'kiln-e2e-password';
 const T0 = Date.now();
+const TENSORBOARD = [
+  process.env.KILN_TENSORBOARD,
+  process.env.KILN_TEST_PYTHON && join(dirname(process.env.KILN_TEST_PYTHON), 'tensorboard'),
+  join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kiln/venv-torch/bin/tensorboard'),
+].find((p) => p && existsSync(p));
 
 const cleanups = [];
 const problems = []; // console errors, page errors
@@ -78,7 +86,8 @@ async function startKiln() {
   const data = mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
   const proc = spawn(
     KILN,
-    ['server', '--listen', '127.0.0.1:0', '--data', data, '--fake-gpus', '4', '--cpus', '8', '--memory', '16Gi', '--stop-grace', '1', '--sample-every', '1'],
+    ['server', '--listen', '127.0.0.1:0', '--data', data, '--fake-gpus', '4', '--cpus', '8', '--memory', '16Gi', '--stop-grace', '1', '--sample-every', '1',
+      ...(TENSORBOARD ? ['--tensorboard', TENSORBOARD] : [])],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KILN_DATA: data } },
   );
   let stderr = '';
@@ -132,14 +141,15 @@ async function startKiln() {
 }
 
 async function api(base, token, method, path, body) {
+  const raw = body instanceof Uint8Array;
   const res = await fetch(`${base}/api/v1${path}`, {
     method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': raw ? 'application/octet-stream' : 'application/json' } : {}) },
+    body: body ? (raw ? body : JSON.stringify(body)) : undefined,
   });
   const text = await res.text();
   if (!res.ok) fail(`${method} ${path}: ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
+  return text && (res.headers.get('content-type') || '').includes('json') ? JSON.parse(text) : text;
 }
 
 // ------------------------------------------------------------------ main
@@ -212,6 +222,44 @@ async function main() {
     await ok.click();
   };
   const jobState = async (name) => (await api(kiln.url, kiln.token, 'GET', `/jobs/${encodeURIComponent(`${USER}~${name}`)}`)).state;
+  const asAlice = (method, path, body) => api(kiln.url, aliceToken, method, path, body);
+  const rowNames = () =>
+    page.locator('[data-testid=jobs-table] tbody tr').evaluateAll((trs) => trs.map((tr) => (tr.getAttribute('data-testid') || '').replace(/^job-row-/, '')));
+  const noModal = (what) => until(what, async () => (await page.locator('.modal').count()) === 0, 5000);
+  const signIn = async () => {
+    await page.fill('[data-testid=login-name]', USER);
+    await page.fill('[data-testid=login-password]', PASSWORD);
+    await page.click('[data-testid=login-submit]');
+    await until('the job list after sign-in', () => new URL(page.url()).pathname === '/jobs');
+  };
+  // The tick numbers in the log view, checked to be 1, 2, 3 … with none
+  // shown twice and none left out.
+  const ticks = async () => {
+    const text = await textOf(page, '[data-testid=log-text]');
+    const xs = [...text.matchAll(/^tick (\d+) /gm)].map((m) => Number(m[1]));
+    for (let i = 0; i < xs.length; i++) {
+      if (xs[i] !== i + 1) fail(`the log shows tick ${xs[i]} where tick ${i + 1} belongs (a line repeated or lost): ${xs.slice(Math.max(0, i - 3), i + 3).join(', ')}`);
+    }
+    return xs.length;
+  };
+  const serverTicks = async () => {
+    const text = await asAlice('GET', `/jobs/${encodeURIComponent(`${USER}~ticker`)}/tasks/main-0/logs?tail=1`);
+    return Number(/tick (\d+)/.exec(text)?.[1] || 0);
+  };
+  const setHidden = (hidden) =>
+    page.evaluate((h) => {
+      window.__kilnHidden = h;
+      if (!window.__kilnVisibilityPatched) {
+        window.__kilnVisibilityPatched = true;
+        Object.defineProperty(document, 'hidden', { configurable: true, get: () => !!window.__kilnHidden });
+        Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (window.__kilnHidden ? 'hidden' : 'visible') });
+      }
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, hidden);
+
+  // A job that prints a line, with a step and a loss, every half second: for
+  // the live log, the live chart, extending and TensorBoard.
+  const TICKS = 'for i in $(seq 1 2400); do printf "tick %d step=%d loss=0.%03d\\n" $i $i $((999 - i % 1000)); sleep 0.5; done';
 
   await step('sign in with a password', async () => {
     await go('/jobs');
@@ -228,6 +276,7 @@ async function main() {
     const who = await textOf(page, '[data-testid=user-name]');
     if (who.trim() !== USER) fail(`header shows user ${JSON.stringify(who)}, expected ${USER}`);
   });
+  await asAlice('POST', '/jobs', { name: 'ticker', command: TICKS, cpus: 1, memory: '256Mi', maxDuration: '30m' });
 
   const trainCmd = 'echo hello from kiln; for i in 1 2 3 4 5; do echo "epoch=$i loss=0.$((9-i)) accuracy=0.$((5+i))"; sleep 1; done';
   await step('submit a job through the form (with a validation error first)', async () => {
@@ -249,6 +298,82 @@ async function main() {
     await confirm();
     await waitJobPage('hello-form');
   });
+
+  await step('professional fields (priority, retries, restarts, a role\'s GPU type) through Edit JSON, submit and Import', async () => {
+    await page.evaluate(() => localStorage.setItem('kiln.proMode', '0'));
+    await go('/submit');
+    await visible(page, 'input[name="name"]', 'submit form');
+    if (await page.locator('input[name="priority"], select[name="roles[0].restartPolicy"]').count()) fail('professional fields show in basic mode');
+    await page.click('[data-testid=pro-mode]', { force: true });
+    await visible(page, 'input[name="priority"]', 'the priority field in professional mode');
+    await page.fill('input[name="name"]', 'pro-fields');
+    await page.fill('textarea[name="roles[0].command"]', 'echo "attempt $KILN_ATTEMPT"');
+    await page.fill('input[name="priority"]', '5');
+    await page.fill('input[name="retryCount"]', '2');
+    await page.fill('input[name="maxRestarts"]', '3');
+    await page.fill('input[name="roles[0].gpus"]', '1');
+    await page.selectOption('select[name="roles[0].gpuType"]', 'Fake GPU');
+    await page.selectOption('select[name="roles[0].restartPolicy"]', 'OnFailure');
+
+    // Edit JSON shows them, and what is changed there comes back.
+    await page.click('[data-testid=edit-json]');
+    await visible(page, '[data-testid=json-editor][data-ready] .cm-content', 'JSON editor');
+    const shown = JSON.parse(await page.locator('.cm-content').innerText());
+    const want = { priority: 5, retryCount: 2, maxRestarts: 3 };
+    for (const [k, v] of Object.entries(want)) if (shown[k] !== v) fail(`Edit JSON shows ${k}=${JSON.stringify(shown[k])}, expected ${v}`);
+    if (shown.roles[0].gpuType !== 'Fake GPU' || shown.roles[0].restartPolicy !== 'OnFailure') fail(`Edit JSON lacks the role's fields: ${JSON.stringify(shown.roles[0])}`);
+    shown.priority = 7;
+    shown.roles[0].restartPolicy = 'ExitCode';
+    await page.click('.cm-content');
+    await page.keyboard.press('Control+A');
+    await page.keyboard.insertText(JSON.stringify(shown, null, 2));
+    await page.click('[data-testid=json-apply]');
+    await until('the form to take the JSON', async () => (await page.inputValue('input[name="priority"]')) === '7');
+    if ((await page.inputValue('select[name="roles[0].restartPolicy"]')) !== 'ExitCode') fail('the restart policy did not come back from Edit JSON');
+
+    // The confirmation lists the priority; Escape closes it unsent.
+    await page.click('[data-testid=submit]');
+    await visible(page, '.modal .kv th:has-text("Priority")', 'the priority in the confirmation');
+    await page.keyboard.press('Escape');
+    await noModal('Escape to close the confirmation');
+    if (new URL(page.url()).pathname !== '/submit') fail('Escape submitted the job');
+    await page.click('[data-testid=submit]');
+    await confirm();
+    await waitJobPage('pro-fields');
+    const spec = await asAlice('GET', `/jobs/${encodeURIComponent(`${USER}~pro-fields`)}/spec`);
+    const role = spec.roles[0];
+    if (spec.priority !== 7 || spec.retryCount !== 2 || spec.maxRestarts !== 3 || role.gpuType !== 'Fake GPU' || role.restartPolicy !== 'ExitCode')
+      fail(`the server got ${JSON.stringify(spec)}`);
+
+    // The same fields from an imported kiln YAML file.
+    await go('/submit');
+    await visible(page, 'input[name="name"]', 'submit form');
+    const yaml = [
+      'name: imported-pro',
+      'priority: -3',
+      'retryCount: 1',
+      'maxRestarts: 4',
+      'roles:',
+      '  - {name: master, command: python train.py, gpus: 1, gpuType: Fake GPU, restartPolicy: OnFailure}',
+      '  - {name: worker, replicas: 2, command: python train.py, restartPolicy: ExitCode}',
+      '',
+    ].join('\n');
+    await page.setInputFiles('[data-testid=import-file]', { name: 'pro.yaml', mimeType: 'application/yaml', buffer: Buffer.from(yaml) });
+    await until('the imported job name', async () => (await page.inputValue('input[name="name"]')) === 'imported-pro');
+    await visible(page, '[data-testid=pro-section]', 'professional mode, on by itself for an import that needs it');
+    const got = {
+      priority: await page.inputValue('input[name="priority"]'),
+      retryCount: await page.inputValue('input[name="retryCount"]'),
+      maxRestarts: await page.inputValue('input[name="maxRestarts"]'),
+      gpuType: await page.inputValue('select[name="roles[0].gpuType"]'),
+      master: await page.inputValue('select[name="roles[0].restartPolicy"]'),
+      worker: await page.inputValue('select[name="roles[1].restartPolicy"]'),
+    };
+    const expect = { priority: '-3', retryCount: '1', maxRestarts: '4', gpuType: 'Fake GPU', master: 'OnFailure', worker: 'ExitCode' };
+    if (JSON.stringify(got) !== JSON.stringify(expect)) fail(`imported form shows ${JSON.stringify(got)}, expected ${JSON.stringify(expect)}`);
+    await page.evaluate(() => localStorage.setItem('kiln.proMode', '0'));
+  });
+
 
   await step('submit a job through Edit JSON', async () => {
     await go('/submit');
@@ -300,6 +425,23 @@ async function main() {
     await visible(page, '[data-testid=events] .ev-finished', 'finished event');
   });
 
+  // A chart that holds data points and has drawn them: pixels of the first
+  // series' colour on its canvas.
+  const drawnChart = async (testid, minPoints) => {
+    const sel = `[data-testid=${testid}]`;
+    await visible(page, `${sel} canvas`, `chart ${testid}`);
+    await until(`${minPoints}+ points in ${testid}`, async () => Number(await page.getAttribute(sel, 'data-points')) >= minPoints, 15000);
+    await until(`${testid} drawn`, () =>
+      page.evaluate((s) => {
+        const c = document.querySelector(`${s} canvas`);
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - 0x3b) < 30 && Math.abs(d[i + 1] - 0x6f) < 30 && Math.abs(d[i + 2] - 0xe0) < 30 && d[i + 3] > 200) n++;
+        return n > 40;
+      }, sel),
+    );
+  };
+
   await step('see the logs and the loss chart', async () => {
     await page.click('[data-testid=tab-logs]');
     await until('the log text', async () => {
@@ -307,11 +449,110 @@ async function main() {
       return text.includes('hello from kiln') && text.includes('epoch=5 loss=0.4');
     });
     await page.click('[data-testid=tab-metrics]');
-    await visible(page, '[data-testid=chart-loss] canvas', 'loss chart');
+    await drawnChart('chart-loss', 5);
     const legend = await textOf(page, '[data-testid=chart-loss] .u-legend');
     if (!legend.includes('main-0')) fail(`loss chart legend lacks main-0: ${legend}`);
-    await visible(page, '[data-testid=chart-accuracy] canvas', 'accuracy chart');
+    await drawnChart('chart-accuracy', 5);
     await visible(page, '[data-testid=chart-memory] canvas', 'memory chart');
+  });
+
+  await step('follow a running job\'s log: new lines arrive, a dropped stream reconnects, a hidden tab pauses', async () => {
+    await until('ticker to run', async () => (await jobState('ticker')) === 'RUNNING', 20000, 200);
+    // The first followed stream ends at once, as a proxy or a restart would
+    // end it, while the task runs on: the page must connect again.
+    let dropped = 0;
+    const route = /\/api\/v1\/jobs\/[^/]*ticker\/tasks\/main-0\/logs\?.*follow=true/;
+    const drop = async (r) => {
+      if (dropped > 0) return r.continue();
+      dropped++;
+      const url = new URL(r.request().url());
+      url.searchParams.delete('follow');
+      await r.fulfill({ response: await r.fetch({ url: url.toString() }) });
+    };
+    await page.route(route, drop);
+    await go(`${jobUrl('ticker')}?tab=logs`);
+    await until('the log text', async () => (await ticks()) >= 2);
+    await until('the dropped stream', () => dropped === 1);
+    await until('the log to follow again', async () => (await page.locator('[data-testid=log-live]').count()) > 0, 15000);
+    await page.unroute(route, drop);
+    const before = await ticks();
+    await until('new lines while following', async () => (await ticks()) >= before + 3, 10000);
+
+    // Hidden: the stream closes, and nothing new shows while the task writes on.
+    await setHidden(true);
+    await visible(page, '[data-testid=log-paused]', 'the paused notice');
+    const atPause = await ticks();
+    await until('the task to write 3 more lines', async () => (await serverTicks()) >= atPause + 3, 10000, 200);
+    if ((await ticks()) > atPause + 1) fail('the log kept streaming in a hidden tab');
+    // Shown again: it goes on from where it stopped.
+    await setHidden(false);
+    const target = await serverTicks();
+    await until(`tick ${target} after the tab shows again`, async () => (await ticks()) >= target, 10000);
+    await visible(page, '[data-testid=log-live]', 'live again');
+  });
+
+  await step('a live chart with data points keeps the zoom as data arrives', async () => {
+    await page.click('[data-testid=tab-metrics]');
+    const sel = '[data-testid=chart-loss]';
+    await drawnChart('chart-loss', 5);
+    await drawnChart('chart-cpu', 2);
+    const box = await page.locator(`${sel} .u-over`).boundingBox();
+    const y = box.y + box.height / 2;
+    await page.mouse.move(box.x + box.width * 0.2, y);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.5, y, { steps: 5 });
+    await page.mouse.up();
+    await until('the chart to zoom', async () => (await page.getAttribute(sel, 'data-zoomed')) === 'true', 5000);
+    const range = await page.getAttribute(sel, 'data-x');
+    const points = Number(await page.getAttribute(sel, 'data-points'));
+    await until('new points while zoomed', async () => Number(await page.getAttribute(sel, 'data-points')) > points, 15000, 200);
+    const after = await page.getAttribute(sel, 'data-x');
+    if (after !== range || (await page.getAttribute(sel, 'data-zoomed')) !== 'true') fail(`new data reset the zoom: x was ${range}, now ${after}`);
+    // A double click shows everything again, and new data widens it.
+    await page.mouse.dblclick(box.x + box.width / 2, y);
+    await until('the zoom to reset', async () => (await page.getAttribute(sel, 'data-zoomed')) === 'false', 5000);
+    const all = await page.getAttribute(sel, 'data-x');
+    await until('the x axis to grow with new data', async () => (await page.getAttribute(sel, 'data-x')) !== all, 15000, 200);
+  });
+
+  await step('extend a running job\'s duration (the dialog closes on Escape and keeps the focus)', async () => {
+    await page.click('[data-testid=tab-overview]');
+    const before = (await asAlice('GET', `/jobs/${encodeURIComponent(`${USER}~ticker`)}`)).deadlineAtMs;
+    if (!before) fail('ticker has no deadline');
+    await page.click('[data-testid=extend]');
+    await visible(page, '.modal input', 'the extend dialog');
+    await page.keyboard.press('Escape');
+    await noModal('Escape to close the extend dialog');
+    await page.click('[data-testid=extend]');
+    const input = await visible(page, '.modal input', 'the extend dialog');
+    for (let i = 0; i < 6; i++) {
+      await page.keyboard.press(i % 2 ? 'Shift+Tab' : 'Tab');
+      await page.keyboard.press('Tab');
+      if (!(await page.evaluate(() => !!document.activeElement?.closest('.modal')))) fail('Tab moved the focus out of the dialog');
+    }
+    await input.fill('1h');
+    await confirm();
+    await until('the deadline to move by an hour', async () => (await asAlice('GET', `/jobs/${encodeURIComponent(`${USER}~ticker`)}`)).deadlineAtMs === before + 3600_000, 10000, 200);
+    await visible(page, '[data-testid=events] .ev-extended', 'the extended event');
+  });
+
+  await step('open TensorBoard in a new tab, on its own port', async () => {
+    if (!TENSORBOARD) {
+      log('  NOTICE: no TensorBoard found (KILN_TENSORBOARD, KILN_TEST_PYTHON or ~/.cache/kiln/venv-torch); the TensorBoard step is skipped');
+      return;
+    }
+    // TensorBoard's own page is not kiln's: its console is not checked.
+    const [tab] = await Promise.all([ctx.waitForEvent('page', { timeout: 30000 }), page.click('[data-testid=tensorboard]')]);
+    try {
+      await until('TensorBoard\'s page', async () => /TensorBoard/.test(await tab.title()), 60000, 250);
+      const origin = new URL(tab.url()).origin;
+      if (origin === new URL(base).origin) fail(`TensorBoard opened on the UI's own origin ${origin}`);
+      if (!new URL(tab.url()).pathname.startsWith(`/jobs/${USER}~ticker/tensorboard/`)) fail(`TensorBoard at ${tab.url()}`);
+      await tab.locator('tb-webapp, tf-tensorboard').first().waitFor({ state: 'attached', timeout: 30000 });
+      if (await tab.evaluate(() => window.opener !== null)) fail('the TensorBoard tab can reach the UI through window.opener');
+    } finally {
+      await tab.close();
+    }
   });
 
   await step('stop a running job', async () => {
@@ -353,6 +594,133 @@ async function main() {
     const listing = await api(kiln.url, kiln.token, 'GET', `/files/?user=${USER}`);
     if (!listing.entries.some((e) => e.name === 'train.py' && e.size === 50000)) fail(`upload did not land: ${JSON.stringify(listing)}`);
     await until('usage to count the file', async () => /KiB|MiB/.test(await textOf(page, '[data-testid=usage]')));
+  });
+
+  await step('a folder and a file named with spaces, Chinese and Korean: drop, list, download, delete', async () => {
+    const folder = '我的 数据 폴더';
+    const name = '训练 日志 결과 1.txt';
+    const content = 'loss 0.25 损失 손실\n'.repeat(200);
+    await go('/files');
+    await visible(page, '[data-testid=drop-zone]', 'files page');
+    await page.click('[data-testid=mkdir]');
+    await page.fill('.modal input', folder);
+    await confirm();
+    await page.click(`[data-testid="file-${folder}"] a.file-name`);
+    await until('the folder\'s page', () => decodeURIComponent(new URL(page.url()).pathname) === `/files/${folder}`);
+    await visible(page, `.crumbs.path span:has-text("${folder}")`, 'the folder in the path');
+    // Dragged in from the desktop: a drop with the file in its DataTransfer.
+    const dt = await page.evaluateHandle(([n, c]) => {
+      const d = new DataTransfer();
+      d.items.add(new File([c], n, { type: 'text/plain' }));
+      return d;
+    }, [name, content]);
+    const zone = page.locator('[data-testid=drop-zone]');
+    await zone.dispatchEvent('dragenter', { dataTransfer: dt });
+    await visible(page, '.drop-overlay', 'the drop overlay while dragging');
+    await zone.dispatchEvent('dragover', { dataTransfer: dt });
+    await zone.dispatchEvent('drop', { dataTransfer: dt });
+    const row = `[data-testid="file-${name}"]`;
+    await visible(page, row, 'the dropped file in the listing');
+    if (await page.locator('.drop-overlay').count()) fail('the drop overlay stayed after the drop');
+    const listing = await asAlice('GET', `/files/${encodeURIComponent(folder)}`);
+    if (!listing.entries.some((e) => e.name === name && e.size === Buffer.byteLength(content))) fail(`the drop did not land: ${JSON.stringify(listing)}`);
+
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click(`${row} [data-testid=file-get]`)]);
+    if (dl.suggestedFilename() !== name) fail(`downloaded as ${JSON.stringify(dl.suggestedFilename())}, expected ${JSON.stringify(name)}`);
+    if (readFileSync(await dl.path(), 'utf8') !== content) fail('the downloaded file differs from the upload');
+
+    await page.click(`${row} [data-testid=file-rm]`);
+    await confirm();
+    await until('the file to go', async () => (await page.locator(row).count()) === 0);
+    const after = await asAlice('GET', `/files/${encodeURIComponent(folder)}`);
+    if (after.entries.length) fail(`the file is still there: ${JSON.stringify(after)}`);
+  });
+
+  await step('opening a big file\'s path reads its size, not its bytes', async () => {
+    const size = 32 << 20;
+    await asAlice('PUT', '/files/big.bin', new Uint8Array(size));
+    // How much of the file each request for it read: null when cut off.
+    const reads = [];
+    const mine = (req) => req.url().includes('/api/v1/files/big.bin');
+    const onDone = async (req) => mine(req) && reads.push((await req.sizes()).responseBodySize);
+    const onFail = (req) => mine(req) && reads.push(null);
+    page.on('requestfinished', onDone);
+    page.on('requestfailed', onFail);
+    try {
+      await go('/files/big.bin');
+      await visible(page, '[data-testid=file-download]', 'the file\'s download button');
+      await visible(page, '.empty-hint:has-text("32 MiB")', 'the file\'s size');
+      await until('the request for the file to end', () => reads.length > 0, 10000);
+    } finally {
+      page.off('requestfinished', onDone);
+      page.off('requestfailed', onFail);
+    }
+    if (reads.some((n) => n != null && n >= size / 2)) fail(`opening the file's path downloaded it: ${reads.join(', ')} bytes`);
+    log(`  the file's request read ${reads.map((n) => (n == null ? 'nothing more (cancelled)' : `${n} bytes`)).join(', ')}`);
+    await asAlice('DELETE', '/files/big.bin');
+  });
+
+  await step('page through more than 20 jobs and search them by name', async () => {
+    const bulk = Array.from({ length: 22 }, (_, i) => `bulk-${String(i + 1).padStart(2, '0')}`);
+    await Promise.all(bulk.map((name) => asAlice('POST', '/jobs', { name, command: 'true', cpus: 1, memory: '128Mi' })));
+    const total = (await asAlice('GET', '/jobs?limit=500')).items.length;
+    await go('/jobs');
+    await until('a full first page', async () => (await rowNames()).length === 20);
+    const first = await rowNames();
+    await page.click('[data-testid=older]');
+    await until(`page 2 with the other ${total - 20} jobs`, async () => {
+      const names = await rowNames();
+      return names.length === total - 20 && !names.some((n) => first.includes(n));
+    });
+    if (!/2/.test(await textOf(page, '[data-testid=page-no]'))) fail(`the pager says ${await textOf(page, '[data-testid=page-no]')}`);
+    await page.click('[data-testid=newer]');
+    await until('page 1 again', async () => (await rowNames()).join() === first.join());
+
+    // Any case, over all pages.
+    await page.fill('[data-testid=job-search]', 'BULK-2');
+    await until('the jobs matching BULK-2', async () => (await rowNames()).sort().join() === 'bulk-20,bulk-21,bulk-22');
+    await page.fill('[data-testid=job-search]', '');
+    await until('the whole list again', async () => (await rowNames()).length === 20);
+  });
+
+  await step('delete a finished job, after its confirmation', async () => {
+    await until('bulk-01 to finish', async () => (await jobState('bulk-01')) === 'SUCCEEDED', 30000, 250);
+    await go(jobUrl('bulk-01'));
+    await waitJobPage('bulk-01');
+    await page.click('[data-testid=delete]');
+    await visible(page, '.modal:has-text("bulk-01")', 'the delete confirmation');
+    await page.click('.modal button:has-text("Cancel")');
+    await noModal('the dialog to close on Cancel');
+    if ((await jobState('bulk-01')) !== 'SUCCEEDED') fail('Cancel deleted the job');
+    await page.click('[data-testid=delete]');
+    await confirm();
+    await until('the job list', () => new URL(page.url()).pathname === '/jobs');
+    const res = await fetch(`${kiln.url}/api/v1/jobs/${encodeURIComponent(`${USER}~bulk-01`)}`, { headers: { authorization: `Bearer ${aliceToken}` } });
+    if (res.status !== 404) fail(`the deleted job answers ${res.status}`);
+    await visible(page, '[data-testid=jobs-table]', 'job list');
+    if (await page.locator('[data-testid=job-row-bulk-01]').count()) fail('the deleted job is still listed');
+    // The rest go too (through the API), so the screenshots show the others.
+    const rest = Array.from({ length: 21 }, (_, i) => `${USER}~bulk-${String(i + 2).padStart(2, '0')}`);
+    await until('the bulk jobs to finish', async () => {
+      const items = (await asAlice('GET', '/jobs?name=bulk-&limit=100')).items;
+      return items.every((j) => ['SUCCEEDED', 'FAILED', 'STOPPED'].includes(j.state));
+    }, 60000, 300);
+    await Promise.all(rest.map((id) => asAlice('DELETE', `/jobs/${encodeURIComponent(id)}`)));
+  });
+
+  await step('sign out: the token is revoked, then sign in again', async () => {
+    await go('/files');
+    await visible(page, '[data-testid=drop-zone]', 'files page');
+    const token = await page.evaluate(() => localStorage.getItem('kiln.token'));
+    if (!token) fail('no token in localStorage');
+    await page.click('[data-testid=sign-out]');
+    await confirm();
+    await until('the sign-in page', () => new URL(page.url()).pathname === '/login');
+    if (await page.evaluate(() => localStorage.getItem('kiln.token'))) fail('the token is still in localStorage');
+    const res = await fetch(`${kiln.url}/api/v1/me`, { headers: { authorization: `Bearer ${token}` } });
+    if (res.status !== 401) fail(`the signed-out token gets ${res.status} from /api/v1/me, expected 401`);
+    await visible(page, '[data-testid=login-name]', 'sign-in form');
+    await signIn();
   });
 
   await step('switch the language to zh-CN and ko', async () => {

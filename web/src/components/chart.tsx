@@ -64,9 +64,12 @@ export function Chart({ title, data, labels, time, xLabel, format, height = 200,
       hooks: {
         setScale: [
           (u, key) => {
-            if (key !== 'x' || updating.current) return;
-            const xs = u.data[0];
+            if (key !== 'x') return;
             const { min, max } = u.scales.x;
+            // What the x axis shows, for the browser tests.
+            fig.current?.setAttribute('data-x', `${min}:${max}`);
+            if (updating.current) return;
+            const xs = u.data[0];
             const full = !xs.length || min == null || max == null || (min <= xs[0] && max >= xs[xs.length - 1]);
             zoom.current = full ? null : { min: min!, max: max! };
             fig.current?.setAttribute('data-zoomed', String(!full));

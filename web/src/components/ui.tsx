@@ -1,6 +1,6 @@
 // Small shared pieces: state badges, dialogs, toasts, empty and loading states.
 import type { ComponentChildren } from 'preact';
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { t, tMaybe } from '../i18n';
 import { ApiError } from '../api';
 
@@ -184,7 +184,8 @@ export function Modal({ title, children, footer, onClose, wide }: { title: strin
   const box = useRef<HTMLDivElement>(null);
   const close = useRef(onClose);
   close.current = onClose;
-  useEffect(() => {
+  // Before the first paint, so no key pressed once it shows is missed.
+  useLayoutEffect(() => {
     const me = Symbol('modal');
     openModals.push(me);
     const before = document.activeElement as HTMLElement | null;

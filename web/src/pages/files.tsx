@@ -276,11 +276,11 @@ export function FilesPage({ path }: { path: string }) {
                       <td class="actions-col">
                         <div class="row-actions">
                           {e.kind !== 'dir' && (
-                            <button class="icon-btn" onClick={() => get(e)} title={t('files.download')} aria-label={t('files.download')}>
+                            <button class="icon-btn" onClick={() => get(e)} title={t('files.download')} aria-label={t('files.download')} data-testid="file-get">
                               <Icon name="download" />
                             </button>
                           )}
-                          <button class="icon-btn danger" onClick={() => remove(e)} title={t('action.delete')} aria-label={t('action.delete')}>
+                          <button class="icon-btn danger" onClick={() => remove(e)} title={t('action.delete')} aria-label={t('action.delete')} data-testid="file-rm">
                             <Icon name="trash" />
                           </button>
                         </div>

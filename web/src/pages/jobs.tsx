@@ -126,7 +126,7 @@ export function JobsPage({ me }: { me: UserView | null }) {
       </div>
 
       <div class="pager">
-        <span class="muted">
+        <span class="muted" data-testid="page-no">
           {t('jobs.page', { n: pageNo })}
           {data && ` · ${t('jobs.shown', { n: items.length })}`}
         </span>
@@ -136,7 +136,7 @@ export function JobsPage({ me }: { me: UserView | null }) {
               <option key={n} value={n}>{t('jobs.perPage', { n })}</option>
             ))}
           </select>
-          <button class="btn btn-sm" disabled={cursors.length <= 1} onClick={() => setCursors((c) => c.slice(0, -1))}>
+          <button class="btn btn-sm" disabled={cursors.length <= 1} onClick={() => setCursors((c) => c.slice(0, -1))} data-testid="newer">
             <Icon name="chevronLeft" />
             {t('jobs.newer')}
           </button>
