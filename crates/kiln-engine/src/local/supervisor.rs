@@ -290,9 +290,9 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
             break;
         }
     }
-    if let Ok(out) = output_log.lock() {
-        let _ = out.sync_all();
-    }
+    // No fsync of the logs: like the exit file (files.rs) and the store,
+    // they survive any process dying, and only a power cut could lose their
+    // last lines; three fsyncs per task cost more than that protects.
 
     let oom_killed = cgroup.as_ref().is_some_and(TaskGroup::oom_killed);
     if let Some(g) = cgroup {
@@ -398,5 +398,4 @@ fn copy(mut pipe: Box<dyn Read + Send>, mut log: File, merged: &Mutex<File>) {
             }
         }
     }
-    let _ = log.sync_all();
 }
