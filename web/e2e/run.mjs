@@ -489,6 +489,17 @@ async function main() {
     const target = await serverTicks();
     await until(`tick ${target} after the tab shows again`, async () => (await ticks()) >= target, 10000);
     await visible(page, '[data-testid=log-live]', 'live again');
+
+    // The full log goes on by byte offset instead: the same, once more.
+    await page.click('[data-testid=full-log]');
+    await until('the full log, live', async () => (await ticks()) >= target && (await page.locator('[data-testid=log-live]').count()) > 0, 10000);
+    await setHidden(true);
+    await visible(page, '[data-testid=log-paused]', 'the paused notice');
+    const atPause2 = await ticks();
+    await until('the task to write 2 more lines', async () => (await serverTicks()) >= atPause2 + 2, 10000, 200);
+    await setHidden(false);
+    const target2 = await serverTicks();
+    await until(`tick ${target2} in the full log`, async () => (await ticks()) >= target2, 10000);
   });
 
   await step('a live chart with data points keeps the zoom as data arrives', async () => {
@@ -757,10 +768,10 @@ async function main() {
         const dir = join(SHOT_DIR, lang);
         mkdirSync(dir, { recursive: true });
         await page.evaluate((l) => localStorage.setItem('kiln.lang', l), lang);
-        const shot = async (name, p = page) => {
+        const shot = async (name, p = page, fullPage = false) => {
           await p.evaluate(() => document.fonts.ready);
           await p.mouse.move(0, 0);
-          await p.screenshot({ path: join(dir, `${name}.png`), animations: 'disabled', caret: 'hide' });
+          await p.screenshot({ path: join(dir, `${name}.png`), animations: 'disabled', caret: 'hide', fullPage });
         };
 
         const anon = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: lang });
@@ -781,10 +792,14 @@ async function main() {
         await go(`${jobUrl('hello-form')}?tab=logs`);
         await until('log text', async () => (await textOf(page, '[data-testid=log-text]')).includes('epoch=5'));
         await shot('job-logs');
-        await go(`${jobUrl('hello-form')}?tab=metrics`);
-        await visible(page, '[data-testid=chart-loss] canvas', 'charts');
-        await visible(page, '[data-testid=chart-memory] canvas', 'charts');
+        await go(`${jobUrl('ticker')}?tab=metrics`);
+        await drawnChart('chart-loss', 5);
+        await drawnChart('chart-memory', 2);
         await shot('job-metrics');
+        await go(`${jobUrl('ticker')}?tab=logs`);
+        await visible(page, '[data-testid=log-live]', 'live log');
+        await until('log text', async () => (await ticks()) > 5);
+        await shot('job-live-logs');
         await go(`${jobUrl('hello-form')}?tab=spec`);
         await visible(page, '[data-testid=json-editor][data-ready]', 'spec');
         await shot('job-json');
@@ -803,11 +818,19 @@ async function main() {
         await page.fill('input[name="jobEnvs[0].name"]', 'NCCL_DEBUG');
         await page.fill('input[name="jobEnvs[0].value"]', 'INFO');
         await page.fill('input[name="maxDuration"]', '2h');
+        await page.fill('input[name="priority"]', '10');
+        await page.selectOption('select[name="roles[0].restartPolicy"]', 'OnFailure');
+        await page.fill('input[name="maxRestarts"]', '3');
         await page.evaluate(() => {
           const el = document.querySelector('[data-testid=role-0]');
           window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 72);
         });
         await shot('submit-pro');
+        await page.evaluate(() => {
+          const el = document.querySelector('[data-testid=pro-section]');
+          window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 72);
+        });
+        await shot('submit-pro-settings');
         await page.click('[data-testid=edit-json]');
         await visible(page, '[data-testid=json-editor][data-ready] .cm-content', 'JSON editor');
         await shot('edit-json');
@@ -836,6 +859,19 @@ async function main() {
         await pp.goto(`${base}${jobUrl('hello-form')}`);
         await visible(pp, '[data-testid=tasks-table]', 'phone job page');
         await shot('job-mobile', pp);
+        await pp.goto(`${base}${jobUrl('ticker')}?tab=logs`);
+        await visible(pp, '[data-testid=log-live]', 'phone live log');
+        await shot('job-logs-mobile', pp);
+        await pp.evaluate(() => localStorage.setItem('kiln.proMode', '0'));
+        await pp.goto(`${base}/submit`);
+        await visible(pp, 'input[name="name"]', 'phone submit form');
+        await shot('submit-mobile', pp);
+        await pp.goto(`${base}/files`);
+        await visible(pp, '[data-testid=file-train\\.py]', 'phone files');
+        await shot('files-mobile', pp);
+        await pp.goto(`${base}/cluster`);
+        await visible(pp, '[data-testid=gpus-table]', 'phone cluster');
+        await shot('cluster-mobile', pp);
         await phone.close();
         log(`  screenshots for ${lang} in docs/screenshots/${lang}/`);
       }

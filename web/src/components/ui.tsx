@@ -63,7 +63,7 @@ export function errorText(e: unknown): string {
 const ICONS: Record<string, string> = {
   inbox: 'M22 12h-6l-2 3h-4l-2-3H2M5.45 5.11 2 12v6a2 2 0 0 0 2 2h16a2 2 0 0 0 2-2v-6l-3.45-6.89A2 2 0 0 0 16.76 4H7.24a2 2 0 0 0-1.79 1.11z',
   alert: 'M12 9v4m0 4h.01M10.29 3.86 1.82 18a2 2 0 0 0 1.71 3h16.94a2 2 0 0 0 1.71-3L13.71 3.86a2 2 0 0 0-3.42 0z',
-  stop: 'M6 6h12v12H6z',
+  stop: 'M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18zM9.5 9.5h5v5h-5z',
   copy: 'M8 8h12v12H8zM4 16V4h12',
   trash: 'M3 6h18M8 6V4h8v2m-9 0 1 14h8l1-14',
   plus: 'M12 5v14M5 12h14',

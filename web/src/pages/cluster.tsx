@@ -1,3 +1,4 @@
+import { Fragment } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { Api, type Cluster, type NodeInfo } from '../api';
 import { t } from '../i18n';
@@ -72,7 +73,15 @@ function Stat({ icon, label, value, sub, pct }: { icon: string; label: string; v
         <Icon name={icon} />
         <span>{label}</span>
       </div>
-      <div class="stat-value tabular">{value}</div>
+      <div class="stat-value tabular">
+        {/* "768 MiB / 16 GiB" wraps, on a phone, only between its two sizes. */}
+        {value.split(' / ').map((part, i) => (
+          <Fragment key={i}>
+            {i > 0 && ' '}
+            <span class="nowrap">{i > 0 ? `/ ${part}` : part}</span>
+          </Fragment>
+        ))}
+      </div>
       <div class="muted small">{sub}</div>
       {pct != null && (
         <div class="bar" aria-hidden="true">
@@ -108,7 +117,7 @@ function NodeCard({ node }: { node: NodeInfo }) {
         <p class="muted">{t('cluster.noGpus')}</p>
       ) : (
         <div class="table-scroll">
-          <table class="table" data-testid="gpus-table">
+          <table class="table gpus-table" data-testid="gpus-table">
             <thead>
               <tr>
                 <th>{t('cluster.gpu')}</th>

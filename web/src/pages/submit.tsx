@@ -52,7 +52,24 @@ export function clean(spec: Spec): Spec {
     if (r.replicas == null) delete r.replicas;
   }
   for (const m of out.mounts || []) if (!m.readOnly) delete m.readOnly;
-  return out;
+  const roles = (out.roles || []).map((r) => ordered(r, ROLE_ORDER));
+  // The roles last, after any field the form does not know.
+  const rest: Record<string, unknown> = { ...out };
+  delete rest.roles;
+  return { ...ordered(rest, JOB_ORDER), roles } as Spec;
+}
+
+// The order Edit JSON shows the fields in, as README's format section
+// lists them; fields the form does not know keep their place after these.
+const JOB_ORDER = ['name', 'description', 'queue', 'priority', 'image', 'gpuType', 'retryCount', 'maxRestarts', 'maxDuration', 'workingDir', 'mounts', 'jobEnvs', 'pytorch'];
+const ROLE_ORDER = ['name', 'replicas', 'cpus', 'memory', 'shm', 'gpus', 'gpuType', 'image', 'ports', 'command', 'restartPolicy', 'minFailed', 'minSucceeded', 'env'];
+
+function ordered<T extends object>(o: T, order: string[]): T {
+  const src = o as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of order) if (k in src) out[k] = src[k];
+  for (const k of Object.keys(src)) if (!(k in out)) out[k] = src[k];
+  return out as T;
 }
 
 function fromServer(spec: Spec): Spec {
