@@ -771,6 +771,11 @@ async function main() {
         const shot = async (name, p = page, fullPage = false) => {
           await p.evaluate(() => document.fonts.ready);
           await p.mouse.move(0, 0);
+          // No field with a focus ring in the pictures (the JSON editor keeps its own).
+          await p.evaluate(() => {
+            const el = document.activeElement;
+            if (el instanceof HTMLElement && !el.closest('.cm-editor')) el.blur();
+          });
           await p.screenshot({ path: join(dir, `${name}.png`), animations: 'disabled', caret: 'hide', fullPage });
         };
 

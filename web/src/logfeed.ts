@@ -50,6 +50,7 @@ export class LogFeed {
   /** The byte after the last one received; null when unknown. */
   private pos: number | null;
   private decoder = new TextDecoder();
+  /** An answer has come: later ones go on from it. */
   private loaded = false;
   private ctrl: AbortController | null = null;
   private timer: number | undefined;
@@ -91,7 +92,7 @@ export class LogFeed {
   resume() {
     if (this.stopped || !this.paused) return;
     this.paused = false;
-    if (!this.busy && this.loaded && this.wantLive()) {
+    if (!this.busy && this.wantLive()) {
       this.retryMs = FIRST_RETRY_MS;
       this.connect(true);
     }
@@ -105,7 +106,7 @@ export class LogFeed {
         this.halt();
         this.o.onStatus({ kind: 'idle' });
       }
-    } else if (!this.busy && this.loaded) {
+    } else if (!this.busy) {
       this.retryMs = FIRST_RETRY_MS;
       this.connect(this.wantLive());
     }
@@ -114,7 +115,7 @@ export class LogFeed {
   /** The page saw the task (re)start: follow it if not already. */
   poke() {
     this.ended = false;
-    if (this.stopped || this.busy || !this.loaded || !this.wantLive()) return;
+    if (this.stopped || this.busy || !this.wantLive()) return;
     this.retryMs = FIRST_RETRY_MS;
     this.connect(true);
   }
@@ -155,6 +156,8 @@ export class LogFeed {
     let got = false;
     try {
       const res = await request(`${this.o.path}?${q}`, { signal: ctrl.signal });
+      const first = !this.loaded;
+      this.loaded = true;
       const start = Number(res.headers.get(START_HEADER) ?? NaN);
       if (Number.isFinite(start) && start >= 0) {
         if (join) {
@@ -165,8 +168,8 @@ export class LogFeed {
           this.clipped = false;
         }
         this.pos = start;
-        if (q.has('tail') || !this.loaded) this.decoder = new TextDecoder();
-      } else if (join || (!this.loaded && !this.o.full)) {
+        if (q.has('tail') || first) this.decoder = new TextDecoder();
+      } else if (join || first) {
         this.decoder = new TextDecoder();
       }
       if (live) this.o.onStatus({ kind: 'live' });
@@ -187,11 +190,9 @@ export class LogFeed {
         this.o.onText(this.text, this.clipped);
         if (live) this.retryMs = FIRST_RETRY_MS;
       }
-      if (!this.loaded || !got) this.o.onText(this.text, this.clipped);
-      this.loaded = true;
+      if (!got) this.o.onText(this.text, this.clipped);
     } catch (e) {
       if (ctrl.signal.aborted || this.stopped) return;
-      this.loaded = true;
       const transient = !(e instanceof ApiError) || e.status === 0 || e.status >= 500 || e.status === 429;
       if (!transient || !this.wantLive()) {
         this.busy = false;

@@ -268,7 +268,7 @@ function Overview({ job, now }: { job: JobView; now: number }) {
 
 function TaskTable({ job, tasks, now }: { job: JobView; tasks: TaskView[]; now: number }) {
   return (
-    <table class="table" data-testid="tasks-table">
+    <table class="table tasks-table" data-testid="tasks-table">
       <thead>
         <tr>
           <th>{t('task.id')}</th>
@@ -299,7 +299,7 @@ function TaskTable({ job, tasks, now }: { job: JobView; tasks: TaskView[]; now: 
                 {x.exitCode ?? (x.signal ? `SIG${x.signal}` : <span class="muted">—</span>)}
               </td>
               <td class="tabular">{rt == null ? '—' : fmtDuration(rt)}</td>
-              <td class="small">
+              <td class="small cell-reason">
                 {x.reason || <span class="muted">—</span>}
                 {x.restarts > 0 && <span class="tag tag-muted">{t('task.restarts', { n: x.restarts })}</span>}
               </td>
