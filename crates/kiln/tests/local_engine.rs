@@ -604,6 +604,22 @@ fn logs_follow_live_and_come_in_ranges_and_downloads() {
         None,
     );
     assert_eq!((status, v.as_str()), (200, Some(&all[6..10])));
+    // A tail says where in the file it starts, so a reader can go on from
+    // exactly there with `offset`.
+    let mut resp = ureq::get(&format!(
+        "{}/api/v1/jobs/{id}/tasks/main-0/logs?tail=1",
+        s.url
+    ))
+    .header("Authorization", &format!("Bearer {}", s.token))
+    .call()
+    .expect("tail");
+    let start = resp
+        .headers()
+        .get("x-kiln-log-start")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    assert_eq!(start, Some(all.len() - "last\n".len()));
+    assert_eq!(resp.body_mut().read_to_string().expect("body"), "last\n");
     let (status, v) = s.api(
         "GET",
         &format!("/jobs/{id}/tasks/main-0/logs?download=true"),

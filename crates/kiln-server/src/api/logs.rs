@@ -134,7 +134,7 @@ pub async fn logs(
                 .map_err(Problem::internal)?;
             if !q.follow {
                 let bytes = read_range(&path, tail, None).await?;
-                return Ok((text_plain, bytes).into_response());
+                return Ok(starting_at(tail, (text_plain, bytes).into_response()));
             }
             tail
         }
@@ -145,11 +145,11 @@ pub async fn logs(
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         tokio::spawn(follow(path, dir, start, tx));
         let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-        return Ok((text_plain, body).into_response());
+        return Ok(starting_at(start, (text_plain, body).into_response()));
     }
     if q.length.is_some() {
         let bytes = read_range(&path, start, q.length).await?;
-        return Ok((text_plain, bytes).into_response());
+        return Ok(starting_at(start, (text_plain, bytes).into_response()));
     }
     // The whole file (from `start`), streamed.
     let file = match tokio::fs::File::open(&path).await {
@@ -188,7 +188,18 @@ pub async fn logs(
         )
             .into_response());
     }
-    Ok((text_plain, body).into_response())
+    Ok(starting_at(start, (text_plain, body).into_response()))
+}
+
+/// Says where in the log file the answer's first byte is, so a client that
+/// asked for a tail can resume exactly after what it got (`offset` =
+/// start + bytes received).
+fn starting_at(start: u64, mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::HeaderName::from_static("x-kiln-log-start"),
+        header::HeaderValue::from(start),
+    );
+    r
 }
 
 async fn read_range(path: &FsPath, start: u64, length: Option<u64>) -> Result<Vec<u8>, Problem> {
