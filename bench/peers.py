@@ -105,15 +105,37 @@ def throughput(s):
     return {"n": TP_N, "submit_s": t_sub, "total_s": total, "ok": ok, "failed": bad}
 
 
+def proc_cpu(pid):
+    """(own, reaped children's) CPU seconds of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        x = [int(v) / os.sysconf("SC_CLK_TCK") for v in f.read().rsplit(")", 1)[1].split()[11:15]]
+    return x[0] + x[1], x[2] + x[3]
+
+
+def machine_busy():
+    with open("/proc/stat") as f:
+        x = [int(v) for v in f.readline().split()[1:]]
+    return (sum(x) - x[3] - x[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput_kiln_api(s):
+    """Also where the CPU goes: the server's own time, and that of what it
+    started and reaped (supervisors, bubblewrap, the tasks' shells)."""
+    pid = s.k.proc.pid
+    (own0, kids0), busy0 = proc_cpu(pid), machine_busy()
     t0 = time.monotonic()
     for i in range(TP_N):
         s.k.api("POST", "/jobs", f"name: tpa{i}\ncommand: 'true'\n".encode())
     t_sub = time.monotonic() - t0
     wait_until(lambda: not s.busy(), 1800, "all jobs to finish", every=0.1)
     total = time.monotonic() - t0
+    (own1, kids1), busy1 = proc_cpu(pid), machine_busy()
     ok, bad = s.outcome()
-    return {"n": TP_N, "submit_s": t_sub, "total_s": total, "ok": ok, "failed": bad}
+    return {"n": TP_N, "submit_s": t_sub, "total_s": total, "ok": ok, "failed": bad,
+            "cpu_ms_per_job": {"server": (own1 - own0) / TP_N * 1000,
+                               "children": (kids1 - kids0) / TP_N * 1000,
+                               "machine": (busy1 - busy0) / TP_N * 1000},
+            "machine_busy_share": (busy1 - busy0) / total / os.cpu_count()}
 
 
 def throughput_slurm_array(s):

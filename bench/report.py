@@ -204,9 +204,17 @@ def s_throughput():
         rows.append([name, how.get(name, ""), rate,
                      secs(v["total_s"]), f"**{v['n'] / v['total_s']:.1f}**",
                      f"{v['ok']} / {v['failed']}"])
-    return (f"{tp['params']['n']} jobs per system, 64 slots each{quick_note(tp)}.\n\n" +
-            table(["system", "submitted with", "submission rate", "all finished after",
-                   "jobs/s", "ok / failed"], rows))
+    out = (f"{tp['params']['n']} jobs per system, 64 slots each{quick_note(tp)}.\n\n" +
+           table(["system", "submitted with", "submission rate", "all finished after",
+                  "jobs/s", "ok / failed"], rows))
+    api = tp["systems"].get("kiln (API)", {})
+    c = api.get("cpu_ms_per_job")
+    if c:
+        out += (f"\n\nWhere the CPU went in the `kiln (API)` run, per job: the server "
+                f"{ms(c['server'])}, the processes it started (supervisor, bubblewrap, `bash`, "
+                f"the task) {ms(c['children'])}, the whole machine (with the client) "
+                f"{ms(c['machine'])}; both cores were {api['machine_busy_share']:.0%} busy.")
+    return out
 
 
 def s_gpu():
@@ -307,8 +315,8 @@ def s_mnist():
                  f"**{secs(median(d['kiln_s']))}**", f"**{d['ratio_median']:.3f}**",
                  f"**{secs(median(d['detached_s']))}**", f"**{d['ratio_detached_median']:.3f}**"])
     return (f"{d['train_images']:,} training and {d['test_images']:,} test images, {d['epochs']} "
-            f"epochs, seed 1, {'sandboxed' if d['sandboxed'] else 'no sandbox'}; "
-            f"{d['reps']} rounds, alternating which goes first{quick_note(d)}; load average "
+            f"epoch{'s' if d['epochs'] != 1 else ''}, seed 1, {'sandboxed' if d['sandboxed'] else 'no sandbox'}; "
+            f"{d['reps']} round{'s' if d['reps'] != 1 else ''}, alternating which goes first{quick_note(d)}; load average "
             f"{load_note(d)} when saved.\n\n" +
             table(["round", "direct", "`kiln run` (log followed)", "kiln / direct",
                    "`kiln run -d` (not followed)", "kiln / direct"], rows))
