@@ -239,8 +239,10 @@ async fn follow(
 ) {
     use notify::Watcher;
     let (ntx, mut nrx) = tokio::sync::mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = ntx.try_send(());
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.map_or(true, |e| wakes_a_follower(&e.kind)) {
+            let _ = ntx.try_send(());
+        }
     });
     // Without a watcher the recheck below still gets everything, later.
     let _watcher = watcher.and_then(|mut w| {
@@ -248,29 +250,36 @@ async fn follow(
         Ok(w)
     });
     let mut buf = vec![0u8; 64 * 1024];
+    // Opened once it exists and kept: the supervisor only appends to it.
+    let mut file: Option<tokio::fs::File> = None;
     loop {
         // Looked at before reading: an exit seen now means the output
         // read next is complete.
         let finished = dir.exit().exists();
-        if let Ok(mut f) = tokio::fs::File::open(&path).await {
-            if f.seek(SeekFrom::Start(pos)).await.is_ok() {
-                loop {
-                    match f.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            pos += n as u64;
-                            if tx
-                                .send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
+        if file.is_none() {
+            if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                if f.seek(SeekFrom::Start(pos)).await.is_ok() {
+                    file = Some(f);
+                }
+            }
+        }
+        if let Some(f) = file.as_mut() {
+            loop {
+                match f.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        pos += n as u64;
+                        if tx
+                            .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
                     }
                 }
             }
@@ -283,6 +292,18 @@ async fn follow(
             _ = tokio::time::sleep(FOLLOW_RECHECK) => {}
             _ = tx.closed() => return,
         }
+    }
+}
+
+/// Whether a change in the task's folder may mean more output or the exit
+/// record. Reads are not: our own reads of the log would otherwise wake
+/// the loop that makes them, and it would never sleep.
+fn wakes_a_follower(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
@@ -356,6 +377,25 @@ mod tests {
     fn tail(text: &str, n: usize) -> String {
         String::from_utf8(last_lines(&mut Cursor::new(text.as_bytes().to_vec()), n).expect("read"))
             .expect("utf8")
+    }
+
+    #[test]
+    fn reads_of_the_log_do_not_wake_its_followers() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind};
+        use notify::EventKind;
+        assert!(!wakes_a_follower(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!wakes_a_follower(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(wakes_a_follower(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(wakes_a_follower(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(wakes_a_follower(&EventKind::Create(CreateKind::File)));
     }
 
     #[test]
