@@ -212,7 +212,7 @@ class Slurm:
         for dev in self.made_devices:
             os.unlink(dev)
         self.made_devices = []
-        shutil.rmtree(self.base, ignore_errors=True)
+        common.discard(self.base)
         self.base = None
 
 
@@ -286,7 +286,7 @@ class Pueue:
             stop_process(self.proc)
         self.proc = None
         self.log.close()
-        shutil.rmtree(self.base, ignore_errors=True)
+        common.discard(self.base)
 
 
 class Tsp:
@@ -350,7 +350,7 @@ class Tsp:
             return
         subprocess.run(["tsp", "-K"], env=self.env, capture_output=True)
         time.sleep(0.2)
-        shutil.rmtree(self.base, ignore_errors=True)
+        common.discard(self.base)
         self.base = None
 
 

@@ -339,6 +339,32 @@ fn is_debug_keeps_a_failed_tasks_folder_and_says_where() {
     );
     let j = s.wait_state(&plain, "FAILED", 30);
     assert!(!events(&j).iter().any(|(k, _)| k == "debug"));
+    // Without isDebug the scratch folder is emptied; the folder stays.
+    let jobs = s.data.path().join("jobs");
+    let left = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&jobs)
+            .expect("jobs folder")
+            .flatten()
+            .map(|e| e.path().join("attempt-0/main-0/tmp/left.txt"))
+            .filter(|p| p.exists())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while left().len() > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        left().len(),
+        1,
+        "only the debug task keeps its scratch files"
+    );
+    let scratch: Vec<_> = std::fs::read_dir(&jobs)
+        .expect("jobs folder")
+        .flatten()
+        .map(|e| e.path().join("attempt-0/main-0/tmp"))
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(scratch.len(), 2, "{scratch:?}");
 }
 
 #[test]

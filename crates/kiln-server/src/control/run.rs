@@ -1193,11 +1193,7 @@ impl Loop {
                     ),
                 ));
             } else {
-                // A big scratch folder must not hold up the loop.
-                let tmp = dir.join("tmp");
-                let _ = std::thread::Builder::new()
-                    .name("kiln-cleanup".into())
-                    .spawn(move || std::fs::remove_dir_all(tmp));
+                empty_scratch(dir.join("tmp"));
             }
         }
     }
@@ -1632,4 +1628,36 @@ fn watch(tx: Sender<Msg>, sup: Arc<Supervisor>, key: i64, attempt: u32, slot: us
     if let Err(e) = spawned {
         error!(error = %e, "cannot start a watcher thread");
     }
+}
+
+/// Empties a finished task's scratch folder (its /tmp) and keeps the folder
+/// itself with the task's logs. Most tasks leave it empty, and then nothing
+/// is removed: no thread, and no freed inode, which ext4 without a journal
+/// refuses to reuse for a minute or more and scans past on every later file
+/// creation, so a freed folder per job made each next job's files slower.
+/// A full one is emptied on a thread of its own: a big scratch folder must
+/// not hold up the loop.
+fn empty_scratch(tmp: PathBuf) {
+    let has_files = std::fs::read_dir(&tmp).is_ok_and(|mut d| d.next().is_some());
+    if !has_files {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("kiln-cleanup".into())
+        .spawn(move || {
+            let Ok(entries) = std::fs::read_dir(&tmp) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                let res = if is_dir {
+                    std::fs::remove_dir_all(e.path())
+                } else {
+                    std::fs::remove_file(e.path())
+                };
+                if let Err(err) = res {
+                    warn!(path = %e.path().display(), error = %err, "cannot clear a task's scratch folder");
+                }
+            }
+        });
 }
