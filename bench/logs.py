@@ -94,6 +94,11 @@ def main():
     host_dir = common.tmpdir("logs-bench-")
     with Kiln() as k:
         marks, inside = k.marks()
+        # The task runs the writer from the user's space: the repository may
+        # be under /tmp (a fresh clone), which a sandboxed task sees as its
+        # own private /tmp.
+        shutil.copy(WRITER, os.path.join(marks, "logwriter.py"))
+        writer_inside = f"{inside}/logwriter.py"
         direct, kiln, ratios, w_direct, w_kiln, server = [], [], [], [], [], []
         for r in range(REPS):
             # Direct: the writer's stdout is a file.
@@ -109,7 +114,7 @@ def main():
             # Through kiln.
             name = f"flood{r}"
             t0 = time.monotonic()
-            subprocess.run([KILN, "run", "-d", "--name", name, "--", PY, WRITER, str(TOTAL),
+            subprocess.run([KILN, "run", "-d", "--name", name, "--", PY, writer_inside, str(TOTAL),
                             "--time-file", f"{inside}/{name}.time"],
                            env=k.env, check=True, stdout=subprocess.DEVNULL)
             t1, j = wait_finished(k, name)
@@ -128,7 +133,7 @@ def main():
         # Following a flood.
         name = "flood-follow"
         t0 = time.monotonic()
-        subprocess.run([KILN, "run", "-d", "--name", name, "--", PY, WRITER, str(TOTAL),
+        subprocess.run([KILN, "run", "-d", "--name", name, "--", PY, writer_inside, str(TOTAL),
                         "--time-file", f"{inside}/{name}.time"],
                        env=k.env, check=True, stdout=subprocess.DEVNULL)
         f = follower(k, name)
@@ -147,13 +152,13 @@ def main():
         paced = str(RATE * PACED_S * 128)
         name = "paced-alone"
         c0, w0 = cpu_seconds(k.proc.pid), time.monotonic()
-        subprocess.run([KILN, "run", "-d", "--name", name, "--", PY, WRITER, paced,
+        subprocess.run([KILN, "run", "-d", "--name", name, "--", PY, writer_inside, paced,
                         "--rate", str(RATE)], env=k.env, check=True, stdout=subprocess.DEVNULL)
         wait_until(lambda: k.job(name)["state"] in common.FINAL, 600, name, every=0.5)
         alone = (cpu_seconds(k.proc.pid) - c0) / (time.monotonic() - w0)
         name = "paced-follow"
         c0, w0 = cpu_seconds(k.proc.pid), time.monotonic()
-        subprocess.run([KILN, "run", "-d", "--name", name, "--", PY, WRITER, paced,
+        subprocess.run([KILN, "run", "-d", "--name", name, "--", PY, writer_inside, paced,
                         "--rate", str(RATE)], env=k.env, check=True, stdout=subprocess.DEVNULL)
         f = follower(k, name)
         delays, got, _ = stamps(f)

@@ -13,7 +13,7 @@ polled twice a second to learn that it ended). All output goes to files.
 Reported: the median of each and the median of the per-run ratios kiln /
 direct (each kiln run against the direct run of the same round).
 
-Usage: bench/mnist_overhead.py   (BENCH_MNIST_REPS: 3, quick 1;
+Usage: bench/mnist_overhead.py   (BENCH_MNIST_REPS: 5, quick 1;
 BENCH_MNIST_TRAIN: training images, 6000, quick 640; epochs 2, quick 1)
 """
 import os
@@ -24,7 +24,7 @@ import time
 import common
 from common import Kiln, KILN, log, median, save, size
 
-REPS = int(os.environ.get("BENCH_MNIST_REPS", size(3, 1)))
+REPS = int(os.environ.get("BENCH_MNIST_REPS", size(5, 1)))
 TRAIN = int(os.environ.get("BENCH_MNIST_TRAIN", size(6000, 640)))
 TEST = size(1000, 200)
 EPOCHS = size(2, 1)

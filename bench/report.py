@@ -66,6 +66,10 @@ def load_note(d):
 
 # --- sections ---------------------------------------------------------------
 
+ALL_STEPS = ["build", "sched", "spec", "robustness", "latency", "throughput", "gpu", "mnist",
+             "logs", "footprint", "sampling"]
+
+
 def s_machine():
     run = load("run")
     lat = load("peers_latency")
@@ -74,11 +78,15 @@ def s_machine():
         return missing("run")
     text = (f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}, "
             f"Linux {m['kernel']}, cgroup {m['cgroup']}, no GPU.")
+    invocations = (run or {}).get("invocations", [])
+    for i, inv in enumerate(invocations):
+        what = "every step" if len(inv["steps"]) == len(ALL_STEPS) else \
+            "steps " + ", ".join(inv["steps"])
+        text += (f" {'Run' if i == 0 else 'Then'} of {inv['started']} at commit `{inv['commit']}`"
+                 f"{' (with uncommitted changes)' if inv.get('dirty') else ''}: "
+                 f"`bench/run` ({what}) took {inv['took_s'] / 60:.0f} min.")
     if run:
-        text += (f" Run of {run['started']} at commit `{run['commit']}`"
-                 f"{' (with uncommitted changes)' if run.get('dirty') else ''}: "
-                 f"`bench/run` took {run['took_s'] / 60:.0f} min"
-                 f"{quick_note(run)}.")
+        text += quick_note(run)
     return text
 
 
