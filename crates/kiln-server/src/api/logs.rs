@@ -239,8 +239,9 @@ async fn follow(
 ) {
     use notify::Watcher;
     let (ntx, mut nrx) = tokio::sync::mpsc::channel::<()>(1);
+    let log_name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.map_or(true, |e| wakes_a_follower(&e.kind)) {
+        if res.map_or(true, |e| wakes_a_follower(&e, &log_name)) {
             let _ = ntx.try_send(());
         }
     });
@@ -295,16 +296,24 @@ async fn follow(
     }
 }
 
-/// Whether a change in the task's folder may mean more output or the exit
-/// record. Reads are not: our own reads of the log would otherwise wake
-/// the loop that makes them, and it would never sleep.
-fn wakes_a_follower(kind: &notify::EventKind) -> bool {
+/// Whether a change in the task's folder may mean more output in the
+/// followed log or the exit record. Reads are not: our own reads of the log
+/// would otherwise wake the loop that makes them, and it would never sleep.
+/// Nor are writes to the task's other logs (the supervisor writes each chunk
+/// to two files), which would wake a follower twice per chunk.
+fn wakes_a_follower(event: &notify::Event, log_name: &std::ffi::OsStr) -> bool {
     use notify::event::{AccessKind, AccessMode};
-    match kind {
+    let kind_may = match event.kind {
         notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         notify::EventKind::Access(_) => false,
         _ => true,
-    }
+    };
+    let about_us = event.paths.is_empty()
+        || event.paths.iter().any(|p| match p.file_name() {
+            Some(n) => n == log_name || n.as_encoded_bytes().starts_with(b"exit.json"),
+            None => true,
+        });
+    kind_may && about_us
 }
 
 /// The byte where the last `n` lines begin.
@@ -380,22 +389,43 @@ mod tests {
     }
 
     #[test]
-    fn reads_of_the_log_do_not_wake_its_followers() {
-        use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind};
-        use notify::EventKind;
-        assert!(!wakes_a_follower(&EventKind::Access(AccessKind::Open(
-            AccessMode::Any
-        ))));
-        assert!(!wakes_a_follower(&EventKind::Access(AccessKind::Close(
-            AccessMode::Read
-        ))));
-        assert!(wakes_a_follower(&EventKind::Access(AccessKind::Close(
-            AccessMode::Write
-        ))));
-        assert!(wakes_a_follower(&EventKind::Modify(ModifyKind::Data(
-            DataChange::Any
-        ))));
-        assert!(wakes_a_follower(&EventKind::Create(CreateKind::File)));
+    fn only_writes_to_the_followed_log_or_the_exit_record_wake_its_followers() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RenameMode,
+        };
+        use notify::{Event, EventKind};
+        let log = std::ffi::OsStr::new("output.log");
+        let on = |kind: EventKind, names: &[&str]| {
+            let mut e = Event::new(kind);
+            for n in names {
+                e = e.add_path(PathBuf::from("/d/jobs/1/attempt-0/main-0").join(n));
+            }
+            wakes_a_follower(&e, log)
+        };
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert!(on(write, &["output.log"]));
+        assert!(!on(write, &["stdout.log"]));
+        assert!(!on(
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            &["output.log"]
+        ));
+        assert!(!on(
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            &["output.log"]
+        ));
+        assert!(on(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            &["output.log"]
+        ));
+        // The exit record is written to a temporary name, then renamed.
+        assert!(on(EventKind::Create(CreateKind::File), &["exit.json.tmp"]));
+        assert!(on(
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            &["exit.json.tmp", "exit.json"]
+        ));
+        assert!(!on(EventKind::Create(CreateKind::File), &["started.json"]));
+        // Events that name nothing (a queue overflow) wake it to look.
+        assert!(on(EventKind::Other, &[]));
     }
 
     #[test]
