@@ -83,6 +83,10 @@ ALTER TABLE tokens ADD COLUMN created_at_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN expires_at_ms INTEGER;
 CREATE INDEX tokens_user ON tokens(user_name);
 "#,
+    // A user's own jobs, newest first, without reading everyone else's.
+    r#"
+CREATE INDEX jobs_user ON jobs(user_name, key);
+"#,
 ];
 
 pub struct SqliteStore {
@@ -405,20 +409,36 @@ impl Store for SqliteStore {
 
     fn jobs(&self, f: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
         self.with(|conn| {
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs
-                 WHERE (?1 IS NULL OR user_name = ?1)
-                   AND (?2 IS NULL OR state = ?2)
-                   AND (?3 IS NULL OR instr(lower(name), lower(?3)) > 0)
-                   AND (?4 IS NULL OR key < ?4)
-                 ORDER BY key DESC LIMIT ?5"
-            );
+            // Only the filters given go into the statement, so the planner
+            // can walk an index for them (`state = ?1 OR ?1 IS NULL` makes it
+            // scan every job, which a long history makes slow).
             let state = f.state.map(JobState::as_str);
-            query_jobs(
-                conn,
-                &sql,
-                &[&f.user, &state, &f.name, &f.before_key, &f.limit],
-            )
+            let mut conds: Vec<&str> = Vec::new();
+            let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
+            if let Some(user) = &f.user {
+                conds.push("user_name = ?");
+                params.push(user);
+            }
+            if let Some(state) = &state {
+                conds.push("state = ?");
+                params.push(state);
+            }
+            if let Some(name) = &f.name {
+                conds.push("instr(lower(name), lower(?)) > 0");
+                params.push(name);
+            }
+            if let Some(before) = &f.before_key {
+                conds.push("key < ?");
+                params.push(before);
+            }
+            params.push(&f.limit);
+            let filter = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs {filter} ORDER BY key DESC LIMIT ?");
+            query_jobs(conn, &sql, &params)
         })
     }
 

@@ -219,6 +219,36 @@ fn suite(store: &dyn Store) {
         })
         .expect("list");
     assert_eq!(part.len(), 1);
+    // Every combination of filters gives what filtering the whole list
+    // gives (each combination is its own statement).
+    let all = store.jobs(&JobFilter::default()).expect("list");
+    for bits in 0..16u8 {
+        for limit in [1, 3, 100] {
+            let f = JobFilter {
+                user: (bits & 1 != 0).then(|| "carol".to_owned()),
+                state: (bits & 2 != 0).then_some(JobState::Waiting),
+                name: (bits & 4 != 0).then(|| "SWEEP".to_owned()),
+                before_key: (bits & 8 != 0).then_some(all[2].key),
+                limit,
+            };
+            let want: Vec<i64> = all
+                .iter()
+                .filter(|j| f.user.as_ref().is_none_or(|u| j.id.user() == u))
+                .filter(|j| f.state.is_none_or(|s| j.state == s))
+                .filter(|j| f.name.is_none() || j.id.name().to_lowercase().contains("sweep"))
+                .filter(|j| f.before_key.is_none_or(|k| j.key < k))
+                .take(limit as usize)
+                .map(|j| j.key)
+                .collect();
+            let got: Vec<i64> = store
+                .jobs(&f)
+                .expect("list")
+                .iter()
+                .map(|j| j.key)
+                .collect();
+            assert_eq!(got, want, "{f:?}");
+        }
+    }
 
     // Delete: only finished jobs; tasks and events go with them.
     assert!(matches!(
