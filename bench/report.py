@@ -82,9 +82,10 @@ def s_machine():
     for i, inv in enumerate(invocations):
         what = "every step" if len(inv["steps"]) == len(ALL_STEPS) else \
             "steps " + ", ".join(inv["steps"])
-        text += (f" {'Run' if i == 0 else 'Then'} of {inv['started']} at commit `{inv['commit']}`"
-                 f"{' (with uncommitted changes)' if inv.get('dirty') else ''}: "
-                 f"`bench/run` ({what}) took {inv['took_s'] / 60:.0f} min.")
+        text += (f" {'Run' if i == 0 else 'Then'}, from {inv['started']} at commit "
+                 f"`{inv['commit']}`{' (with uncommitted changes)' if inv.get('dirty') else ''}: "
+                 f"`bench/run` ({what}) took {inv['took_s'] / 60:.0f} min"
+                 f"{'; ' + inv['note'] if inv.get('note') else ''}.")
     if run:
         text += quick_note(run)
     return text
