@@ -250,42 +250,33 @@ async fn follow(
         w.watch(dir.path(), notify::RecursiveMode::NonRecursive)?;
         Ok(w)
     });
-    let mut buf = vec![0u8; 64 * 1024];
     // Opened once it exists and kept: the supervisor only appends to it.
-    let mut file: Option<tokio::fs::File> = None;
+    let mut file: Option<std::fs::File> = None;
     loop {
-        // Looked at before reading: an exit seen now means the output
-        // read next is complete.
-        let finished = dir.exit().exists();
-        if file.is_none() {
-            if let Ok(mut f) = tokio::fs::File::open(&path).await {
-                if f.seek(SeekFrom::Start(pos)).await.is_ok() {
-                    file = Some(f);
+        // One trip to the blocking pool per wake-up, for the exit check and
+        // every read, instead of one per call.
+        let (path_, exit) = (path.clone(), dir.exit());
+        let looked =
+            tokio::task::spawn_blocking(move || look_at_log(&path_, &exit, file, pos)).await;
+        let Ok(look) = looked else { return };
+        file = look.file;
+        match look.chunk {
+            Ok(chunk) if chunk.is_empty() => {}
+            Ok(chunk) => {
+                pos += chunk.len() as u64;
+                if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                    return;
                 }
             }
-        }
-        if let Some(f) = file.as_mut() {
-            loop {
-                match f.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        pos += n as u64;
-                        if tx
-                            .send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
             }
         }
-        if finished {
+        if look.more {
+            continue;
+        }
+        if look.finished {
             return;
         }
         tokio::select! {
@@ -293,6 +284,44 @@ async fn follow(
             _ = tokio::time::sleep(FOLLOW_RECHECK) => {}
             _ = tx.closed() => return,
         }
+    }
+}
+
+/// The most a follower reads in one look: a flood is sent in pieces.
+const FOLLOW_CHUNK: u64 = 256 * 1024;
+
+/// What one look at a followed log found.
+struct Look {
+    file: Option<std::fs::File>,
+    /// The bytes from the follower's position on, up to [`FOLLOW_CHUNK`].
+    chunk: std::io::Result<Vec<u8>>,
+    /// The chunk was full: there may be more already.
+    more: bool,
+    /// The exit record existed before the read, so once nothing more is
+    /// there the log is complete.
+    finished: bool,
+}
+
+/// Blocking: checks for the exit record, then reads what the log has from
+/// `pos` on (opening it if it exists by now).
+fn look_at_log(path: &FsPath, exit: &FsPath, file: Option<std::fs::File>, pos: u64) -> Look {
+    let finished = exit.exists();
+    let mut file = file.or_else(|| {
+        let mut f = std::fs::File::open(path).ok()?;
+        f.seek(SeekFrom::Start(pos)).ok()?;
+        Some(f)
+    });
+    let mut chunk = Vec::new();
+    let read = match file.as_mut() {
+        Some(f) => f.take(FOLLOW_CHUNK).read_to_end(&mut chunk),
+        None => Ok(0),
+    };
+    let more = matches!(read, Ok(n) if n as u64 == FOLLOW_CHUNK);
+    Look {
+        file,
+        chunk: read.map(|_| chunk),
+        more,
+        finished,
     }
 }
 
@@ -426,6 +455,28 @@ mod tests {
         assert!(!on(EventKind::Create(CreateKind::File), &["started.json"]));
         // Events that name nothing (a queue overflow) wake it to look.
         assert!(on(EventKind::Other, &[]));
+    }
+
+    #[test]
+    fn a_look_at_a_followed_log_reads_on_from_where_it_was_in_pieces() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (log, exit) = (d.path().join("output.log"), d.path().join("exit.json"));
+        // No log yet: nothing, and not finished.
+        let l = look_at_log(&log, &exit, None, 0);
+        assert!(l.file.is_none() && !l.more && !l.finished);
+        assert!(l.chunk.expect("read").is_empty());
+        let big = FOLLOW_CHUNK as usize + 10;
+        std::fs::write(&log, vec![b'x'; big]).expect("write");
+        let l = look_at_log(&log, &exit, None, 3);
+        assert_eq!(l.chunk.expect("read").len(), FOLLOW_CHUNK as usize);
+        assert!(l.more && !l.finished);
+        // The kept file goes on where the last look stopped.
+        let l = look_at_log(&log, &exit, l.file, 3 + FOLLOW_CHUNK);
+        assert_eq!(l.chunk.expect("read").len(), 7);
+        assert!(!l.more);
+        std::fs::write(&exit, "{}").expect("write");
+        let l = look_at_log(&log, &exit, l.file, big as u64);
+        assert!(l.finished && l.chunk.expect("read").is_empty());
     }
 
     #[test]

@@ -1180,7 +1180,7 @@ impl Loop {
         change
             .events
             .push(event("exited", describe_end(&slot.rec.task, &end)));
-        // The task's scratch space goes, except a failed task's under isDebug.
+        // The task's scratch space is emptied, except a failed task's under isDebug.
         if let Some(dir) = &slot.rec.dir {
             let dir = PathBuf::from(dir);
             if debug && end.state == TaskState::Failed {
