@@ -114,6 +114,8 @@ impl SqliteStore {
     }
 
     fn setup(mut conn: Connection) -> Result<Self, StoreError> {
+        // The job list alone has a statement per combination of filters (16).
+        conn.set_prepared_statement_cache_capacity(64);
         // The pragma answers with the mode it got; a file system without
         // shared memory support silently stays in rollback mode, and then the
         // durability argument above would not hold.

@@ -220,7 +220,19 @@ fn suite(store: &dyn Store) {
         .expect("list");
     assert_eq!(part.len(), 1);
     // Every combination of filters gives what filtering the whole list
-    // gives (each combination is its own statement).
+    // gives (each combination is its own statement). carol also gets a job
+    // of another name and another state, so no filter is implied by another.
+    let other = store
+        .submit(&new_job("carol", "other", 20))
+        .expect("submitted");
+    let running_now = Change {
+        job: JobPatch {
+            state: Some(JobState::Running),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    store.apply(other.key, &running_now).expect("running");
     let all = store.jobs(&JobFilter::default()).expect("list");
     for bits in 0..16u8 {
         for limit in [1, 3, 100] {
@@ -354,7 +366,7 @@ fn sqlite_on_disk_passes_the_suite_and_keeps_it() {
     suite(&SqliteStore::open(&path).expect("opened"));
     // Reopening migrates nothing and sees everything.
     let again = SqliteStore::open(&path).expect("reopened");
-    assert_eq!(again.jobs(&JobFilter::default()).expect("list").len(), 7);
+    assert_eq!(again.jobs(&JobFilter::default()).expect("list").len(), 8);
 }
 
 #[test]

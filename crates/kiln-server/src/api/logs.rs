@@ -258,7 +258,13 @@ async fn follow(
         let (path_, exit) = (path.clone(), dir.exit());
         let looked =
             tokio::task::spawn_blocking(move || look_at_log(&path_, &exit, file, pos)).await;
-        let Ok(look) = looked else { return };
+        let look = match looked {
+            Ok(look) => look,
+            Err(e) => {
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+                return;
+            }
+        };
         file = look.file;
         match look.chunk {
             Ok(chunk) if chunk.is_empty() => {}
@@ -306,15 +312,25 @@ struct Look {
 /// `pos` on (opening it if it exists by now).
 fn look_at_log(path: &FsPath, exit: &FsPath, file: Option<std::fs::File>, pos: u64) -> Look {
     let finished = exit.exists();
-    let mut file = file.or_else(|| {
-        let mut f = std::fs::File::open(path).ok()?;
-        f.seek(SeekFrom::Start(pos)).ok()?;
-        Some(f)
-    });
+    // Only a log not there yet means "nothing yet"; any other failure to
+    // open it ends the follow with that error, not as a complete log.
+    let opened = match file {
+        Some(f) => Ok(Some(f)),
+        None => match std::fs::File::open(path) {
+            Ok(mut f) => f.seek(SeekFrom::Start(pos)).map(|_| Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        },
+    };
+    let (mut file, opened) = match opened {
+        Ok(f) => (f, Ok(())),
+        Err(e) => (None, Err(e)),
+    };
     let mut chunk = Vec::new();
-    let read = match file.as_mut() {
-        Some(f) => f.take(FOLLOW_CHUNK).read_to_end(&mut chunk),
-        None => Ok(0),
+    let read = match (opened, file.as_mut()) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(f)) => f.take(FOLLOW_CHUNK).read_to_end(&mut chunk),
+        (Ok(()), None) => Ok(0),
     };
     let more = matches!(read, Ok(n) if n as u64 == FOLLOW_CHUNK);
     Look {
@@ -466,17 +482,29 @@ mod tests {
         assert!(l.file.is_none() && !l.more && !l.finished);
         assert!(l.chunk.expect("read").is_empty());
         let big = FOLLOW_CHUNK as usize + 10;
-        std::fs::write(&log, vec![b'x'; big]).expect("write");
+        let bytes: Vec<u8> = (0..big).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&log, &bytes).expect("write");
         let l = look_at_log(&log, &exit, None, 3);
-        assert_eq!(l.chunk.expect("read").len(), FOLLOW_CHUNK as usize);
+        assert_eq!(
+            l.chunk.as_deref().expect("read"),
+            &bytes[3..3 + FOLLOW_CHUNK as usize]
+        );
         assert!(l.more && !l.finished);
         // The kept file goes on where the last look stopped.
         let l = look_at_log(&log, &exit, l.file, 3 + FOLLOW_CHUNK);
-        assert_eq!(l.chunk.expect("read").len(), 7);
+        assert_eq!(
+            l.chunk.as_deref().expect("read"),
+            &bytes[3 + FOLLOW_CHUNK as usize..]
+        );
         assert!(!l.more);
         std::fs::write(&exit, "{}").expect("write");
         let l = look_at_log(&log, &exit, l.file, big as u64);
         assert!(l.finished && l.chunk.expect("read").is_empty());
+        // A log that cannot be opened is an error, not a complete log.
+        let unreadable = d.path().join("a-folder.log");
+        std::fs::create_dir(&unreadable).expect("mkdir");
+        let l = look_at_log(&unreadable, &exit, None, 0);
+        assert!(l.finished && l.chunk.is_err());
     }
 
     #[test]

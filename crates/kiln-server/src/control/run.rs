@@ -1638,26 +1638,83 @@ fn watch(tx: Sender<Msg>, sup: Arc<Supervisor>, key: i64, attempt: u32, slot: us
 /// A full one is emptied on a thread of its own: a big scratch folder must
 /// not hold up the loop.
 fn empty_scratch(tmp: PathBuf) {
-    let has_files = std::fs::read_dir(&tmp).is_ok_and(|mut d| d.next().is_some());
-    if !has_files {
+    if !scratch_to_clear(&tmp) {
         return;
     }
     let _ = std::thread::Builder::new()
         .name("kiln-cleanup".into())
-        .spawn(move || {
-            let Ok(entries) = std::fs::read_dir(&tmp) else {
-                return;
-            };
-            for e in entries.flatten() {
-                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-                let res = if is_dir {
-                    std::fs::remove_dir_all(e.path())
-                } else {
-                    std::fs::remove_file(e.path())
-                };
-                if let Err(err) = res {
-                    warn!(path = %e.path().display(), error = %err, "cannot clear a task's scratch folder");
-                }
-            }
-        });
+        .spawn(move || clear_scratch(&tmp));
+}
+
+/// Whether `tmp` is a real folder with something in it. A task without a
+/// sandbox may have replaced its scratch folder with a link to a folder of
+/// its own choosing (`ln -s /big/scratch $TMPDIR`): only the link goes, and
+/// nothing it points to is touched.
+fn scratch_to_clear(tmp: &std::path::Path) -> bool {
+    match std::fs::symlink_metadata(tmp) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let _ = std::fs::remove_file(tmp);
+            false
+        }
+        Ok(m) if m.is_dir() => std::fs::read_dir(tmp).is_ok_and(|mut d| d.next().is_some()),
+        _ => false,
+    }
+}
+
+/// Removes what is in the scratch folder; links in it are removed as links
+/// (`remove_dir_all` does not follow them either).
+fn clear_scratch(tmp: &std::path::Path) {
+    // Looked at again: it may have changed since the check on the loop.
+    if !std::fs::symlink_metadata(tmp).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        let res = if is_dir {
+            std::fs::remove_dir_all(e.path())
+        } else {
+            std::fs::remove_file(e.path())
+        };
+        if let Err(err) = res {
+            warn!(path = %e.path().display(), error = %err, "cannot clear a task's scratch folder");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scratch_folder_is_emptied_and_a_link_in_its_place_only_unlinked() {
+        let d = tempfile::tempdir().expect("tmp");
+        let outside = d.path().join("shared-scratch");
+        std::fs::create_dir_all(outside.join("keep")).expect("mkdir");
+        std::fs::write(outside.join("data.bin"), b"x").expect("write");
+
+        // A real folder with files, a subfolder and a link to the outside.
+        let tmp = d.path().join("task/tmp");
+        std::fs::create_dir_all(tmp.join("sub")).expect("mkdir");
+        std::fs::write(tmp.join("sub/a.txt"), b"a").expect("write");
+        std::os::unix::fs::symlink(&outside, tmp.join("link")).expect("symlink");
+        assert!(scratch_to_clear(&tmp));
+        clear_scratch(&tmp);
+        assert!(tmp.is_dir());
+        assert_eq!(std::fs::read_dir(&tmp).expect("read").count(), 0);
+        assert!(outside.join("data.bin").exists() && outside.join("keep").is_dir());
+
+        // Empty: nothing to do.
+        assert!(!scratch_to_clear(&tmp));
+
+        // The folder itself replaced by a link: the link goes, the target stays.
+        std::fs::remove_dir(&tmp).expect("rmdir");
+        std::os::unix::fs::symlink(&outside, &tmp).expect("symlink");
+        assert!(!scratch_to_clear(&tmp));
+        assert!(std::fs::symlink_metadata(&tmp).is_err());
+        clear_scratch(&tmp);
+        assert!(outside.join("data.bin").exists() && outside.join("keep").is_dir());
+    }
 }
