@@ -869,3 +869,63 @@ fn kiln_run_runs_one_command_and_follows_it() {
     assert_eq!(out.trim(), "admin~bg");
     s.wait_state("admin~bg", "SUCCEEDED", 30);
 }
+
+#[test]
+fn a_follower_ends_when_the_task_is_lost_without_an_exit_record() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::io::{BufRead, BufReader};
+    let s = Server::start();
+    let id = s.submit(
+        "orphan",
+        "name: orphan\ncommand: 'echo started; exec sleep 60'\n",
+    );
+    s.wait_state(&id, "RUNNING", 30);
+    let mut follower = std::process::Command::new(common::kiln_exe())
+        .args(["logs", &id, "-f"])
+        .env("KILN_URL", &s.url)
+        .env("KILN_DATA", s.data.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("follower");
+    let mut out = BufReader::new(follower.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("a line");
+    assert_eq!(line, "started\n");
+    // The supervisor dies without writing an exit record.
+    let started = s.data.path().join("jobs");
+    let started = std::fs::read_dir(&started)
+        .expect("jobs folder")
+        .flatten()
+        .map(|e| e.path().join("attempt-0/main-0/started.json"))
+        .find(|p| p.exists())
+        .expect("started.json");
+    let started: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(started).expect("read")).expect("json");
+    let pid = |k: &str| Pid::from_raw(started[k].as_i64().expect("pid") as i32);
+    kill(pid("supervisorPid"), Signal::SIGKILL).expect("killed");
+    // The server records the task ended, and the follower ends by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = follower.try_wait().expect("status") {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = kill(Pid::from_raw(-pid("pid").as_raw()), Signal::SIGKILL);
+    if status.is_none() {
+        let _ = follower.kill();
+    }
+    assert!(status.is_some(), "the follower still waits for a lost task");
+    // It ended because the server recorded the loss (and retries the job).
+    let j = s.job(&id);
+    assert!(
+        j["reason"].as_str().is_some_and(|r| r.contains("Lost")),
+        "{j}"
+    );
+    s.ok(&["stop", &id]);
+    s.wait_state(&id, "STOPPED", 30);
+}

@@ -143,7 +143,13 @@ pub async fn logs(
     };
     if q.follow {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-        tokio::spawn(follow(path, dir, start, tx));
+        let record = TaskRecordAt {
+            store: Arc::clone(&state.store),
+            key: job.key,
+            attempt,
+            task: rec.task.clone(),
+        };
+        tokio::spawn(follow(path, dir, record, start, tx));
         let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
         return Ok(starting_at(start, (text_plain, body).into_response()));
     }
@@ -226,14 +232,36 @@ async fn read_range(path: &FsPath, start: u64, length: Option<u64>) -> Result<Ve
     Ok(out)
 }
 
+/// Where the store keeps a followed task's record.
+struct TaskRecordAt {
+    store: Arc<dyn kiln_store::Store>,
+    key: i64,
+    attempt: u32,
+    task: kiln_spec::TaskId,
+}
+
+impl TaskRecordAt {
+    /// Blocking: whether the store has the task ended. A supervisor that
+    /// died without writing an exit record leaves a task the server records
+    /// as lost, and its log will not grow again.
+    fn ended(&self) -> bool {
+        self.store.tasks(self.key, self.attempt).is_ok_and(|ts| {
+            ts.iter()
+                .any(|t| t.task == self.task && t.finished_at_ms.is_some())
+        })
+    }
+}
+
 /// Sends what the log holds from `pos` on, then what is written to it,
 /// waking on file-system notifications, until the task's exit record
 /// exists and everything before it has been sent (the supervisor writes the
-/// exit record only after the last output). Ends early when the client
-/// goes away.
+/// exit record only after the last output), or, looked at on each quiet
+/// recheck, the store has the task ended without one. Ends early when the
+/// client goes away.
 async fn follow(
     path: PathBuf,
     dir: TaskDir,
+    record: TaskRecordAt,
     mut pos: u64,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
@@ -252,12 +280,20 @@ async fn follow(
     });
     // Opened once it exists and kept: the supervisor only appends to it.
     let mut file: Option<std::fs::File> = None;
+    let record = Arc::new(record);
+    let mut quiet = false;
     loop {
         // One trip to the blocking pool per wake-up, for the exit check and
         // every read, instead of one per call.
-        let (path_, exit) = (path.clone(), dir.exit());
-        let looked =
-            tokio::task::spawn_blocking(move || look_at_log(&path_, &exit, file, pos)).await;
+        let (path_, exit, record_) = (path.clone(), dir.exit(), Arc::clone(&record));
+        let looked = tokio::task::spawn_blocking(move || {
+            // Before the read, like the exit record.
+            let ended = quiet && record_.ended();
+            let mut look = look_at_log(&path_, &exit, file, pos);
+            look.finished |= ended;
+            look
+        })
+        .await;
         let look = match looked {
             Ok(look) => look,
             Err(e) => {
@@ -285,11 +321,11 @@ async fn follow(
         if look.finished {
             return;
         }
-        tokio::select! {
-            _ = nrx.recv() => {}
-            _ = tokio::time::sleep(FOLLOW_RECHECK) => {}
+        quiet = tokio::select! {
+            _ = nrx.recv() => false,
+            _ = tokio::time::sleep(FOLLOW_RECHECK) => true,
             _ = tx.closed() => return,
-        }
+        };
     }
 }
 
