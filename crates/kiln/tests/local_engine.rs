@@ -349,15 +349,10 @@ fn is_debug_keeps_a_failed_tasks_folder_and_says_where() {
             .filter(|p| p.exists())
             .collect()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while left().len() > 1 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert_eq!(
-        left().len(),
-        1,
-        "only the debug task keeps its scratch files"
-    );
+    common::until(10, "only the debug task keeps its scratch files", || {
+        let n = left().len();
+        (n == 1).then_some(()).ok_or(format!("{n} keep them"))
+    });
     let scratch: Vec<_> = std::fs::read_dir(&jobs)
         .expect("jobs folder")
         .flatten()
@@ -571,9 +566,28 @@ fn the_readme_examples_run_on_a_two_core_machine() {
     assert!(s.logs(id, "worker-0").contains("rank 1 of 2"));
 }
 
+/// `kiln logs -f` on a job, and its output to read line by line.
+fn follow_logs(
+    s: &Server,
+    id: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut follower = std::process::Command::new(common::kiln_exe())
+        .args(["logs", id, "-f"])
+        .env("KILN_URL", &s.url)
+        .env("KILN_DATA", s.data.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("follower");
+    let out = std::io::BufReader::new(follower.stdout.take().expect("stdout"));
+    (follower, out)
+}
+
 #[test]
 fn logs_follow_live_and_come_in_ranges_and_downloads() {
-    use std::io::{BufRead, BufReader};
+    use std::io::BufRead;
     let s = Server::start();
     let marks = tempfile::tempdir().expect("tmp");
     let go = marks.path().join("go");
@@ -586,14 +600,7 @@ fn logs_follow_live_and_come_in_ranges_and_downloads() {
     );
     s.wait_state(&id, "RUNNING", 30);
     // `kiln logs -f` prints what is there, then waits for more.
-    let mut follower = std::process::Command::new(common::kiln_exe())
-        .args(["logs", &id, "-f"])
-        .env("KILN_URL", &s.url)
-        .env("KILN_DATA", s.data.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("follower");
-    let mut out = BufReader::new(follower.stdout.take().expect("stdout"));
+    let (mut follower, mut out) = follow_logs(&s, &id);
     // stdout and stderr come through separate pipes: either may be first.
     let mut first_two = BTreeSet::new();
     let mut line = String::new();
@@ -874,21 +881,14 @@ fn kiln_run_runs_one_command_and_follows_it() {
 fn a_follower_ends_when_the_task_is_lost_without_an_exit_record() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    use std::io::{BufRead, BufReader};
+    use std::io::BufRead;
     let s = Server::start();
     let id = s.submit(
         "orphan",
         "name: orphan\ncommand: 'echo started; exec sleep 60'\n",
     );
     s.wait_state(&id, "RUNNING", 30);
-    let mut follower = std::process::Command::new(common::kiln_exe())
-        .args(["logs", &id, "-f"])
-        .env("KILN_URL", &s.url)
-        .env("KILN_DATA", s.data.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("follower");
-    let mut out = BufReader::new(follower.stdout.take().expect("stdout"));
+    let (mut follower, mut out) = follow_logs(&s, &id);
     let mut line = String::new();
     out.read_line(&mut line).expect("a line");
     assert_eq!(line, "started\n");
@@ -904,22 +904,15 @@ fn a_follower_ends_when_the_task_is_lost_without_an_exit_record() {
         serde_json::from_slice(&std::fs::read(started).expect("read")).expect("json");
     let pid = |k: &str| Pid::from_raw(started[k].as_i64().expect("pid") as i32);
     kill(pid("supervisorPid"), Signal::SIGKILL).expect("killed");
-    // The server records the task ended, and the follower ends by itself.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = follower.try_wait().expect("status") {
-            break Some(st);
-        }
-        if std::time::Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    // The task goes too, still without an exit record.
     let _ = kill(Pid::from_raw(-pid("pid").as_raw()), Signal::SIGKILL);
-    if status.is_none() {
-        let _ = follower.kill();
-    }
-    assert!(status.is_some(), "the follower still waits for a lost task");
+    // The server records the task ended, and the follower ends by itself.
+    common::until(20, "the follower still waits for a lost task", || {
+        follower
+            .try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "still running".to_owned())
+    });
     // It ended because the server recorded the loss (and retries the job).
     let j = s.job(&id);
     assert!(
