@@ -332,3 +332,84 @@ fn webdav_never_leaves_the_space() {
     let (status, _) = dav(&s, a, "PUT", "/dav/small.bin", &[], &"y".repeat(1000));
     assert_eq!(status, 201);
 }
+
+/// The space's root is not a resource a client may delete, move or
+/// overwrite (issue 15, finding 4): `DELETE /dav/` used to empty the whole
+/// space (answering 500 once it had), as did `rclone purge` of the remote.
+#[test]
+fn webdav_root_cannot_be_deleted_moved_or_overwritten() {
+    let s = Server::start();
+    add_user(&s, "alice", "alice-password");
+    let a = Some(("alice", "alice-password"));
+    assert_eq!(dav(&s, a, "PUT", "/dav/a.txt", &[], "a").0, 201);
+    assert_eq!(dav(&s, a, "MKCOL", "/dav/sub/", &[], "").0, 201);
+    assert_eq!(dav(&s, a, "PUT", "/dav/sub/b.txt", &[], "b").0, 201);
+    let space = s.data.path().join("spaces/alice");
+    let before = tree(&space);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let roots = [
+        "/dav",
+        "/dav/",
+        "/dav/.",
+        "/dav/./",
+        "/dav//",
+        "/dav/%2e",
+        "/dav/%2E/",
+        "/dav/sub/..",
+        "/dav/sub/%2e%2e/",
+    ];
+    for root in roots {
+        for (method, headers) in [
+            ("DELETE", vec![]),
+            ("MOVE", vec![("Destination", "/dav/moved/")]),
+        ] {
+            let (status, body) = dav(&s, a, method, root, &headers, "");
+            assert_eq!(status, 403, "{method} {root}: {body}");
+            assert_eq!(tree(&space), before, "after {method} {root}");
+        }
+        // Onto the root: MOVE and COPY with Overwrite would delete
+        // everything in it first.
+        let dest_url = format!("{}{root}", s.url);
+        for dest in [root, dest_url.as_str()] {
+            for (method, from) in [("MOVE", "/dav/sub/"), ("COPY", "/dav/a.txt")] {
+                let headers = [("Destination", dest), ("Overwrite", "T")];
+                let (status, body) = dav(&s, a, method, from, &headers, "");
+                assert_eq!(status, 403, "{method} {from} to {dest}: {body}");
+                assert_eq!(tree(&space), before, "after {method} {from} to {dest}");
+            }
+        }
+    }
+    // What is in the root can still go, one by one.
+    assert_eq!(dav(&s, a, "DELETE", "/dav/sub/", &[], "").0, 204);
+    assert_eq!(dav(&s, a, "MKCOL", "/dav/sub/", &[], "").0, 201);
+    assert_eq!(dav(&s, a, "PUT", "/dav/sub/b.txt", &[], "b").0, 201);
+    assert_eq!(tree(&space), before);
+
+    if !have_program("rclone", REQUIRE) {
+        return;
+    }
+    let local = tempfile::tempdir().expect("tmp");
+    let obscured = Command::new("rclone")
+        .args(["obscure", "alice-password"])
+        .output()
+        .expect("rclone obscure");
+    let out = Command::new("rclone")
+        .args(["purge", "kiln:"])
+        .env("RCLONE_CONFIG", local.path().join("rclone.conf"))
+        .env("RCLONE_CONFIG_KILN_TYPE", "webdav")
+        .env("RCLONE_CONFIG_KILN_URL", format!("{}/dav/", s.url))
+        .env("RCLONE_CONFIG_KILN_VENDOR", "other")
+        .env("RCLONE_CONFIG_KILN_USER", "alice")
+        .env(
+            "RCLONE_CONFIG_KILN_PASS",
+            String::from_utf8_lossy(&obscured.stdout).trim(),
+        )
+        .output()
+        .expect("rclone ran");
+    assert!(
+        !out.status.success(),
+        "rclone purge of the root succeeded: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tree(&space), before, "after rclone purge");
+}

@@ -100,6 +100,9 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
         )
         .into_response();
     }
+    if let Some(p) = touches_root(&req) {
+        return p.into_response();
+    }
     let handler = match state.dav.handler(&user) {
         Ok(h) => h,
         Err(p) => return p.into_response(),
@@ -119,6 +122,53 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
         .handle_guarded(req, user, creds)
         .await
         .map(axum::body::Body::new)
+}
+
+/// Refuses a request that would delete, move or replace the space's root,
+/// which WebDAV lets a client do to any collection: dav-server deletes
+/// everything in the collection first, so `DELETE /dav/` (`rclone purge`)
+/// emptied the whole space before failing on the root itself, and a MOVE or
+/// COPY with Overwrite onto the root would too. Paths and Destination are
+/// read as dav-server reads them (percent-decoded, `.`, `..` and `//`
+/// resolved, a full URL reduced to its path), so no spelling gets past.
+fn touches_root(req: &Request) -> Option<Problem> {
+    let refuse = |what: &str| {
+        Some(Problem::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "{what}: the root of your space cannot be deleted, moved or replaced; \
+                 delete or move what is in it instead"
+            ),
+        ))
+    };
+    let method = req.method().as_str();
+    if matches!(method, "DELETE" | "MOVE") && names_root(req.uri().path()) {
+        return refuse(&format!("{method} {}", req.uri().path()));
+    }
+    if matches!(method, "MOVE" | "COPY") {
+        for dest in req.headers().get_all("destination") {
+            let path = dest.to_str().ok().and_then(destination_path);
+            if path.as_deref().is_some_and(names_root) {
+                return refuse(&format!("{method} onto {}", dest.to_str().unwrap_or("?")));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a URL path names the root of `/dav/` once normalised.
+fn names_root(path: &str) -> bool {
+    dav_server::davpath::DavPath::new(path)
+        .is_ok_and(|p| p.as_bytes() == PREFIX.as_bytes() || p.as_bytes() == b"/dav/")
+}
+
+/// The path a Destination header names, as dav-server reads it: the value
+/// itself when it starts with `/`, else the path of the URL it is.
+fn destination_path(value: &str) -> Option<String> {
+    if value.starts_with('/') {
+        return Some(value.to_owned());
+    }
+    url::Url::parse(value).ok().map(|u| u.path().to_owned())
 }
 
 /// 401 with the header that makes clients ask for a user and password.

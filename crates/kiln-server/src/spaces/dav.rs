@@ -390,6 +390,10 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
     fn remove_dir<'a>(&'a self, path: &'a DavPath, user: &'a DavUser) -> FsFuture<'a, ()> {
         Box::pin(async move {
             let rel = rel(path)?;
+            // The space itself (api/dav.rs refuses such requests up front).
+            if rel.as_os_str() == "." {
+                return Err(FsError::Forbidden);
+            }
             let dir = Arc::clone(&user.dir);
             blocking(move || dir.remove_dir(&rel)).await?;
             self.changed(&user.name);
