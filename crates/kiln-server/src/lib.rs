@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod control;
 pub mod error;
+pub mod http_serve;
 pub mod layout;
 pub mod metrics;
 pub mod spaces;
@@ -33,6 +34,16 @@ use layout::Layout;
 pub struct Config {
     pub data: PathBuf,
     pub listen: String,
+    /// A client must send a whole request head within this long (from the
+    /// connection's start, or the end of its previous answer).
+    pub http_header_timeout: std::time::Duration,
+    /// A request body may send nothing for at most this long.
+    pub http_body_timeout: std::time::Duration,
+    /// Most connections open at once, both listeners together; None: from
+    /// the open-files limit (raised to the hard limit at start).
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one client address.
+    pub max_connections_per_ip: usize,
     pub overrides: Overrides,
     /// The kiln binary, re-executed to supervise each task.
     pub exe: PathBuf,
@@ -203,6 +214,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         config.tensorboard_max,
     ));
     tokio::spawn(Arc::clone(&boards).reap_forever());
+    let conns = http_limits(&config);
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -256,22 +268,47 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     let board_app = api::board_router(state);
     info!(%addr, %board_addr, data = %root.display(), "kiln server listening; TensorBoards on their own port");
     ready(addr);
-    let boards_served = tokio::spawn(async move {
-        if let Err(e) = axum::serve(board_listener, board_app).await {
-            tracing::error!(error = %e, "the TensorBoard listener stopped");
-        }
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let boards_served = tokio::spawn(http_serve::serve(
+        board_listener,
+        board_app,
+        Arc::clone(&conns),
+        std::future::pending(),
+    ));
+    http_serve::serve(listener, app, conns, shutdown_signal()).await;
     boards_served.abort();
-    served.map_err(|source| ServerError::Listen {
-        addr: addr.to_string(),
-        source,
-    })?;
     control.shutdown();
     info!("kiln server stopped; running tasks continue under their supervisors");
     Ok(())
+}
+
+/// The listeners' limits, with the open-files limit raised for them.
+fn http_limits(config: &Config) -> Arc<http_serve::Connections> {
+    let open_files = http_serve::raise_open_files(config.max_connections);
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(|| http_serve::default_max_connections(open_files));
+    if let Some(soft) = open_files.filter(|&s| max_connections as u64 >= s) {
+        tracing::warn!(
+            max_connections,
+            open_files = soft,
+            "--max-connections is not below the open-files limit: a flood of connections can \
+             still use up the server's descriptors"
+        );
+    }
+    info!(
+        max_connections,
+        max_connections_per_ip = config.max_connections_per_ip,
+        header_timeout_s = config.http_header_timeout.as_secs(),
+        body_timeout_s = config.http_body_timeout.as_secs(),
+        open_files,
+        "HTTP limits"
+    );
+    http_serve::Connections::new(http_serve::Limits {
+        header_timeout: config.http_header_timeout,
+        body_timeout: config.http_body_timeout,
+        max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+    })
 }
 
 /// Where GPU use is read from: NVML for real GPUs; for fake GPUs nothing

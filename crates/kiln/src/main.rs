@@ -289,6 +289,24 @@ struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8420")]
     listen: String,
+    /// Close a connection that has not sent a whole request line and
+    /// headers within this long (also how long an idle kept-alive
+    /// connection stays open).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    http_header_timeout: String,
+    /// Fail a request whose body has sent nothing for this long. Answers
+    /// are never cut: `kiln logs -f` follows as long as it needs.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    http_body_timeout: String,
+    /// Most connections open at once; more are closed as they arrive
+    /// (default: the open-files limit, raised to its hard limit at start,
+    /// less 256, at most 16384).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most connections open at once from one client address (an IPv6
+    /// client: its /64).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections_per_ip: usize,
     /// Data folder (default: KILN_DATA, else $XDG_DATA_HOME/kiln).
     #[arg(long)]
     data: Option<std::path::PathBuf>,
@@ -365,9 +383,22 @@ fn duration_or_off(flag: &str, text: &str) -> anyhow::Result<Option<u64>> {
     }
 }
 
+/// A timeout flag of the HTTP listener: a duration of at least 1s.
+fn request_timeout(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    match kiln_spec::quantity::parse_duration_secs(text) {
+        Ok(0) => Err(anyhow::anyhow!("{flag}: must be at least 1s")),
+        Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+        Err(e) => Err(anyhow::anyhow!("{flag}: {e}")),
+    }
+}
+
 fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
     let ServerArgs {
         listen,
+        http_header_timeout,
+        http_body_timeout,
+        max_connections,
+        max_connections_per_ip,
         data,
         fake_gpus,
         cpus,
@@ -412,6 +443,16 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
     let config = kiln_server::Config {
         data: client::data_dir(data)?,
         listen,
+        http_header_timeout: request_timeout("--http-header-timeout", &http_header_timeout)?,
+        http_body_timeout: request_timeout("--http-body-timeout", &http_body_timeout)?,
+        max_connections: match max_connections {
+            Some(0) => anyhow::bail!("--max-connections: must be at least 1"),
+            n => n,
+        },
+        max_connections_per_ip: match max_connections_per_ip {
+            0 => anyhow::bail!("--max-connections-per-ip: must be at least 1"),
+            n => n,
+        },
         overrides,
         exe: std::env::current_exe()?,
         stop_grace_secs: stop_grace,
