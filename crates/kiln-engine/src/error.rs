@@ -27,6 +27,14 @@ pub enum EngineError {
     #[error("cannot watch or signal a supervisor process: {0}")]
     Pidfd(std::io::Error),
 
+    #[error(
+        "{0} does not exist inside the folder it must be in, or leads out of it through a link"
+    )]
+    Escapes(PathBuf),
+
+    #[error("cannot run the task as uid {uid}: {source}")]
+    RunAs { uid: u32, source: std::io::Error },
+
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }

@@ -79,6 +79,7 @@ pub fn bootstrap_admin(
             is_admin: true,
             password_hash: None,
             created_at_ms: now_ms,
+            identity: None,
         })?;
     }
     if token_file.exists() {

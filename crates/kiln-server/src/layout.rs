@@ -35,6 +35,30 @@ impl Layout {
         &self.root
     }
 
+    /// Closes the data folder to the uids tasks run as: they may pass
+    /// through it (bwrap reaches each task's mount points and /tmp by path)
+    /// but list nothing, and read neither the store nor the tokens. Their
+    /// spaces are their own (see `identity`).
+    pub fn restrict(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m: u32| {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        };
+        for dir in [self.spaces(), self.root.join("jobs")] {
+            let _ = std::fs::create_dir_all(&dir);
+            mode(&dir, 0o711);
+        }
+        mode(&self.root, 0o711);
+        for f in ["kiln.db", "kiln.db-wal", "kiln.db-shm", "admin.token"] {
+            mode(&self.root.join(f), 0o600);
+        }
+        for dir in [self.root.join("tensorboard"), self.staging()] {
+            if dir.exists() {
+                mode(&dir, 0o700);
+            }
+        }
+    }
+
     pub fn db(&self) -> PathBuf {
         self.root.join("kiln.db")
     }

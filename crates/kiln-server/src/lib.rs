@@ -7,6 +7,7 @@ pub mod auth;
 pub mod control;
 pub mod error;
 pub mod http_serve;
+pub mod identity;
 pub mod layout;
 pub mod metrics;
 pub mod spaces;
@@ -73,6 +74,10 @@ pub struct Config {
     pub tensorboard_listen: Option<String>,
     /// The boards' public base URL, when they are reached through a proxy.
     pub tensorboard_url: Option<String>,
+    /// The uids kiln gives its users' tasks (when it runs as root).
+    pub task_uids: identity::UidRange,
+    /// A kiln user with the name of a Unix account runs as that account.
+    pub map_unix_users: bool,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -114,6 +119,16 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     auth::bootstrap_admin(store.as_ref(), &layout.admin_token(), now)?;
+    let root_server = kiln_engine::local::sandbox::running_as_root();
+    if root_server {
+        layout.restrict();
+    }
+    let identities = Arc::new(identity::Identities::new(
+        Arc::clone(&store),
+        root_server.then_some(config.task_uids),
+        config.map_unix_users,
+        layout.spaces(),
+    ));
     let discovered = {
         let over = config.overrides.clone();
         tokio::task::spawn_blocking(move || discover(&over))
@@ -140,6 +155,13 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         (None, false) => {
             info!("sandbox off: tasks run unsandboxed and jobs with mounts are refused")
         }
+    }
+    if root_server && bwrap.is_some() && kiln_engine::local::sandbox::find_setpriv().is_none() {
+        return Err(ServerError::Config(
+            "kiln runs as root, and sandboxed tasks become their user's uid with setpriv, \
+             which is not installed: install util-linux (apt-get install util-linux)"
+                .into(),
+        ));
     }
     let containers = match config.containers {
         None => None,
@@ -180,6 +202,8 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         bwrap: bwrap.clone(),
         containers: containers.clone(),
         schedule_seconds: Some(prom.schedule.clone()),
+        identities: Arc::clone(&identities),
+        setpriv: kiln_engine::local::sandbox::find_setpriv(),
     };
     let control = {
         let store = Arc::clone(&store);
@@ -187,7 +211,10 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             .await
             .map_err(|e| ServerError::Random(e.to_string()))??
     };
-    let spaces = Arc::new(spaces::Spaces::new(layout.spaces(), config.quota_bytes));
+    let spaces = Arc::new(
+        spaces::Spaces::new(layout.spaces(), config.quota_bytes)
+            .with_identities(Arc::clone(&identities)),
+    );
     let layout_datasets = layout.datasets();
     let mut hub = metrics::Hub::new(Arc::clone(&store), layout.clone(), bwrap.is_some());
     if let Some(source) = gpu_source {
@@ -245,6 +272,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             source,
         })?;
     let state = api::AppState {
+        identities,
         store,
         control: control.clone(),
         layout,

@@ -86,6 +86,8 @@ pub struct BoardSpec {
     pub space: Option<PathBuf>,
     /// The board's own folder (its socket, its /tmp), inside the data folder.
     pub dir: PathBuf,
+    /// The owner's uid: the board reads their space as them, never as root.
+    pub run_as: Option<kiln_engine::local::RunAs>,
 }
 
 impl BoardSpec {
@@ -142,23 +144,28 @@ pub fn command_line(
                     source: space.clone(),
                     target: space.clone(),
                     read_only: true,
+                    beneath: None,
                 },
                 Bind {
                     source: spec.dir.clone(),
                     target: spec.dir.clone(),
                     read_only: false,
+                    beneath: None,
                 },
             ];
             sb.tmp = spec.dir.join("tmp");
-            let mut args: Vec<OsString> = [
-                "--unshare-net",
-                "--unshare-pid",
-                "--unshare-ipc",
-                "--new-session",
-            ]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
+            sb.switch_user = spec.run_as.and_then(|id| {
+                Some(kiln_engine::local::sandbox::SwitchUser {
+                    uid: id.uid,
+                    gid: id.gid,
+                    setpriv: kiln_engine::local::sandbox::find_setpriv()?,
+                })
+            });
+            // The sandbox has its own PID and IPC namespaces already.
+            let mut args: Vec<OsString> = ["--unshare-net", "--new-session"]
+                .into_iter()
+                .map(OsString::from)
+                .collect();
             args.extend(sb.args().into_iter().map(OsString::from));
             args.append(&mut run);
             (sb.bwrap, args)
@@ -377,6 +384,16 @@ impl Boards {
         tokio::fs::create_dir_all(&tmp)
             .await
             .map_err(|e| BoardError::Start(format!("cannot make {}: {e}", tmp.display())))?;
+        if let Some(id) = spec.run_as {
+            // The board runs as its owner: its folder is theirs alone.
+            use std::os::unix::fs::PermissionsExt;
+            for d in [&spec.dir, &tmp] {
+                std::os::unix::fs::lchown(d, Some(id.uid), Some(id.gid)).map_err(|e| {
+                    BoardError::Start(format!("cannot give {} to its owner: {e}", d.display()))
+                })?;
+                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
+            }
+        }
         // A socket left by a board that died.
         let _ = tokio::fs::remove_file(&socket).await;
         let sandbox = self.bwrap.as_ref().map(|(bwrap, data_root)| Sandbox {
@@ -389,6 +406,7 @@ impl Boards {
             devices: Vec::new(),
             workdir: "/".into(),
             drop_caps: running_as_root(),
+            switch_user: None,
         });
         let (exe, args) = command_line(python, sandbox, &spec);
         let mut child = Command::new(&exe)
@@ -708,6 +726,7 @@ mod tests {
             logdir: "/data/spaces/alice/Output/mnist/tensorboard".into(),
             space: space.map(PathBuf::from),
             dir: "/data/tensorboard/7".into(),
+            run_as: None,
         }
     }
 
@@ -722,6 +741,7 @@ mod tests {
             devices: Vec::new(),
             workdir: "/".into(),
             drop_caps: true,
+            switch_user: None,
         }
     }
 

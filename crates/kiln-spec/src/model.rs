@@ -120,6 +120,10 @@ pub struct TaskRole {
     pub env: IndexMap<String, String>,
     #[serde(skip_serializing_if = "RestartPolicy::is_never")]
     pub restart_policy: RestartPolicy,
+    /// At most this many processes and threads per task (cgroup
+    /// `pids.max`); None: the server's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
 }
 
 impl TaskRole {

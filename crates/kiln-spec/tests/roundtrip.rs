@@ -105,6 +105,7 @@ fn role(i: usize) -> impl Strategy<Value = TaskRole> {
                 shm,
             )| TaskRole {
                 name: format!("r{i}"),
+                pids: None,
                 replicas,
                 cpus,
                 memory_mb,

@@ -13,8 +13,8 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use records::{
-    Change, Event, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, Revoke, TaskRecord, TokenLife,
-    User,
+    Change, Event, Identity, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, Revoke, TaskRecord,
+    TokenLife, User,
 };
 pub use sqlite::SqliteStore;
 
@@ -53,6 +53,9 @@ pub trait Store: Send + Sync {
 
     /// Sets (or, with None, removes) a user's password hash.
     fn set_password(&self, name: &str, password_hash: Option<&str>) -> Result<(), StoreError>;
+
+    /// Records who a user's tasks run as; a uid is one user's only.
+    fn set_identity(&self, name: &str, id: &Identity) -> Result<(), StoreError>;
 
     fn user(&self, name: &str) -> Result<Option<User>, StoreError>;
 

@@ -138,6 +138,21 @@ pub struct User {
     #[serde(skip)]
     pub password_hash: Option<String>,
     pub created_at_ms: u64,
+    /// Who the user's tasks run as on the machine; None until assigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+}
+
+/// A kiln user's own uid and gid on the machine: the Unix account the admin
+/// mapped, or ids kiln allocated from its range and recorded here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// The Unix account these ids are of; None: allocated by kiln.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_user: Option<String>,
 }
 
 /// When a token was made and until when it works.

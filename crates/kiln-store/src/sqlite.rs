@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use crate::error::StoreError;
 use crate::records::{
-    Change, Event, JobFilter, JobRecord, NewJob, Revoke, TaskRecord, TokenLife, User,
+    Change, Event, Identity, JobFilter, JobRecord, NewJob, Revoke, TaskRecord, TokenLife, User,
 };
 use crate::Store;
 
@@ -86,6 +86,13 @@ CREATE INDEX tokens_user ON tokens(user_name);
     // A user's own jobs, newest first, without reading everyone else's.
     r#"
 CREATE INDEX jobs_user ON jobs(user_name, key);
+"#,
+    // Each user's own uid and gid for their tasks (issue: isolation).
+    r#"
+ALTER TABLE users ADD COLUMN uid INTEGER;
+ALTER TABLE users ADD COLUMN gid INTEGER;
+ALTER TABLE users ADD COLUMN unix_user TEXT;
+CREATE UNIQUE INDEX users_uid ON users(uid) WHERE uid IS NOT NULL;
 "#,
 ];
 
@@ -346,6 +353,14 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
         is_admin: r.get(1)?,
         password_hash: r.get(2)?,
         created_at_ms: ms(r.get(3)?),
+        identity: match (r.get::<_, Option<i64>>(4)?, r.get::<_, Option<i64>>(5)?) {
+            (Some(uid), Some(gid)) => Some(Identity {
+                uid: u32::try_from(uid).unwrap_or(u32::MAX),
+                gid: u32::try_from(gid).unwrap_or(u32::MAX),
+                unix_user: r.get(6)?,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -675,10 +690,32 @@ impl Store for SqliteStore {
         })
     }
 
+    fn set_identity(&self, name: &str, id: &Identity) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let r = conn.execute(
+                "UPDATE users SET uid = ?2, gid = ?3, unix_user = ?4 WHERE name = ?1",
+                params![name, i64::from(id.uid), i64::from(id.gid), id.unix_user],
+            );
+            match r {
+                Ok(0) => Err(StoreError::NotFound(format!("user {name}"))),
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Conflict(format!(
+                        "uid {} (it is another user's)",
+                        id.uid
+                    )))
+                }
+                Err(e) => Err(StoreError::sql("setting a user's uid")(e)),
+            }
+        })
+    }
+
     fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
         self.with(|conn| {
             conn.query_row(
-                "SELECT name, is_admin, password_hash, created_at_ms FROM users WHERE name = ?1",
+                "SELECT name, is_admin, password_hash, created_at_ms, uid, gid, unix_user FROM users WHERE name = ?1",
                 [name],
                 user_row,
             )
@@ -691,7 +728,7 @@ impl Store for SqliteStore {
         self.with(|conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT name, is_admin, password_hash, created_at_ms FROM users ORDER BY name",
+                    "SELECT name, is_admin, password_hash, created_at_ms, uid, gid, unix_user FROM users ORDER BY name",
                 )
                 .map_err(StoreError::sql("reading users"))?;
             let rows = stmt
@@ -739,7 +776,7 @@ impl Store for SqliteStore {
     fn user_by_token(&self, token_hash: &str, now_ms: u64) -> Result<Option<User>, StoreError> {
         self.with(|conn| {
             conn.prepare_cached(
-                "SELECT u.name, u.is_admin, u.password_hash, u.created_at_ms
+                "SELECT u.name, u.is_admin, u.password_hash, u.created_at_ms, u.uid, u.gid, u.unix_user
                  FROM tokens t JOIN users u ON u.name = t.user_name
                  WHERE t.token_hash = ?1 AND (t.expires_at_ms IS NULL OR t.expires_at_ms > ?2)",
             )

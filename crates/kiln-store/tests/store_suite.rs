@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use kiln_spec::completion::{JobState, TaskState};
 use kiln_spec::{JobId, TaskId};
 use kiln_store::{
-    Change, JobFilter, JobPatch, NewEvent, NewJob, Revoke, SqliteStore, Store, StoreError,
-    TaskRecord, TokenLife, User,
+    Change, Identity, JobFilter, JobPatch, NewEvent, NewJob, Revoke, SqliteStore, Store,
+    StoreError, TaskRecord, TokenLife, User,
 };
 
 fn new_job(user: &str, name: &str, at: u64) -> NewJob {
@@ -292,12 +292,41 @@ fn suite(store: &dyn Store) {
         is_admin: true,
         password_hash: None,
         created_at_ms: 1,
+        identity: None,
     };
     store.add_user(&admin).expect("user");
     assert!(matches!(
         store.add_user(&admin),
         Err(StoreError::Conflict(_))
     ));
+    // Each user's tasks run as a uid of their own: recorded, and never
+    // shared with another user.
+    let id = Identity {
+        uid: 1_500_000_000,
+        gid: 1_500_000_000,
+        unix_user: None,
+    };
+    store.set_identity("admin", &id).expect("identity");
+    assert_eq!(
+        store.user("admin").expect("read").and_then(|u| u.identity),
+        Some(id.clone())
+    );
+    store
+        .add_user(&User {
+            name: "eve".into(),
+            identity: None,
+            ..admin.clone()
+        })
+        .expect("user");
+    assert!(matches!(
+        store.set_identity("eve", &id),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.set_identity("ghost", &id),
+        Err(StoreError::NotFound(_))
+    ));
+    let admin = store.user("admin").expect("read").expect("admin");
     let forever = TokenLife::default();
     store.add_token("admin", "hash-1", forever).expect("token");
     assert!(matches!(
@@ -351,7 +380,7 @@ fn suite(store: &dyn Store) {
         .add_token("admin", "hash-1", forever)
         .expect("token again");
     assert_eq!(store.user("admin").expect("read"), Some(admin));
-    assert_eq!(store.users().expect("list").len(), 1);
+    assert_eq!(store.users().expect("list").len(), 2);
 }
 
 #[test]

@@ -479,6 +479,11 @@ pub fn nodes(json: bool) -> Result<ExitCode> {
             n["memoryMbAllocated"]
         );
         println!("  limits: {}", n["limits"].as_str().unwrap_or("?"));
+        println!("  processes: {}", n["pidsLimit"].as_str().unwrap_or("?"));
+        println!(
+            "  isolation: {}",
+            n["isolation"]["note"].as_str().unwrap_or("?")
+        );
         let gpus = n["gpus"].as_array().cloned().unwrap_or_default();
         if gpus.is_empty() {
             println!("  no GPUs ({})", n["gpuSource"].as_str().unwrap_or("?"));

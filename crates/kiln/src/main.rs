@@ -109,6 +109,10 @@ enum UserCommand {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
+        /// Run the user's tasks as this Unix account (its uid and gid; never
+        /// root). Default: a uid kiln allocates for the user.
+        #[arg(long, value_name = "ACCOUNT")]
+        unix_user: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
@@ -369,6 +373,18 @@ struct ServerArgs {
     /// with the boards' port).
     #[arg(long, value_name = "URL")]
     tensorboard_url: Option<String>,
+    /// As root, each user's tasks run as a uid of their own, allocated from
+    /// this range and recorded (FIRST-LAST).
+    #[arg(
+        long,
+        value_name = "FIRST-LAST",
+        default_value = "1500000000-1500999999"
+    )]
+    task_uids: kiln_server::identity::UidRange,
+    /// A kiln user named like a Unix account of this machine runs as that
+    /// account (never root) instead of an allocated uid.
+    #[arg(long)]
+    map_unix_users: bool,
 }
 
 /// A duration flag, or None for "off".
@@ -416,6 +432,8 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         tensorboard_max,
         tensorboard_listen,
         tensorboard_url,
+        task_uids,
+        map_unix_users,
     } = a;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
@@ -487,6 +505,8 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--tensorboard-idle: {e}"))?,
         tensorboard_max,
         tensorboard_listen,
+        task_uids,
+        map_unix_users,
         tensorboard_url: match tensorboard_url {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
             Some(u) => anyhow::bail!("--tensorboard-url: {u:?} is not an http:// or https:// URL"),
@@ -581,8 +601,9 @@ fn main() -> ExitCode {
                 name,
                 password_stdin,
                 admin,
+                unix_user,
                 output,
-            } => user_cmds::add(&name, password_stdin, admin, json(output)),
+            } => user_cmds::add(&name, password_stdin, admin, unix_user, json(output)),
             UserCommand::Ls { output } => user_cmds::list(json(output)),
             UserCommand::Token { name, output } => user_cmds::token(name, json(output)),
             UserCommand::Passwd { name } => user_cmds::passwd(name),

@@ -28,7 +28,13 @@ fn read_password(what: &str) -> Result<String> {
     Ok(p)
 }
 
-pub fn add(name: &str, password_stdin: bool, admin: bool, json: bool) -> Result<ExitCode> {
+pub fn add(
+    name: &str,
+    password_stdin: bool,
+    admin: bool,
+    unix_user: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
     let c = Client::from_env()?;
     let password = if password_stdin {
         Some(read_password("--password-stdin")?)
@@ -39,6 +45,7 @@ pub fn add(name: &str, password_stdin: bool, admin: bool, json: bool) -> Result<
         "name": name,
         "password": password,
         "admin": admin,
+        "unixUser": unix_user,
     }))?;
     let t: TokenView = c.json("POST", "/users", Some(body))?;
     print_token(&t, json)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kiln_engine::local::resources::{discover, Overrides};
 use kiln_engine::local::{
-    spawn_supervisor, supervisor_alive, Exit, LaunchSpec, Limits, Started, TaskDir,
+    spawn_supervisor, supervisor_alive, Exit, LaunchSpec, Limits, RunAs, Started, TaskDir,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -28,6 +28,7 @@ fn launch(dir: &Path, command: &str, grace: u64) -> TaskDir {
         limits: None,
         sandbox: None,
         container: None,
+        run_as: None,
     })
     .expect("launch.json");
     task
@@ -90,6 +91,48 @@ fn runs_the_command_with_exactly_its_environment_and_keeps_its_logs() {
         !names.contains(&"HOME") && !names.contains(&"CARGO_MANIFEST_DIR"),
         "{env}"
     );
+}
+
+/// As root, a task given its user's uid runs as that uid for good: no
+/// supplementary groups, no capabilities, no way back through set-uid
+/// programs. Root itself is never a uid to run as.
+#[test]
+fn a_task_runs_as_its_uid_with_no_privileges_left() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root to change uid");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::os::unix::fs::chown(tmp.path(), Some(1_500_000_777), Some(1_500_000_777)).expect("chown");
+    let with = |uid: u32| {
+        let task = TaskDir::new(tmp.path().join(format!("task-{uid}")));
+        task.write_launch(&LaunchSpec {
+            command: "id -u; id -G; grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; \
+                      echo x > mine && echo wrote"
+                .into(),
+            env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+            working_dir: tmp.path().to_owned(),
+            stop_grace_secs: 1,
+            limits: None,
+            sandbox: None,
+            container: None,
+            run_as: Some(RunAs { uid, gid: uid }),
+        })
+        .expect("launch.json");
+        let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+        let exit = exit_of(&task);
+        sup.wait().expect("reaped");
+        (exit, read(task.stdout()))
+    };
+    let (exit, out) = with(1_500_000_777);
+    assert!(exit.succeeded(), "{exit:?} {out}");
+    assert_eq!(
+        out,
+        "1500000777\n1500000777\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nwrote\n"
+    );
+    let (exit, out) = with(0);
+    assert!(exit.launch_error.is_some() && out.is_empty(), "{exit:?}");
 }
 
 #[test]
@@ -200,6 +243,7 @@ fn a_task_that_cannot_start_is_a_launch_error() {
         limits: None,
         sandbox: None,
         container: None,
+        run_as: None,
     })
     .expect("launch.json");
     let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
@@ -231,10 +275,13 @@ fn limited(
             cgroup_version: cg.version.unwrap_or(1),
             memory_root: cg.memory_root.clone(),
             cpu_root: cg.cpu_root.clone(),
+            pids_max: None,
+            pids_root: None,
             group: format!("kiln-test-{}-{name}", std::process::id()),
         }),
         sandbox: None,
         container: None,
+        run_as: None,
     })
     .expect("launch.json");
     (

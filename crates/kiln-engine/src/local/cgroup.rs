@@ -22,15 +22,25 @@ pub struct Limits {
     pub cgroup_version: u8,
     pub memory_root: Option<PathBuf>,
     pub cpu_root: Option<PathBuf>,
+    /// At most this many processes and threads (`pids.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_root: Option<PathBuf>,
     /// This task's group name, unique on the machine.
     pub group: String,
 }
+
+/// Processes and threads a task may have unless its job says otherwise:
+/// plenty for data loader workers and compilers, far from a fork bomb.
+pub const DEFAULT_PIDS_MAX: u64 = 4096;
 
 const CPU_PERIOD_US: u64 = 100_000;
 
 pub(crate) struct TaskGroup {
     version: u8,
     memory_dir: Option<PathBuf>,
+    pids_dir: Option<PathBuf>,
     dirs: Vec<PathBuf>,
     /// Open `cgroup.procs` of each group, written by the child before exec.
     procs: Vec<File>,
@@ -47,6 +57,7 @@ impl TaskGroup {
         let mut g = TaskGroup {
             version: l.cgroup_version,
             memory_dir: None,
+            pids_dir: None,
             dirs: Vec::new(),
             procs: Vec::new(),
         };
@@ -94,6 +105,11 @@ impl TaskGroup {
                 write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                 write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
             }
+        }
+        if let (Some(max), Some(root)) = (l.pids_max, &l.pids_root) {
+            let dir = make(root)?;
+            write(&dir.join("pids.max"), &max.to_string())?;
+            g.pids_dir = Some(dir);
         }
         for dir in g.dirs.clone() {
             let procs = dir.join("cgroup.procs");
@@ -159,6 +175,19 @@ impl TaskGroup {
                 .and_then(|t| t.trim().parse::<u64>().ok())
                 .is_some_and(|n| n > 0),
         }
+    }
+
+    /// Whether a fork or clone in the group failed for its pids limit
+    /// (`pids.events`: "max N", the same in v1 and v2).
+    pub fn pids_limited(&self) -> bool {
+        let Some(dir) = &self.pids_dir else {
+            return false;
+        };
+        let text = fs::read_to_string(dir.join("pids.events")).unwrap_or_default();
+        text.lines().any(|l| {
+            l.split_once(' ')
+                .is_some_and(|(k, v)| k == "max" && v.trim().parse::<u64>().is_ok_and(|n| n > 0))
+        })
     }
 
     /// Removes the groups once their processes are gone. The kernel may

@@ -143,11 +143,13 @@ mod tests {
                     source: "/var/lib/kiln/spaces/alice".into(),
                     target: "/mnt".into(),
                     read_only: false,
+                    beneath: None,
                 },
                 Bind {
                     source: "/var/lib/kiln/datasets/imagenet".into(),
                     target: "/mnt/imagenet".into(),
                     read_only: true,
+                    beneath: None,
                 },
             ],
             tmp: "/var/lib/kiln/jobs/7/attempt-0/worker-1/tmp".into(),

@@ -4,8 +4,9 @@
 //! finally `exit.json`. Each JSON file appears whole (write, rename), so a
 //! reader never sees half of one, even after a crash of either process.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -32,6 +33,17 @@ pub struct LaunchSpec {
     /// The job's image, run with docker or podman; replaces the sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<super::container::Container>,
+    /// The unprivileged uid and gid the task runs as (kiln as root); None:
+    /// as kiln's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
+}
+
+/// A task's own identity on the machine: its user's uid, never root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Written by the supervisor once the task's process exists.
@@ -58,9 +70,16 @@ pub struct Exit {
     /// The task never started (bad working folder, no bash): a failure of
     /// the platform, not of the user's code.
     pub launch_error: Option<String>,
+    /// The launch was refused for what the user's files hold (a mount
+    /// source that leads out of its folder), not for a fault of kiln's.
+    #[serde(default)]
+    pub refused: bool,
     /// Killed by the kernel for passing its memory limit.
     #[serde(default)]
     pub oom_killed: bool,
+    /// The task tried to start more processes than its limit allowed.
+    #[serde(default)]
+    pub pids_limited: bool,
     pub finished_at_ms: u64,
 }
 
@@ -189,7 +208,14 @@ pub(crate) fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), E
         source,
     })?;
     let tmp = path.with_extension("json.tmp");
-    let mut f = File::create(&tmp).map_err(EngineError::io("create", &tmp))?;
+    // Launch files hold the task's environment (its secrets): the owner only.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(EngineError::io("create", &tmp))?;
     f.write_all(&bytes)
         .map_err(EngineError::io("write", &tmp))?;
     drop(f);

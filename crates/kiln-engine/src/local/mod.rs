@@ -1,5 +1,6 @@
 //! The embedded default engine: tasks are process trees on this machine.
 
+pub mod binds;
 pub mod cgroup;
 pub mod container;
 pub mod files;
@@ -11,7 +12,7 @@ pub mod supervisor;
 pub mod usage;
 
 pub use cgroup::Limits;
-pub use files::{Exit, LaunchSpec, Started, TaskDir};
+pub use files::{Exit, LaunchSpec, RunAs, Started, TaskDir};
 pub use handle::Supervisor;
 pub use sandbox::{Bind, Sandbox};
 pub use supervisor::{pid_supervises, spawn_supervisor, supervise, supervisor_alive};

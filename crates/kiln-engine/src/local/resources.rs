@@ -29,6 +29,8 @@ pub struct Cgroups {
     /// Folder under which kiln can create one group per task.
     pub memory_root: Option<PathBuf>,
     pub cpu_root: Option<PathBuf>,
+    /// Where a per-task `pids.max` can be set; None: no process limit.
+    pub pids_root: Option<PathBuf>,
     /// Said in `kiln nodes` and in job events when limits are not enforced.
     pub note: Option<String>,
 }
@@ -231,6 +233,7 @@ fn detect_cgroups(root: &Path, own: &[(String, String)]) -> Cgroups {
         version: None,
         memory_root: None,
         cpu_root: None,
+        pids_root: None,
         note: Some(note),
     };
     if root.join("cgroup.controllers").exists() {
@@ -253,6 +256,7 @@ fn detect_cgroups(root: &Path, own: &[(String, String)]) -> Cgroups {
             version: Some(2),
             memory_root: has("memory").then(|| dir.clone()),
             cpu_root: has("cpu").then(|| dir.clone()),
+            pids_root: has("pids").then(|| dir.clone()),
             note: (!has("memory") || !has("cpu")).then(|| {
                 format!("cgroup v2 controllers here are [{controllers}]: limits without memory or cpu are not enforced")
             }),
@@ -282,6 +286,7 @@ fn detect_cgroups(root: &Path, own: &[(String, String)]) -> Cgroups {
         },
         memory_root,
         cpu_root,
+        pids_root: v1("pids"),
     }
 }
 

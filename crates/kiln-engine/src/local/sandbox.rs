@@ -18,6 +18,11 @@ pub struct Bind {
     /// Path inside the task.
     pub target: PathBuf,
     pub read_only: bool,
+    /// When set, `source` is relative to this folder and is resolved
+    /// beneath it by the supervisor when the task starts (see
+    /// `local::binds`), never followed out of it through a link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beneath: Option<PathBuf>,
 }
 
 /// One entry of the host's `/`, rebuilt read-only on a fresh root so that
@@ -82,8 +87,28 @@ pub struct Sandbox {
     pub devices: Vec<PathBuf>,
     /// Working folder inside the task.
     pub workdir: PathBuf,
-    /// Drop every capability (the server runs as root).
+    /// Drop every capability (bwrap runs as root).
     pub drop_caps: bool,
+    /// The task's own uid (kiln as root): bwrap builds the sandbox as root,
+    /// then setpriv becomes the task's uid and gid for good before the
+    /// task's command runs, with no capabilities and no_new_privs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_user: Option<SwitchUser>,
+}
+
+/// Who the task becomes inside the sandbox, and the program that does it.
+///
+/// bwrap cannot drop to another uid without a user namespace, and in one
+/// the task's files would be root's outside; bwrap run as the task's uid
+/// could not reach a data folder under /root. So bwrap stays root for the
+/// setup, keeping only the capabilities setpriv (util-linux) needs to
+/// change uid, and setpriv drops those with the uid change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub setpriv: PathBuf,
 }
 
 fn s(p: &std::path::Path) -> String {
@@ -93,7 +118,16 @@ fn s(p: &std::path::Path) -> String {
 impl Sandbox {
     /// bwrap's arguments, up to and including `--`.
     pub fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> = vec!["--tmpfs".into(), "/".into()];
+        // Its own PID, IPC and UTS namespaces: a task sees and signals only
+        // its own processes. The network stays shared, for DDP across tasks.
+        let mut a: Vec<String> = Vec::new();
+        a.extend([
+            "--unshare-pid".into(),
+            "--unshare-ipc".into(),
+            "--unshare-uts".into(),
+            "--tmpfs".into(),
+            "/".into(),
+        ]);
         for e in &self.root {
             match e {
                 RootEntry::Dir(name) => {
@@ -128,8 +162,20 @@ impl Sandbox {
             let kind = if b.read_only { "--ro-bind" } else { "--bind" };
             a.extend([kind.into(), s(&b.source), s(&b.target)]);
         }
-        if self.drop_caps {
+        if self.drop_caps || self.switch_user.is_some() {
             a.extend(["--cap-drop".into(), "ALL".into()]);
+        }
+        if self.switch_user.is_some() {
+            // bwrap enters the working folder (the user's, mode 0700) after
+            // dropping to these; setpriv's change of uid clears them all.
+            for cap in [
+                "CAP_SETUID",
+                "CAP_SETGID",
+                "CAP_SETPCAP",
+                "CAP_DAC_READ_SEARCH",
+            ] {
+                a.extend(["--cap-add".into(), cap.into()]);
+            }
         }
         a.extend([
             "--die-with-parent".into(),
@@ -137,8 +183,25 @@ impl Sandbox {
             s(&self.workdir),
             "--".into(),
         ]);
+        if let Some(u) = &self.switch_user {
+            a.extend([
+                s(&u.setpriv),
+                format!("--reuid={}", u.uid),
+                format!("--regid={}", u.gid),
+                "--clear-groups".into(),
+                "--inh-caps=-all".into(),
+                "--bounding-set=-all".into(),
+                "--no-new-privs".into(),
+                "--".into(),
+            ]);
+        }
         a
     }
+}
+
+/// Where `setpriv` (util-linux) is, to drop to a task's uid in the sandbox.
+pub fn find_setpriv() -> Option<PathBuf> {
+    find_program("setpriv")
 }
 
 /// Whether this process runs as root (then bwrap must drop capabilities).
@@ -181,11 +244,13 @@ mod tests {
                     source: "/srv/kiln/spaces/alice".into(),
                     target: "/mnt".into(),
                     read_only: false,
+                    beneath: None,
                 },
                 Bind {
                     source: "/srv/kiln/spaces/alice/data".into(),
                     target: "/data".into(),
                     read_only: true,
+                    beneath: None,
                 },
             ],
             tmp: "/srv/kiln/jobs/1/attempt-0/main-0/tmp".into(),
@@ -193,16 +258,34 @@ mod tests {
             devices: vec!["/dev/nvidia1".into()],
             workdir: "/mnt/Output/train".into(),
             drop_caps: true,
+            switch_user: None,
         };
         let a = sb.args().join(" ");
         assert_eq!(
             a,
-            "--tmpfs / --ro-bind /usr /usr --symlink usr/lib /lib \
+            "--unshare-pid --unshare-ipc --unshare-uts --tmpfs / --ro-bind /usr /usr --symlink usr/lib /lib \
              --dev /dev --proc /proc --tmpfs /srv/kiln \
              --bind /srv/kiln/jobs/1/attempt-0/main-0/tmp /tmp --size 67108864 --tmpfs /dev/shm \
              --dev-bind /dev/nvidia1 /dev/nvidia1 \
              --bind /srv/kiln/spaces/alice /mnt --ro-bind /srv/kiln/spaces/alice/data /data \
              --cap-drop ALL --die-with-parent --chdir /mnt/Output/train --"
+        );
+        // As root for another user: setpriv becomes them before the command.
+        let mut as_alice = sb.clone();
+        as_alice.switch_user = Some(SwitchUser {
+            uid: 1_500_000_001,
+            gid: 1_500_000_001,
+            setpriv: "/usr/bin/setpriv".into(),
+        });
+        let a = as_alice.args().join(" ");
+        assert!(
+            a.ends_with(
+                "--cap-drop ALL --cap-add CAP_SETUID --cap-add CAP_SETGID --cap-add CAP_SETPCAP \
+                 --cap-add CAP_DAC_READ_SEARCH --die-with-parent --chdir /mnt/Output/train -- /usr/bin/setpriv \
+                 --reuid=1500000001 --regid=1500000001 --clear-groups --inh-caps=-all \
+                 --bounding-set=-all --no-new-privs --"
+            ),
+            "{a}"
         );
         // The hidden data folder is masked before the binds that come from it.
         let args = sb.args();

@@ -101,7 +101,7 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     if !dir.try_claim(std::process::id() as i32)? {
         return Err(EngineError::AlreadyRan(dir.path().to_owned()));
     }
-    let spec = dir.read_launch()?;
+    let mut spec = dir.read_launch()?;
 
     let open = |path: std::path::PathBuf| {
         OpenOptions::new()
@@ -111,6 +111,10 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
             .map_err(EngineError::io("open", path))
     };
     let stdout_log = open(dir.stdout())?;
+    // Logs are the user's own: no other uid on the machine may read them.
+    for p in [dir.stdout(), dir.stderr(), dir.output()] {
+        let _ = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    }
     let stderr_log = open(dir.stderr())?;
     let output_log = Arc::new(Mutex::new(open(dir.output())?));
 
@@ -124,7 +128,7 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         Some(Ok(files)) => files,
         _ => Vec::new(),
     };
-    let ended_early = |launch_error: Option<String>, cgroup: Option<TaskGroup>| {
+    let ended_early = |launch_error: Option<String>, refused: bool, cgroup: Option<TaskGroup>| {
         if let Some(g) = cgroup {
             g.remove();
         }
@@ -133,13 +137,31 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
             signal: None,
             stop_requested: launch_error.is_none(),
             launch_error,
+            refused,
             oom_killed: false,
+            pids_limited: false,
             finished_at_ms: now_ms(),
         };
         write_atomic(&dir.exit(), &exit)
     };
     if signals.pending().any(|sig| sig == SIGTERM || sig == SIGINT) {
-        return ended_early(None, cgroup);
+        return ended_early(None, false, cgroup);
+    }
+    // Mount sources are resolved now, at the moment of use, beneath the
+    // folder each belongs to; as root, pinned by descriptor.
+    let resolved = match (spec.sandbox.as_mut(), spec.container.as_mut()) {
+        (Some(sb), _) => pin_binds(sb, dir),
+        // The container engine binds by path: checked now, not pinned.
+        (None, Some(ct)) => super::binds::resolve(&mut ct.binds, &dir.path().join("binds"), false),
+        (None, None) => Ok(()),
+    };
+    if let Err(e) = resolved {
+        let refused = matches!(e, EngineError::Escapes(_));
+        return ended_early(
+            Some(format!("cannot prepare the task's mounts: {e}")),
+            refused,
+            cgroup,
+        );
     }
 
     let mut cmd = match (&spec.container, &spec.sandbox) {
@@ -168,13 +190,24 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let joins_cgroup = !join.is_empty();
-    if joins_cgroup {
-        // SAFETY: between fork and exec only write(2) runs here, on files
-        // opened before the fork; nothing allocates or takes a lock.
+    // Bare tasks drop to their uid here. In the sandbox bwrap needs root to
+    // build the view and setpriv drops to the uid inside it; a container's
+    // client talks to its engine, which sets the uid inside the container.
+    let run_as = spec
+        .run_as
+        .filter(|_| spec.container.is_none() && spec.sandbox.is_none());
+    if joins_cgroup || run_as.is_some() {
+        // SAFETY: between fork and exec only write(2), setgroups, setgid,
+        // setuid and prctl run here, on files opened before the fork;
+        // nothing allocates or takes a lock.
         unsafe {
             cmd.pre_exec(move || {
+                // Join the groups first: as root, before giving it up.
                 for mut f in &join {
                     f.write_all(b"0")?;
+                }
+                if let Some(id) = run_as {
+                    drop_privileges(id)?;
                 }
                 Ok(())
             });
@@ -189,8 +222,11 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
                 (None, None, true) => "cannot start the task (bash, or joining its cgroup)",
                 (None, None, false) => "cannot start bash",
             };
-            let msg = format!("{what} in {}: {e}", spec.working_dir.display());
-            return ended_early(Some(msg), cgroup);
+            let who = run_as
+                .map(|id| format!(" as uid {}", id.uid))
+                .unwrap_or_default();
+            let msg = format!("{what}{who} in {}: {e}", spec.working_dir.display());
+            return ended_early(Some(msg), false, cgroup);
         }
     };
     let pid = child.id() as i32;
@@ -295,6 +331,7 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     // last lines; three fsyncs per task cost more than that protects.
 
     let oom_killed = cgroup.as_ref().is_some_and(TaskGroup::oom_killed);
+    let pids_limited = cgroup.as_ref().is_some_and(TaskGroup::pids_limited);
     if let Some(g) = cgroup {
         g.remove();
     }
@@ -306,10 +343,51 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         signal: status.and_then(|s| s.signal()),
         stop_requested: stopped,
         launch_error,
+        refused: false,
         oom_killed,
+        pids_limited,
         finished_at_ms: now_ms(),
     };
     write_atomic(&dir.exit(), &exit)
+}
+
+/// Resolves the sandbox's mount sources beneath their folders. As root the
+/// supervisor takes a mount namespace of its own and pins each source by
+/// descriptor onto a mount point in the task's folder (see `binds`).
+fn pin_binds(sb: &mut super::sandbox::Sandbox, dir: &TaskDir) -> Result<(), EngineError> {
+    if !sb.binds.iter().any(|b| b.beneath.is_some()) {
+        return Ok(());
+    }
+    let pin = super::sandbox::running_as_root();
+    if pin {
+        super::binds::private_mount_namespace()?;
+    }
+    super::binds::resolve(&mut sb.binds, &dir.path().join("binds"), pin)
+}
+
+/// Becomes the task's own uid and gid for good, with no supplementary
+/// groups and no way back to privileges through set-uid programs. Runs
+/// between fork and exec: system calls only.
+fn drop_privileges(id: super::files::RunAs) -> std::io::Result<()> {
+    if id.uid == 0 || id.gid == 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+    }
+    // SAFETY: plain system calls with valid arguments; each result checked.
+    unsafe {
+        let groups = [id.gid as libc::gid_t];
+        if libc::setgroups(1, groups.as_ptr()) != 0
+            || libc::setresgid(id.gid, id.gid, id.gid) != 0
+            || libc::setresuid(id.uid, id.uid, id.uid) != 0
+            || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Never go on as root should the kernel have ignored a call.
+        if libc::geteuid() == 0 || libc::getegid() == 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+        }
+    }
+    Ok(())
 }
 
 /// SIGTERM or SIGINT to the supervisor means "stop the task": SIGTERM to its

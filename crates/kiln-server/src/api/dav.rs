@@ -109,14 +109,20 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     };
     let spaces = Arc::clone(&state.spaces);
     let name = user.clone();
-    let dir = match tokio::task::spawn_blocking(move || spaces.dir(&name)).await {
+    let dir = match tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::spaces::SpaceError>((spaces.dir(&name)?, spaces.run_as(&name)?))
+    })
+    .await
+    {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => return Problem::internal(e.to_string()).into_response(),
         Err(e) => return Problem::internal(e.to_string()).into_response(),
     };
+    let (dir, run_as) = dir;
     let creds = DavUser {
         name: user.clone(),
         dir: Arc::new(dir),
+        run_as,
     };
     handler
         .handle_guarded(req, user, creds)

@@ -35,6 +35,8 @@ pub use tensorboard::BoardsAt;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Who each user's tasks and file operations run as.
+    pub identities: Arc<crate::identity::Identities>,
     pub control: Control,
     pub layout: Layout,
     pub spaces: Arc<crate::spaces::Spaces>,

@@ -83,6 +83,7 @@ fn board_spec(state: &AppState, job: &JobRecord) -> BoardSpec {
         logdir: Layout::tensorboard(&output),
         space: sandboxed.then(|| state.layout.spaces().join(job.id.user())),
         dir: state.layout.board(job.key),
+        run_as: state.identities.run_as(job.id.user()).ok().flatten(),
     }
 }
 

@@ -23,6 +23,12 @@ pub struct UserView {
     pub name: String,
     pub is_admin: bool,
     pub created_at_ms: u64,
+    /// The uid the user's tasks run as, once assigned (kiln as root).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub uid: Option<u32>,
+    /// The Unix account the user is mapped to, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unix_user: Option<String>,
 }
 
 /// A token, shown once; kiln keeps only its hash.
@@ -46,6 +52,9 @@ pub struct NewUser {
     password: Option<String>,
     #[serde(default)]
     admin: bool,
+    /// Run the user's tasks as this Unix account (never root); default: a
+    /// uid kiln allocates.
+    unix_user: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -60,6 +69,8 @@ fn view(u: &User) -> UserView {
         name: u.name.clone(),
         is_admin: u.is_admin,
         created_at_ms: u.created_at_ms,
+        uid: u.identity.as_ref().map(|i| i.uid),
+        unix_user: u.identity.as_ref().and_then(|i| i.unix_user.clone()),
     }
 }
 
@@ -85,6 +96,8 @@ pub async fn me(caller: Caller) -> Json<UserView> {
         name: caller.name,
         is_admin: caller.is_admin,
         created_at_ms: 0,
+        uid: None,
+        unix_user: None,
     })
 }
 
@@ -116,9 +129,34 @@ pub async fn add(
     if req.password.as_deref().is_some_and(|p| p.len() < 8) {
         return Err(Problem::field("password", "must be at least 8 characters"));
     }
+    if let Some(account) = &req.unix_user {
+        let (uid, _) =
+            crate::identity::unix_account(account).map_err(|m| Problem::field("unixUser", m))?;
+        if state.identities.view().uid_range.is_none() {
+            return Err(Problem::field(
+                "unixUser",
+                "kiln is not running as root, so tasks cannot run as another Unix account",
+            ));
+        }
+        let store = Arc::clone(&state.store);
+        let users = blocking(move || store.users()).await?;
+        if let Some(other) = users
+            .iter()
+            .find(|u| u.identity.as_ref().is_some_and(|i| i.uid == uid))
+        {
+            return Err(Problem::field(
+                "unixUser",
+                format!(
+                    "uid {uid} of {account} is already the uid of user {}",
+                    other.name
+                ),
+            ));
+        }
+    }
     let token = new_token().map_err(|e| Problem::internal(e.to_string()))?;
     let store = Arc::clone(&state.store);
     let name = req.name.clone();
+    let account = req.unix_user.clone();
     let token_hash = hash_token(&token);
     blocking(move || {
         let password_hash = match &req.password {
@@ -136,6 +174,7 @@ pub async fn add(
             is_admin: req.admin,
             password_hash,
             created_at_ms: now,
+            identity: None,
         })?;
         store.add_token(&req.name, &token_hash, TokenLife::until_revoked(now_ms()))
     })
@@ -147,6 +186,19 @@ pub async fn add(
             p
         }
     })?;
+    // The user's identity now, so their space is theirs from the start.
+    let ids = Arc::clone(&state.identities);
+    let who = name.clone();
+    blocking(move || {
+        if let Some(account) = account {
+            ids.map_unix(&who, &account)
+                .map_err(kiln_store::StoreError::Conflict)?;
+        }
+        ids.run_as(&who)
+            .map(|_| ())
+            .map_err(kiln_store::StoreError::Conflict)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(TokenView { name, token })))
 }
 

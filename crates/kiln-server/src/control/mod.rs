@@ -129,6 +129,10 @@ pub struct NodeView {
     pub memory_mb_allocated: u64,
     /// Whether memory and CPU limits are enforced, and if not, why.
     pub limits: String,
+    /// Whether each task's processes are capped (cgroup `pids.max`).
+    pub pids_limit: String,
+    /// How tasks of different users are kept apart here.
+    pub isolation: crate::identity::IsolationView,
     pub notes: Vec<String>,
 }
 

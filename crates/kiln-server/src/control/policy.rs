@@ -33,12 +33,18 @@ pub fn task_end(exit: &Exit) -> TaskEnd {
     };
     if let Some(err) = &exit.launch_error {
         end.reason = Some(format!("LaunchFailed: {err}"));
-        end.platform = true;
+        // A launch refused for what the user's files hold fails like the
+        // user's own code would; kiln's own failures are retried for free.
+        end.platform = !exit.refused;
     } else if exit.stop_requested {
         end.state = TaskState::Stopped;
         end.reason = Some("Stopped".into());
     } else if exit.oom_killed {
         end.reason = Some("OOMKilled".into());
+    } else if exit.pids_limited && exit.exit_code != Some(0) {
+        // A fork that failed for the task's limit on processes is the
+        // likeliest cause of the failure, as OOMKilled is for memory.
+        end.reason = Some("PidsLimitReached".into());
     } else if exit.exit_code == Some(0) {
         end.state = TaskState::Succeeded;
     } else if let Some(sig) = exit.signal {
@@ -209,7 +215,9 @@ mod tests {
             signal,
             stop_requested: false,
             launch_error: None,
+            refused: false,
             oom_killed: false,
+            pids_limited: false,
             finished_at_ms: 1,
         }
     }
@@ -250,12 +258,23 @@ mod tests {
         let mut oom = exit(None, Some(9));
         oom.oom_killed = true;
         assert_eq!(task_end(&oom).reason.as_deref(), Some("OOMKilled"));
+        // A fork refused for the pids limit explains a failure, not a success.
+        let mut forks = exit(Some(1), None);
+        forks.pids_limited = true;
+        assert_eq!(task_end(&forks).reason.as_deref(), Some("PidsLimitReached"));
+        forks.exit_code = Some(0);
+        assert_eq!(task_end(&forks).state, TaskState::Succeeded);
         let mut stopped = exit(None, Some(15));
         stopped.stop_requested = true;
         assert_eq!(task_end(&stopped).state, TaskState::Stopped);
         let mut launch = exit(None, None);
         launch.launch_error = Some("no bash".into());
         assert!(task_end(&launch).platform);
+        launch.refused = true;
+        assert!(
+            !task_end(&launch).platform,
+            "a link out of the space is the user's"
+        );
         // A stop that raced a natural exit still reads as a stop.
         let mut both = exit(Some(0), None);
         both.stop_requested = true;

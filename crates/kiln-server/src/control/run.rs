@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use kiln_engine::local::container::{Container, Runtime};
 use kiln_engine::local::resources::Discovered;
 use kiln_engine::local::{
-    spawn_supervisor, Bind, LaunchSpec, Limits, Sandbox, Supervisor, TaskDir,
+    spawn_supervisor, Bind, LaunchSpec, Limits, RunAs, Sandbox, Supervisor, TaskDir,
 };
 use kiln_sched::{JobRequest, Placed, RunningJob, TaskRequest};
 use kiln_spec::completion::{decide, AttemptState, JobState, TaskState, TaskStatus};
@@ -48,6 +48,27 @@ pub struct EngineConfig {
     pub containers: Option<(Runtime, PathBuf)>,
     /// Where scheduling pass times go (Prometheus).
     pub schedule_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// Who each user's tasks run as.
+    pub identities: Arc<crate::identity::Identities>,
+    /// util-linux's setpriv, with which a sandboxed task becomes its uid.
+    pub setpriv: Option<PathBuf>,
+}
+
+/// A task's private folder (its /tmp): the task's uid alone may enter it.
+fn task_folder(tmp: &std::path::Path, run_as: Option<RunAs>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    if let Some(id) = run_as {
+        std::os::unix::fs::lchown(tmp, Some(id.uid), Some(id.gid))
+            .map_err(|e| format!("cannot give {} to uid {}: {e}", tmp.display(), id.uid))?;
+        let _ = std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o700));
+        // The task folder holds the launch record (the task's secrets) and
+        // logs: others may pass through it to their mount points, not list it.
+        if let Some(parent) = tmp.parent() {
+            let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711));
+        }
+    }
+    Ok(())
 }
 
 struct Waiting {
@@ -588,17 +609,19 @@ impl Loop {
         attempt: u32,
         task: &TaskId,
         gen: u32,
-        cpus: u32,
-        memory_mb: u64,
+        role: &kiln_spec::model::TaskRole,
     ) -> Option<Limits> {
+        let (cpus, memory_mb, pids) = (role.cpus, role.memory_mb, role.pids);
         let cg = &self.cfg.discovered.cgroups;
         let version = cg.version?;
-        if cg.memory_root.is_none() && cg.cpu_root.is_none() {
+        if cg.memory_root.is_none() && cg.cpu_root.is_none() && cg.pids_root.is_none() {
             return None;
         }
         Some(Limits {
             memory_mb: (memory_mb > 0).then_some(memory_mb),
             cpus: (cpus > 0).then_some(cpus),
+            pids_max: Some(pids.map_or(kiln_engine::local::cgroup::DEFAULT_PIDS_MAX, u64::from)),
+            pids_root: cg.pids_root.clone(),
             cgroup_version: version,
             memory_root: cg.memory_root.clone(),
             cpu_root: cg.cpu_root.clone(),
@@ -614,6 +637,11 @@ impl Loop {
             return Ok(());
         };
         let (job, spec) = (w.job.clone(), Arc::clone(&w.spec));
+        let run_as = self
+            .cfg
+            .identities
+            .run_as(job.id.user())
+            .map_err(|e| format!("cannot give the task its user's uid: {e}"))?;
         let ids = task_ids(&spec);
         let JobPorts {
             master: master_port,
@@ -675,8 +703,7 @@ impl Loop {
         let attempt_dir = self.cfg.layout.attempt(key, job.attempt);
         let _ = std::fs::remove_dir_all(&attempt_dir);
         let prepared = (|| -> Result<Vec<(TaskDir, LaunchSpec)>, String> {
-            std::fs::create_dir_all(Layout::tensorboard(&output))
-                .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
+            self.make_output(&job, &output, space.is_some(), run_as)?;
             let mut out = Vec::new();
             for (id, env) in ids.iter().zip(envs) {
                 let role = spec
@@ -684,18 +711,18 @@ impl Loop {
                     .ok_or_else(|| format!("no role for {id}"))?;
                 let dir = TaskDir::new(self.cfg.layout.task(key, job.attempt, id, 0));
                 let tmp = dir.path().join("tmp");
-                std::fs::create_dir_all(&tmp)
-                    .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+                task_folder(&tmp, run_as)?;
                 let sandbox = match (&self.cfg.bwrap, &space) {
-                    (Some(bwrap), Some(sp)) => Some(self.sandbox(
+                    (Some(bwrap), Some(_)) => Some(self.sandbox(
                         bwrap,
-                        sp,
+                        job.id.user(),
                         key,
                         &spec,
                         &tmp,
                         &output_inside,
                         role.shm_mb,
                         &placed_gpus(&placed, &ids, id),
+                        run_as,
                     )),
                     _ => None,
                 };
@@ -730,6 +757,19 @@ impl Loop {
                 } else {
                     &tmp
                 });
+                if run_as.is_some() {
+                    // The task's own name and a home it can write to (the
+                    // server's HOME is root's).
+                    let home = if sandbox.is_some() || container.is_some() {
+                        SPACE_INSIDE.to_owned()
+                    } else {
+                        tmp.display().to_string()
+                    };
+                    all.retain(|(k, _)| !matches!(k.as_str(), "USER" | "LOGNAME" | "HOME"));
+                    all.push(("USER".into(), job.id.user().to_owned()));
+                    all.push(("LOGNAME".into(), job.id.user().to_owned()));
+                    all.push(("HOME".into(), home));
+                }
                 all.extend(env.env);
                 // The working folder: inside the sandbox it is bwrap's to
                 // enter (the supervisor starts bwrap from the task folder).
@@ -741,16 +781,24 @@ impl Loop {
                         None => output.clone(),
                     }
                 };
-                std::fs::create_dir_all(&working_dir)
-                    .map_err(|e| format!("cannot create {}: {e}", working_dir.display()))?;
+                if sandbox.is_none() && container.is_none() {
+                    // The job's own folder outside any space: the server's
+                    // to make, the task's to write.
+                    std::fs::create_dir_all(&working_dir)
+                        .map_err(|e| format!("cannot create {}: {e}", working_dir.display()))?;
+                    if let Some(id) = run_as {
+                        crate::identity::chown_tree(&output, id)?;
+                    }
+                }
                 let launch = LaunchSpec {
                     command: role.command.clone(),
                     env: all,
                     working_dir,
                     stop_grace_secs: self.cfg.stop_grace_secs,
-                    limits: self.limits(key, job.attempt, id, 0, role.cpus, role.memory_mb),
+                    limits: self.limits(key, job.attempt, id, 0, role),
                     sandbox,
                     container,
+                    run_as,
                 };
                 dir.write_launch(&launch).map_err(|e| e.to_string())?;
                 out.push((dir, launch));
@@ -868,49 +916,60 @@ impl Loop {
     fn sandbox(
         &self,
         bwrap: &std::path::Path,
-        space: &std::path::Path,
+        user: &str,
         key: i64,
         spec: &JobSpec,
         tmp: &std::path::Path,
         output_inside: &std::path::Path,
         shm_mb: u64,
         gpus: &[u32],
+        run_as: Option<RunAs>,
     ) -> Sandbox {
+        // Every source in a space or the datasets is named relative to its
+        // folder and resolved beneath it by the supervisor at launch: a
+        // task may have swapped any of it for a link since submission.
+        let spaces = self.cfg.layout.spaces();
+        let space = spaces.join(user);
         let mut binds = vec![Bind {
-            source: space.to_owned(),
+            source: user.into(),
             target: SPACE_INSIDE.into(),
             read_only: false,
+            beneath: Some(spaces),
         }];
         // OpenPAI's codeDir: the copy taken at submission, read-only where
         // the folder is (the live folder should the copy be missing).
         if let Some(code) = &spec.code_dir {
             let copy = self.cfg.layout.code(key);
+            let (source, beneath) = if copy.is_dir() {
+                (copy, None)
+            } else {
+                (PathBuf::from(code), Some(space.clone()))
+            };
             binds.push(Bind {
-                source: if copy.is_dir() {
-                    copy
-                } else {
-                    space.join(code)
-                },
+                source,
                 target: PathBuf::from(SPACE_INSIDE).join(code),
                 read_only: true,
+                beneath,
             });
         }
         for m in &spec.mounts {
-            // Sources were checked at submission; bwrap binds what exists.
             let source = match &m.source {
                 MountSource::Space(rel) => crate::spaces::SpacePath::parse(rel)
                     .ok()
-                    .map(|p| space.join(p.rel())),
+                    .map(|p| (p.rel().to_owned(), space.clone())),
                 MountSource::Dataset(name) => {
-                    crate::spaces::Datasets::new(self.cfg.layout.datasets()).path(name)
+                    crate::spaces::Datasets::new(self.cfg.layout.datasets())
+                        .path(name)
+                        .map(|_| (PathBuf::from(name), self.cfg.layout.datasets()))
                 }
             };
-            if let Some(source) = source {
+            if let Some((source, base)) = source {
                 binds.push(Bind {
                     source,
                     target: m.target.clone().into(),
                     // Datasets are shared: never writable.
                     read_only: m.read_only || matches!(m.source, MountSource::Dataset(_)),
+                    beneath: Some(base),
                 });
             }
         }
@@ -946,7 +1005,57 @@ impl Loop {
             devices,
             workdir,
             drop_caps: kiln_engine::local::sandbox::running_as_root(),
+            switch_user: run_as.and_then(|id| {
+                Some(kiln_engine::local::sandbox::SwitchUser {
+                    uid: id.uid,
+                    gid: id.gid,
+                    setpriv: self.cfg.setpriv.clone()?,
+                })
+            }),
         }
+    }
+
+    /// Makes the job's output folder (and its TensorBoard folder). In a
+    /// space it is made beneath the space as the user, so a link a task
+    /// left there never makes the server create anything elsewhere.
+    fn make_output(
+        &self,
+        job: &JobRecord,
+        output: &std::path::Path,
+        in_space: bool,
+        run_as: Option<RunAs>,
+    ) -> Result<(), String> {
+        let board = Layout::tensorboard(output);
+        if !in_space {
+            return std::fs::create_dir_all(&board)
+                .map_err(|e| format!("cannot create {}: {e}", output.display()));
+        }
+        let space = self.cfg.layout.spaces().join(job.id.user());
+        let rel = board.strip_prefix(&space).map_err(|_| {
+            format!(
+                "{} is not in the space of {}",
+                output.display(),
+                job.id.user()
+            )
+        })?;
+        std::fs::create_dir_all(&space)
+            .map_err(|e| format!("cannot create {}: {e}", space.display()))?;
+        if let Some(id) = run_as {
+            use std::os::unix::fs::PermissionsExt;
+            // The space is its user's alone.
+            let _ = std::os::unix::fs::lchown(&space, Some(id.uid), Some(id.gid));
+            let _ = std::fs::set_permissions(&space, std::fs::Permissions::from_mode(0o700));
+        }
+        let dir = cap_std::fs::Dir::open_ambient_dir(&space, cap_std::ambient_authority())
+            .map_err(|e| format!("cannot open {}: {e}", space.display()))?;
+        let _as = crate::identity::ActingAs::new(run_as);
+        dir.create_dir_all(rel).map_err(|e| {
+            format!(
+                "cannot create {} in the space of {}: {e} (a link there that leads out of the space is not followed)",
+                rel.display(),
+                job.id.user()
+            )
+        })
     }
 
     /// The job's rendezvous port and every task's port list, all or none.
@@ -1055,7 +1164,11 @@ impl Loop {
         slot.gen = gen;
         let dir = TaskDir::new(self.cfg.layout.task(key, attempt, &slot.rec.task, gen));
         let tmp = dir.path().join("tmp");
-        let _ = std::fs::create_dir_all(&tmp);
+        if let Err(e) = task_folder(&tmp, launch.run_as) {
+            let end = task_lost(&e);
+            self.record_end(key, i, end, change);
+            return;
+        }
         match &mut launch.sandbox {
             // Inside the sandbox the new folder is the task's /tmp.
             Some(sb) => sb.tmp = tmp.clone(),
@@ -1570,6 +1683,14 @@ impl Loop {
                 cpus_allocated: cpus,
                 memory_mb_allocated: mem,
                 limits,
+                pids_limit: match (&cg.pids_root, cg.version) {
+                    (Some(_), Some(v)) => format!(
+                        "enforced with cgroup v{v}: {} processes per task unless the job says `pids`",
+                        kiln_engine::local::cgroup::DEFAULT_PIDS_MAX
+                    ),
+                    _ => "not enforced: no writable pids controller".into(),
+                },
+                isolation: self.cfg.identities.view(),
                 notes: self.cfg.discovered.notes.clone(),
             }],
             waiting: self.waiting.len(),

@@ -28,6 +28,8 @@ const UPLOAD_PREFIX: &str = ".kiln-upload-";
 pub struct DavUser {
     pub name: String,
     pub dir: Arc<Dir>,
+    /// The user's uid: WebDAV makes and changes files as them.
+    pub run_as: Option<kiln_engine::local::RunAs>,
 }
 
 /// The file system behind `/dav/`; the space comes with each request.
@@ -104,12 +106,24 @@ async fn blocking<T: Send + 'static>(
         .map_err(fs_error)
 }
 
+/// [`blocking`], with the thread's file operations done as the user.
+async fn blocking_as<T: Send + 'static>(
+    id: Option<kiln_engine::local::RunAs>,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> FsResult<T> {
+    blocking(move || {
+        let _as = crate::identity::ActingAs::new(id);
+        f()
+    })
+    .await
+}
+
 /// The metadata of `path`, following a final symlink (within the space)
 /// or not.
 async fn meta(path: &DavPath, user: &DavUser, follow: bool) -> FsResult<Box<dyn DavMetaData>> {
     let rel = rel(path)?;
     let dir = Arc::clone(&user.dir);
-    let m = blocking(move || {
+    let m = blocking_as(user.run_as, move || {
         if follow {
             dir.metadata(&rel)
         } else {
@@ -296,7 +310,7 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
                 }
             }
             let dir = Arc::clone(&user.dir);
-            let file = blocking(move || {
+            let file = blocking_as(user.run_as, move || {
                 let mut o = cap_std::fs::OpenOptions::new();
                 o.read(options.read)
                     .write(options.write)
@@ -333,7 +347,7 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
         Box::pin(async move {
             let rel = rel(path)?;
             let dir = Arc::clone(&user.dir);
-            let entries = blocking(move || {
+            let entries = blocking_as(user.run_as, move || {
                 let mut out = Vec::new();
                 for e in dir.read_dir(&rel)? {
                     let e = e?;
@@ -383,7 +397,7 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
         Box::pin(async move {
             let rel = rel(path)?;
             let dir = Arc::clone(&user.dir);
-            blocking(move || dir.create_dir(&rel)).await
+            blocking_as(user.run_as, move || dir.create_dir(&rel)).await
         })
     }
 
@@ -395,7 +409,7 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
                 return Err(FsError::Forbidden);
             }
             let dir = Arc::clone(&user.dir);
-            blocking(move || dir.remove_dir(&rel)).await?;
+            blocking_as(user.run_as, move || dir.remove_dir(&rel)).await?;
             self.changed(&user.name);
             Ok(())
         })
@@ -405,7 +419,7 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
         Box::pin(async move {
             let rel = rel(path)?;
             let dir = Arc::clone(&user.dir);
-            blocking(move || dir.remove_file(&rel)).await?;
+            blocking_as(user.run_as, move || dir.remove_file(&rel)).await?;
             self.changed(&user.name);
             Ok(())
         })
@@ -423,7 +437,7 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
                 return Err(FsError::Forbidden);
             }
             let dir = Arc::clone(&user.dir);
-            blocking(move || dir.rename(&from, &dir, &to)).await
+            blocking_as(user.run_as, move || dir.rename(&from, &dir, &to)).await
         })
     }
 
@@ -437,7 +451,7 @@ impl GuardedFileSystem<DavUser> for SpaceDav {
             let (from, to) = (rel(from)?, rel(to)?);
             let room = self.room(&user.name).await?;
             let dir = Arc::clone(&user.dir);
-            let r = blocking(move || {
+            let r = blocking_as(user.run_as, move || {
                 let size = dir.metadata(&from)?.len();
                 if room.is_some_and(|r| size > r) {
                     return Err(std::io::ErrorKind::QuotaExceeded.into());

@@ -100,6 +100,8 @@ pub struct Spaces {
     root: PathBuf,
     quota: Option<u64>,
     usage: Mutex<HashMap<String, (Instant, u64)>>,
+    /// Each user's uid: their files are made and changed as them.
+    identities: Option<std::sync::Arc<crate::identity::Identities>>,
 }
 
 impl Spaces {
@@ -108,7 +110,32 @@ impl Spaces {
             root,
             quota,
             usage: Mutex::new(HashMap::new()),
+            identities: None,
         }
+    }
+
+    pub fn with_identities(mut self, ids: std::sync::Arc<crate::identity::Identities>) -> Self {
+        self.identities = Some(ids);
+        self
+    }
+
+    /// Who `user` is on the machine, for WebDAV's own file operations.
+    pub fn run_as(&self, user: &str) -> Result<Option<kiln_engine::local::RunAs>, SpaceError> {
+        match &self.identities {
+            None => Ok(None),
+            Some(ids) => ids.run_as(user).map_err(|e| SpaceError::Io {
+                action: "find the uid of",
+                path: user.to_owned(),
+                source: std::io::Error::other(e),
+            }),
+        }
+    }
+
+    /// The calling thread's file operations run as `user` until the guard
+    /// is dropped: what it makes is theirs, and only what they may touch
+    /// can be touched (see identity::ActingAs).
+    pub fn acting_as(&self, user: &str) -> Result<crate::identity::ActingAs, SpaceError> {
+        Ok(crate::identity::ActingAs::new(self.run_as(user)?))
     }
 
     pub fn quota(&self) -> Option<u64> {
@@ -119,11 +146,18 @@ impl Spaces {
     pub fn folder(&self, user: &str) -> Result<PathBuf, SpaceError> {
         kiln_spec::ids::check_user_name(user).map_err(SpaceError::Invalid)?;
         let path = self.root.join(user);
-        std::fs::create_dir_all(&path).map_err(|source| SpaceError::Io {
-            action: "create",
-            path: path.display().to_string(),
-            source,
-        })?;
+        if !path.is_dir() {
+            std::fs::create_dir_all(&path).map_err(|source| SpaceError::Io {
+                action: "create",
+                path: path.display().to_string(),
+                source,
+            })?;
+            if let Some(id) = self.run_as(user)? {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::os::unix::fs::lchown(&path, Some(id.uid), Some(id.gid));
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+            }
+        }
         Ok(path)
     }
 
@@ -139,6 +173,7 @@ impl Spaces {
 
     pub fn list(&self, user: &str, p: &SpacePath) -> Result<Vec<Entry>, SpaceError> {
         let dir = self.dir(user)?;
+        let _as = self.acting_as(user)?;
         let meta = dir.metadata(p.rel()).map_err(SpaceError::io("read", p))?;
         if !meta.is_dir() {
             return Err(SpaceError::Conflict(format!(
@@ -177,6 +212,7 @@ impl Spaces {
     /// Whether `p` is a folder (false for a file); NotFound when absent.
     pub fn is_dir(&self, user: &str, p: &SpacePath) -> Result<bool, SpaceError> {
         let dir = self.dir(user)?;
+        let _as = self.acting_as(user)?;
         Ok(dir
             .metadata(p.rel())
             .map_err(SpaceError::io("read", p))?
@@ -186,6 +222,7 @@ impl Spaces {
     /// Opens a file for reading.
     pub fn open(&self, user: &str, p: &SpacePath) -> Result<(std::fs::File, u64), SpaceError> {
         let dir = self.dir(user)?;
+        let _as = self.acting_as(user)?;
         let f = dir.open(p.rel()).map_err(SpaceError::io("open", p))?;
         let meta = f.metadata().map_err(SpaceError::io("read", p))?;
         if meta.is_dir() {
@@ -201,8 +238,9 @@ impl Spaces {
         if p.is_root() {
             return Ok(());
         }
-        self.dir(user)?
-            .create_dir_all(p.rel())
+        let dir = self.dir(user)?;
+        let _as = self.acting_as(user)?;
+        dir.create_dir_all(p.rel())
             .map_err(SpaceError::io("create", p))
     }
 
@@ -213,6 +251,7 @@ impl Spaces {
             ));
         }
         let dir = self.dir(user)?;
+        let _as = self.acting_as(user)?;
         let meta = dir
             .symlink_metadata(p.rel())
             .map_err(SpaceError::io("read", p))?;
@@ -242,6 +281,7 @@ impl Spaces {
             ));
         }
         let dir = self.dir(user)?;
+        let _as = self.acting_as(user)?;
         dir.symlink_metadata(from.rel())
             .map_err(SpaceError::io("read", from))?;
         if dir.symlink_metadata(to.rel()).is_ok() {
@@ -269,6 +309,7 @@ impl Spaces {
             ));
         }
         let dir = self.dir(user)?;
+        let _as = self.acting_as(user)?;
         if dir.metadata(p.rel()).is_ok_and(|m| m.is_dir()) {
             return Err(SpaceError::Conflict(format!("{} is a folder", p.display())));
         }
@@ -298,6 +339,7 @@ impl Spaces {
         bytes: u64,
     ) -> Result<(), SpaceError> {
         let dir = self.dir(user)?;
+        let _as = self.acting_as(user)?;
         dir.rename(tmp.rel(), &dir, p.rel())
             .map_err(SpaceError::io("write", p))?;
         if let Ok(mut u) = self.usage.lock() {
@@ -310,6 +352,7 @@ impl Spaces {
 
     pub fn discard_upload(&self, user: &str, tmp: &SpacePath) {
         if let Ok(dir) = self.dir(user) {
+            let _as = self.acting_as(user);
             let _ = dir.remove_file(tmp.rel());
         }
     }

@@ -591,6 +591,7 @@ fn read_replica(
     let shm_mb = shm_of(pod, c, &pod_path, r).unwrap_or(DEFAULT_SHM_MB);
 
     let role = TaskRole {
+        pids: None,
         name: replica_type.to_ascii_lowercase(),
         replicas,
         cpus,

@@ -231,6 +231,7 @@ pub(crate) fn read_space_dir(
 
 pub(crate) fn placeholder_role() -> crate::model::TaskRole {
     crate::model::TaskRole {
+        pids: None,
         name: String::new(),
         replicas: 1,
         cpus: 1,

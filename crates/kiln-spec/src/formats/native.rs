@@ -54,6 +54,7 @@ const ROLE_KEYS: &[&str] = &[
     "cpus",
     "memory",
     "shm",
+    "pids",
     "gpus",
     "ports",
     "command",
@@ -256,6 +257,7 @@ fn read_memory(m: &Map<String, Value>, key: &str, path: &str, r: &mut Reader) ->
 
 fn read_role(m: &Map<String, Value>, path: &str, r: &mut Reader) -> TaskRole {
     TaskRole {
+        pids: r.opt_uint(m, "pids", path, 4_194_304).map(|n| n as u32),
         name: String::new(),
         replicas: r
             .opt_uint(m, "replicas", path, limits::MAX_REPLICAS)

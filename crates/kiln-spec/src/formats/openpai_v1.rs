@@ -141,6 +141,7 @@ fn read_role(m: &Map<String, Value>, path: &str, r: &mut Reader) -> TaskRole {
         r,
     );
     TaskRole {
+        pids: None,
         name: r.req_string(m, "name", path).unwrap_or_default(),
         replicas: r
             .req_uint(m, "taskNumber", path, limits::MAX_REPLICAS)

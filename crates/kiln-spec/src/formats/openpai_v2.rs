@@ -647,6 +647,7 @@ fn read_role(
         .collect();
 
     TaskRole {
+        pids: None,
         name: name.to_owned(),
         replicas: r
             .opt_uint(spec, "instances", path, limits::MAX_REPLICAS)
