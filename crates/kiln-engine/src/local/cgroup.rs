@@ -2,7 +2,8 @@
 //! and telling an out-of-memory kill from any other SIGKILL.
 //!
 //! The task joins its group between fork and exec (it writes "0", meaning
-//! "myself", to `cgroup.procs`), so nothing it starts escapes the limits.
+//! "myself", to `cgroup.procs`, or v1's `tasks`), so nothing it starts escapes
+//! the limits.
 //! Version 1 (memory and cpu hierarchies, as on kiln's CI machines) is
 //! exercised by tests; version 2 uses the same steps with v2's file names.
 
@@ -42,7 +43,8 @@ pub(crate) struct TaskGroup {
     memory_dir: Option<PathBuf>,
     pids_dir: Option<PathBuf>,
     dirs: Vec<PathBuf>,
-    /// Open `cgroup.procs` of each group, written by the child before exec.
+    /// Open `cgroup.procs` (v2) or `tasks` (v1) of each group, written by
+    /// the child before exec.
     procs: Vec<File>,
 }
 
@@ -111,8 +113,18 @@ impl TaskGroup {
             write(&dir.join("pids.max"), &max.to_string())?;
             g.pids_dir = Some(dir);
         }
+        // v1: the child joins through `tasks`, moving its one thread (it
+        // has only one between fork and exec; what it starts later
+        // inherits the groups). A thread's move skips the global lock that
+        // moving a whole process through `cgroup.procs` takes, which waits
+        // for an RCU grace period: 5-20 ms per task here, against 0.45 ms.
+        let join = if l.cgroup_version == 2 {
+            "cgroup.procs"
+        } else {
+            "tasks"
+        };
         for dir in g.dirs.clone() {
-            let procs = dir.join("cgroup.procs");
+            let procs = dir.join(join);
             let f = OpenOptions::new()
                 .write(true)
                 .open(&procs)

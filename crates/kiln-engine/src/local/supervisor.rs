@@ -172,7 +172,11 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         }
         (None, Some(sb)) => {
             let mut c = Command::new(&sb.bwrap);
-            c.args(sb.args()).arg("bash").arg("-c");
+            // bash by its full path: the task's PATH may start with folders
+            // its uid cannot enter, each a failed exec on every start.
+            let bash = super::sandbox::find_program("bash")
+                .map_or_else(|| "bash".into(), |p| p.into_os_string());
+            c.args(sb.args()).arg(bash).arg("-c");
             c
         }
         (None, None) => {
