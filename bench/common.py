@@ -216,6 +216,9 @@ class Kiln:
             host = os.path.join(self.data, "marks")
             inside = host
         os.makedirs(host, exist_ok=True)
+        if not self.sandboxed:
+            # Run as root, kiln runs tasks as their user's own uid.
+            os.chmod(host, 0o1777)
         return host, inside
 
     def api(self, method, path, body=None, token=None, raw=False):

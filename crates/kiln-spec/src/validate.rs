@@ -55,6 +55,7 @@ pub enum Field<'a> {
     Cpus(usize),
     Memory(usize),
     Shm(usize),
+    Pids(usize),
     Gpus(usize),
     RoleGpuType(usize),
     RoleImage(usize),
@@ -378,6 +379,10 @@ pub(crate) fn validate(
                     role.memory_mb, role.shm_mb
                 ),
             );
+        }
+        // bwrap, its init and the task's shell are three already.
+        if let Some(p) = role.pids {
+            c.range(Field::Pids(r), u64::from(p), 8, 4_194_304);
         }
         c.text(Field::RoleGpuType(r), &role.gpu_type);
         c.text(Field::RoleImage(r), &role.image);

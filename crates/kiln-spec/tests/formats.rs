@@ -378,6 +378,17 @@ fn native_units_are_checked() {
 }
 
 #[test]
+fn native_pids_limit_is_a_role_field_with_a_floor() {
+    let p = ok("name: x\ncommand: y\npids: 256\n");
+    assert_eq!(p.job.roles[0].pids, Some(256));
+    assert_eq!(ok("name: x\ncommand: y\n").job.roles[0].pids, None);
+    let e = errs("name: x\ncommand: y\npids: 2\n");
+    assert!(has(&e, "pids: must be at least 8, got 2"), "{e:?}");
+    let e = errs("name: x\nroles:\n  - {name: w, command: y, pids: 0}\n");
+    assert!(has(&e, "roles[0].pids: must be at least 8, got 0"), "{e:?}");
+}
+
+#[test]
 fn detection_is_by_content_not_by_syntax() {
     // OpenPAI v1 written as YAML, and kiln's format written as JSON.
     let v1 = "jobName: y\nimage: i\ntaskRoles:\n  - {name: a, taskNumber: 1, cpuNumber: 1, memoryMB: 200, gpuNumber: 0, command: x}\n";

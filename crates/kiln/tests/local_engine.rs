@@ -500,7 +500,7 @@ fn clone_delete_and_the_error_shapes() {
 #[test]
 fn a_restart_policy_restarts_the_task_in_place() {
     let s = Server::start();
-    let marks = tempfile::tempdir().expect("tmp");
+    let marks = common::shared_tempdir();
     let m = marks.path().display();
     let id = s.submit(
         "flaky",
@@ -589,7 +589,7 @@ fn follow_logs(
 fn logs_follow_live_and_come_in_ranges_and_downloads() {
     use std::io::BufRead;
     let s = Server::start();
-    let marks = tempfile::tempdir().expect("tmp");
+    let marks = common::shared_tempdir();
     let go = marks.path().join("go");
     let id = s.submit(
         "talker",

@@ -56,6 +56,7 @@ fn crater_mnist_training_saves_its_model() {
     std::fs::create_dir(&mnist).expect("mkdir");
     std::fs::copy(examples().join("mnist/train.py"), mnist.join("train.py")).expect("copy");
     make_dataset(&bin, &work.path().join("data"), "MNIST");
+    common::open_tree(work.path());
     let id = s.submit(
         "crater",
         &format!(
@@ -157,6 +158,7 @@ fn kubeflow_pytorchjob_trains_with_ddp_over_gloo() {
             "\"--epochs=1\"",
             "\"--epochs=1\"\n                - \"--save-model\"",
         );
+    common::open_tree(work.path());
     let id = s.submit("kubeflow", &manifest);
     assert_eq!(id, "admin~pytorch-simple");
     let j = s.wait_state(&id, "SUCCEEDED", 600);
@@ -294,6 +296,7 @@ fn torchrun_inside_tasks_takes_the_pet_variables() {
     // No arguments: torchrun reads PET_NNODES, PET_NODE_RANK,
     // PET_NPROC_PER_NODE, PET_MASTER_ADDR and PET_MASTER_PORT.
     let cmd = format!("torchrun {}", script.display());
+    common::open_tree(work.path());
     let id = s.submit(
         "torchrun",
         &format!(
@@ -351,6 +354,7 @@ writer.close()
 "#,
     )
     .expect("script");
+    common::open_tree(work.path());
     let id = s.submit(
         "fit",
         &format!("name: fit\ncommand: python3 {}\n", script.display()),

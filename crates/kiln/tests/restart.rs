@@ -28,7 +28,7 @@ fn lines(path: &Path) -> usize {
 #[test]
 fn a_killed_server_comes_back_and_carries_on() {
     let mut s = Server::start();
-    let marks = tempfile::tempdir().expect("tmp");
+    let marks = common::shared_tempdir();
     let m = marks.path().display().to_string();
 
     // Runs across the crash and ends after the restart.
@@ -115,7 +115,7 @@ fn a_killed_server_comes_back_and_carries_on() {
 #[test]
 fn a_deadline_that_fired_before_a_crash_still_fails_the_job() {
     let mut s = Server::start();
-    let marks = tempfile::tempdir().expect("tmp");
+    let marks = common::shared_tempdir();
     let m = marks.path().display().to_string();
     // The task takes its time over SIGTERM (the grace period, 1 s, then
     // SIGKILL), so the server can die between the deadline and the end.
@@ -159,7 +159,7 @@ fn a_deadline_that_fired_before_a_crash_still_fails_the_job() {
 #[test]
 fn a_graceful_shutdown_leaves_running_tasks_alone() {
     let mut s = Server::start();
-    let marks = tempfile::tempdir().expect("tmp");
+    let marks = common::shared_tempdir();
     let m = marks.path().display().to_string();
     let id = s.submit(
         "steady",

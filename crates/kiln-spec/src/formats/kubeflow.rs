@@ -96,6 +96,8 @@ impl Paths for KubeflowPaths {
             Field::Memory(r) => self.resource(r, "memory"),
             Field::Gpus(r) => self.resource(r, "nvidia.com/gpu"),
             Field::Shm(r) => self.replica(r) + ".template.spec.volumes",
+            // Not read from this format; the role is the nearest place.
+            Field::Pids(r) => self.replica(r),
             Field::RoleGpuType(r) => self.replica(r) + ".template.spec.nodeSelector",
             Field::RoleImage(r) => self.container(r) + ".image",
             Field::Command(r) => self.container(r) + ".command",

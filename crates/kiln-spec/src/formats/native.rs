@@ -99,6 +99,7 @@ impl Paths for NativePaths {
             Field::Cpus(r) => role(r, "cpus"),
             Field::Memory(r) => role(r, "memory"),
             Field::Shm(r) => role(r, "shm"),
+            Field::Pids(r) => role(r, "pids"),
             Field::Gpus(r) => role(r, "gpus"),
             Field::RoleGpuType(r) => role(r, "gpuType"),
             Field::RoleImage(r) => role(r, "image"),

@@ -60,6 +60,7 @@ impl Paths for V1Paths {
             Field::Cpus(r) => role(r, "cpuNumber"),
             Field::Memory(r) => role(r, "memoryMB"),
             Field::Shm(r) => role(r, "shmMB"),
+            Field::Pids(r) => role(r, "pids"),
             Field::Gpus(r) => role(r, "gpuNumber"),
             Field::RoleImage(_) => "image".into(),
             Field::Command(r) => role(r, "command"),

@@ -91,6 +91,7 @@ impl Paths for V2Paths {
             Field::Memory(r) => res(r, "memoryMB"),
             Field::Gpus(r) => res(r, "gpu"),
             Field::Shm(r) => field(&field(&role(r), "extraContainerOptions"), "shmMB"),
+            Field::Pids(r) => role(r),
             Field::RoleGpuType(r) => format!(
                 "extras.hivedScheduler.taskRoles.{}.skuType",
                 self.roles.get(r).map(String::as_str).unwrap_or("?")

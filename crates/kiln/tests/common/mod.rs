@@ -385,3 +385,35 @@ pub fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>)
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A temporary folder every uid may use. Run as root, kiln runs each user's
+/// tasks as that user's own uid, not as the test's; tests that hand tasks
+/// marker files or scripts in the host's /tmp keep them here.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    open_tree(dir.path());
+    dir
+}
+
+/// Opens a tree the test made to every uid (folders 0777, files 0666, both
+/// keeping execute bits), so tasks can read and write in it.
+pub fn open_tree(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(root) else {
+        return;
+    };
+    if meta.file_type().is_symlink() {
+        return;
+    }
+    let mode = if meta.is_dir() {
+        0o777
+    } else {
+        0o666 | (meta.permissions().mode() & 0o111)
+    };
+    let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode));
+    if meta.is_dir() {
+        for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            open_tree(&e.path());
+        }
+    }
+}
