@@ -71,11 +71,14 @@ fn links_planted_by_a_failing_attempt_are_not_followed_by_the_retry() {
     for dir in ["data", "data2", "data3"] {
         put_as(&s, &alice, &format!("{dir}/a.txt"), "alice");
     }
+    // A name of this run's own in /etc: an earlier run against a kiln
+    // without the fix leaves its file behind.
+    let etc_mark = format!("kiln-pwned-{}", std::process::id());
     let id = submit_as(
         &s,
         &alice,
         "swap",
-        "name: swap\nretryCount: 1\nmounts:\n  - {space: data, target: /d1}\n  - {space: data2, target: /d2}\n  - {space: data3, target: /d3}\ncommand: |\n  if [ \"$KILN_ATTEMPT\" = 0 ]; then\n    rm -rf /mnt/data /mnt/data2 /mnt/data3\n    ln -s ../bob /mnt/data; ln -s ../.. /mnt/data2; ln -s /etc /mnt/data3\n    exit 1\n  fi\n  cat /d1/private/secret.txt; echo pwned > /d1/pwned\n  cat /d2/admin.token; echo pwned > /d2/pwned\n  echo pwned > /d3/kiln-pwned\n",
+        &format!("name: swap\nretryCount: 1\nmounts:\n  - {{space: data, target: /d1}}\n  - {{space: data2, target: /d2}}\n  - {{space: data3, target: /d3}}\ncommand: |\n  if [ \"$KILN_ATTEMPT\" = 0 ]; then\n    rm -rf /mnt/data /mnt/data2 /mnt/data3\n    ln -s ../bob /mnt/data; ln -s ../.. /mnt/data2; ln -s /etc /mnt/data3\n    exit 1\n  fi\n  cat /d1/private/secret.txt; echo pwned > /d1/pwned\n  cat /d2/admin.token; echo pwned > /d2/pwned\n  echo pwned > /d3/{etc_mark}\n"),
     );
     let j = ended(&s, &id, 60);
     assert_eq!(j["state"], "FAILED", "{j}");
@@ -89,7 +92,7 @@ fn links_planted_by_a_failing_attempt_are_not_followed_by_the_retry() {
     let data = s.data.path();
     assert!(!data.join("spaces/bob/pwned").exists());
     assert!(!data.join("pwned").exists());
-    assert!(!Path::new("/etc/kiln-pwned").exists());
+    assert!(!Path::new("/etc").join(&etc_mark).exists());
     let log = s.logs(&id, "main-0");
     assert!(
         !log.contains("bob-secret") && !log.contains(&s.token),
