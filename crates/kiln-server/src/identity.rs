@@ -73,6 +73,12 @@ pub fn unix_account(name: &str) -> Result<(u32, u32), String> {
         Ok(Some(u)) if u.uid.as_raw() == 0 || u.gid.as_raw() == 0 => Err(format!(
             "Unix account {name} is root's (uid or gid 0); tasks never run as root"
         )),
+        // System accounts and groups (daemons, disk, shadow) are not people's.
+        Ok(Some(u)) if u.uid.as_raw() < 1000 || u.gid.as_raw() < 100 => Err(format!(
+            "Unix account {name} is a system account (uid {}, gid {}); map people's accounts (uid 1000 and up)",
+            u.uid.as_raw(),
+            u.gid.as_raw()
+        )),
         Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
         Ok(None) => Err(format!("there is no Unix account {name} on this machine")),
         Err(e) => Err(format!("cannot look up Unix account {name}: {e}")),
@@ -252,27 +258,68 @@ impl Identities {
     }
 }
 
-/// Gives a folder and everything beneath it to `id`, without following any
-/// link (a link is itself given, never what it points to).
+/// Gives a folder and everything beneath it to `id`, without following
+/// any link: each level is opened by descriptor with `O_NOFOLLOW` from the
+/// one above, so a task that swaps a folder for a link while this runs
+/// makes it skip that entry, never reach outside (a link itself is given,
+/// never what it points to).
 pub fn chown_tree(root: &Path, id: RunAs) -> Result<(), String> {
-    let Ok(meta) = std::fs::symlink_metadata(root) else {
-        return Ok(());
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let fail = |what: &str, p: &Path| {
+        format!(
+            "cannot give {} to uid {} ({what}): {}",
+            p.display(),
+            id.uid,
+            std::io::Error::last_os_error()
+        )
     };
-    let mut stack = vec![(root.to_owned(), meta)];
-    while let Some((path, meta)) = stack.pop() {
-        use std::os::unix::fs::MetadataExt;
-        if meta.uid() != id.uid || meta.gid() != id.gid {
-            std::os::unix::fs::lchown(&path, Some(id.uid), Some(id.gid))
-                .map_err(|e| format!("cannot give {} to uid {}: {e}", path.display(), id.uid))?;
+    let c = |b: &[u8]| std::ffi::CString::new(b).map_err(|_| "a name holds a NUL byte".to_owned());
+    let dir_flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let root_c = c(root.as_os_str().as_bytes())?;
+    // SAFETY: a valid path; the result is checked and owned below.
+    let fd = unsafe { libc::open(root_c.as_ptr(), dir_flags) };
+    if fd < 0 {
+        return match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOENT) => Ok(()),
+            _ => Err(fail("open", root)),
+        };
+    }
+    // SAFETY: fd was just opened and is owned here alone.
+    let mut stack = vec![(unsafe { OwnedFd::from_raw_fd(fd) }, root.to_owned())];
+    while let Some((dir, path)) = stack.pop() {
+        // SAFETY: fchown on a descriptor we own.
+        if unsafe { libc::fchown(dir.as_raw_fd(), id.uid, id.gid) } != 0 {
+            return Err(fail("chown", &path));
         }
-        if meta.is_dir() {
-            let Ok(rd) = std::fs::read_dir(&path) else {
+        // Listed through the descriptor itself, not by path again.
+        let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name_c = c(name.as_bytes())?;
+            // SAFETY: a directory descriptor we own and a valid name.
+            let sub = unsafe { libc::openat(dir.as_raw_fd(), name_c.as_ptr(), dir_flags) };
+            if sub >= 0 {
+                // SAFETY: sub was just opened and is owned here alone.
+                stack.push((unsafe { OwnedFd::from_raw_fd(sub) }, path.join(&name)));
                 continue;
+            }
+            // Not a folder (or a link to one): the entry itself.
+            // SAFETY: as above; AT_SYMLINK_NOFOLLOW changes a link, not
+            // its target.
+            let r = unsafe {
+                libc::fchownat(
+                    dir.as_raw_fd(),
+                    name_c.as_ptr(),
+                    id.uid,
+                    id.gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
             };
-            for e in rd.flatten() {
-                if let Ok(m) = e.path().symlink_metadata() {
-                    stack.push((e.path(), m));
-                }
+            if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
+                return Err(fail("chown", &path.join(&name)));
             }
         }
     }

@@ -52,10 +52,13 @@ impl Layout {
         for f in ["kiln.db", "kiln.db-wal", "kiln.db-shm", "admin.token"] {
             mode(&self.root.join(f), 0o600);
         }
-        for dir in [self.root.join("tensorboard"), self.staging()] {
-            if dir.exists() {
-                mode(&dir, 0o700);
-            }
+        // Boards run as their owner and reach their own folder in here.
+        for (dir, m) in [
+            (self.root.join("tensorboard"), 0o711),
+            (self.staging(), 0o700),
+        ] {
+            let _ = std::fs::create_dir_all(&dir);
+            mode(&dir, m);
         }
     }
 

@@ -154,6 +154,13 @@ pub fn command_line(
                 },
             ];
             sb.tmp = spec.dir.join("tmp");
+            // The owner's uid passes through the hidden data folder to its
+            // space and to the board's own folder.
+            sb.dirs = [space.parent(), spec.dir.parent()]
+                .into_iter()
+                .flatten()
+                .map(Path::to_path_buf)
+                .collect();
             sb.switch_user = spec.run_as.and_then(|id| {
                 Some(kiln_engine::local::sandbox::SwitchUser {
                     uid: id.uid,
@@ -400,6 +407,7 @@ impl Boards {
             bwrap: bwrap.clone(),
             root: host_root(),
             hide: vec![data_root.clone()],
+            dirs: Vec::new(),
             binds: Vec::new(),
             tmp: PathBuf::new(),
             shm_mb: 64,
@@ -408,8 +416,15 @@ impl Boards {
             drop_caps: running_as_root(),
             switch_user: None,
         });
+        let sandboxed = sandbox.is_some();
         let (exe, args) = command_line(python, sandbox, &spec);
-        let mut child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        if let (false, Some(id)) = (sandboxed, spec.run_as) {
+            // Unsandboxed, the board drops to its owner's uid itself (std
+            // clears the supplementary groups when root changes uid).
+            cmd.uid(id.uid).gid(id.gid);
+        }
+        let mut child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -735,6 +750,7 @@ mod tests {
             bwrap: "/usr/bin/bwrap".into(),
             root: vec![kiln_engine::local::sandbox::RootEntry::Dir("usr".into())],
             hide: vec!["/data".into()],
+            dirs: Vec::new(),
             binds: Vec::new(),
             tmp: PathBuf::new(),
             shm_mb: 64,

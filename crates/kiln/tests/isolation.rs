@@ -22,8 +22,8 @@ fn lab() -> Option<(Server, String, String)> {
     let bwrap = kiln_engine::local::sandbox::find_bwrap().is_some();
     if !root || !bwrap {
         assert!(
-            std::env::var_os("KILN_REQUIRE_BWRAP").is_none() || !bwrap || root,
-            "the isolation tests need root"
+            std::env::var_os("KILN_REQUIRE_BWRAP").is_none(),
+            "KILN_REQUIRE_BWRAP is set: the isolation tests need root and bubblewrap"
         );
         eprintln!("SKIPPED: needs root and bubblewrap");
         return None;
@@ -61,43 +61,100 @@ fn ended(s: &Server, id: &str, secs: u64) -> Value {
     })
 }
 
-/// Finding 1: a failing attempt swaps its mounted folders for links (to
+/// Finding 1: a failing attempt swaps its mounted folder for a link (to
 /// another user's space, to the data folder, to /etc); the retry must not
-/// get the links' targets bound.
+/// get the link's target bound. One job per link, so each is refused on
+/// its own.
 #[test]
 fn links_planted_by_a_failing_attempt_are_not_followed_by_the_retry() {
     let Some((s, alice, bob)) = lab() else { return };
     put_as(&s, &bob, "private/secret.txt", "bob-secret-1234");
-    for dir in ["data", "data2", "data3"] {
-        put_as(&s, &alice, &format!("{dir}/a.txt"), "alice");
-    }
     // A name of this run's own in /etc: an earlier run against a kiln
     // without the fix leaves its file behind.
     let etc_mark = format!("kiln-pwned-{}", std::process::id());
-    let id = submit_as(
-        &s,
-        &alice,
-        "swap",
-        &format!("name: swap\nretryCount: 1\nmounts:\n  - {{space: data, target: /d1}}\n  - {{space: data2, target: /d2}}\n  - {{space: data3, target: /d3}}\ncommand: |\n  if [ \"$KILN_ATTEMPT\" = 0 ]; then\n    rm -rf /mnt/data /mnt/data2 /mnt/data3\n    ln -s ../bob /mnt/data; ln -s ../.. /mnt/data2; ln -s /etc /mnt/data3\n    exit 1\n  fi\n  cat /d1/private/secret.txt; echo pwned > /d1/pwned\n  cat /d2/admin.token; echo pwned > /d2/pwned\n  echo pwned > /d3/{etc_mark}\n"),
-    );
-    let j = ended(&s, &id, 60);
-    assert_eq!(j["state"], "FAILED", "{j}");
-    let t = task(&j, "main-0");
-    assert_eq!(t["attempt"], 1, "{j}");
-    let reason = t["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.starts_with("LaunchFailed") && reason.contains("leads out of it"),
-        "the retry must refuse the links: {j}"
-    );
+    let attacks = [
+        (
+            "bob",
+            "../bob",
+            "cat /d/private/secret.txt; echo pwned > /d/pwned",
+        ),
+        ("root", "../..", "cat /d/admin.token; echo pwned > /d/pwned"),
+        ("etc", "/etc", &*format!("echo pwned > /d/{etc_mark}")),
+    ];
+    let mut ids = Vec::new();
+    for (name, link, payload) in attacks {
+        put_as(&s, &alice, &format!("{name}/a.txt"), "alice");
+        ids.push(submit_as(
+            &s,
+            &alice,
+            name,
+            &format!(
+                "name: {name}\nretryCount: 1\nmounts:\n  - {{space: {name}, target: /d}}\ncommand: |\n  if [ \"$KILN_ATTEMPT\" = 0 ]; then\n    cd /; rm -rf /mnt/{name}; ln -s {link} /mnt/{name}; exit 1\n  fi\n  {payload}\n"
+            ),
+        ));
+    }
+    for id in &ids {
+        let j = ended(&s, id, 60);
+        assert_eq!(j["state"], "FAILED", "{j}");
+        let t = task(&j, "main-0");
+        assert_eq!(t["attempt"], 1, "{j}");
+        let reason = t["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("LaunchFailed") && reason.contains("leads out of it"),
+            "the retry must refuse the link: {j}"
+        );
+        let log = s.logs(id, "main-0");
+        assert!(
+            !log.contains("bob-secret") && !log.contains(&s.token),
+            "{log}"
+        );
+    }
     let data = s.data.path();
     assert!(!data.join("spaces/bob/pwned").exists());
     assert!(!data.join("pwned").exists());
     assert!(!Path::new("/etc").join(&etc_mark).exists());
-    let log = s.logs(&id, "main-0");
-    assert!(
-        !log.contains("bob-secret") && !log.contains(&s.token),
-        "{log}"
+}
+
+/// A link left where a mount point inside the space goes: bwrap, as root,
+/// would make the mount point through it, on the host. The supervisor makes
+/// mount points in the space itself, never through a link, so the job is
+/// refused; a read-only mount inside the space stays read-only.
+#[test]
+fn a_link_at_a_mount_point_in_the_space_makes_nothing_on_the_host() {
+    let Some((s, alice, _bob)) = lab() else {
+        return;
+    };
+    let mark = format!("kiln-target-{}", std::process::id());
+    put_as(&s, &alice, "data/a.txt", "alice");
+    let plant = submit_as(
+        &s,
+        &alice,
+        "plant",
+        &format!("name: plant\ncommand: 'ln -s ../../oldroot/etc/{mark} /mnt/victim'\n"),
     );
+    assert_eq!(ended(&s, &plant, 30)["state"], "SUCCEEDED");
+    let id = submit_as(
+        &s,
+        &alice,
+        "victim",
+        "name: victim\nmounts:\n  - {space: data, target: /mnt/victim}\ncommand: 'ls /mnt/victim'\n",
+    );
+    let j = ended(&s, &id, 30);
+    let reason = task(&j, "main-0")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("leads out of it"), "{j}");
+    assert!(!Path::new("/etc").join(&mark).exists());
+    // The legitimate case: a mount point made in the space, read-only.
+    let id = submit_as(
+        &s,
+        &alice,
+        "inside",
+        "name: inside\nmounts:\n  - {space: data, target: /mnt/deep/ro, readOnly: true}\ncommand: 'cat /mnt/deep/ro/a.txt; echo; touch /mnt/deep/ro/b 2>/dev/null || echo read-only'\n",
+    );
+    let j = s.wait_state(&id, "SUCCEEDED", 30);
+    assert_eq!(s.logs(&id, "main-0"), "alice\nread-only\n", "{j}");
 }
 
 /// Findings 2: alice's task looks through /proc for bob's task and the
@@ -121,7 +178,7 @@ fn a_task_sees_and_signals_only_its_own_processes() {
         &alice,
         "snoop",
         &format!(
-            "name: snoop\ncommand: |\n  id -u\n  ps -e -o pid= | wc -l | sed 's/^ */procs=/'\n  cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep BOB_SECRET || echo no-secret\n  ls /proc/{victim}/root/mnt 2>/dev/null && echo saw-bobs-space || echo no-root\n  kill -9 {victim} 2>/dev/null && echo killed-bob || echo bob-unreachable\n  kill -9 {server} 2>/dev/null && echo killed-server || echo server-unreachable\n  kill -9 1 2>/dev/null && echo killed-init || echo init-unreachable\n"
+            "name: snoop\ncommand: |\n  id -u\n  grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status | tr -d '\\t'\n  ps -e -o pid= | wc -l | sed 's/^ */procs=/'\n  cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep BOB_SECRET || echo no-secret\n  ls /proc/{victim}/root/mnt 2>/dev/null && echo saw-bobs-space || echo no-root\n  kill -9 {victim} 2>/dev/null && echo killed-bob || echo bob-unreachable\n  kill -9 {server} 2>/dev/null && echo killed-server || echo server-unreachable\n  kill -9 1 2>/dev/null && echo killed-init || echo init-unreachable\n"
         ),
     );
     let j = ended(&s, &id, 30);
@@ -135,6 +192,12 @@ fn a_task_sees_and_signals_only_its_own_processes() {
         .unwrap_or(0);
     assert!(uid >= 1000, "tasks never run as root: {log}");
     for want in [
+        "CapInh:0000000000000000",
+        "CapPrm:0000000000000000",
+        "CapEff:0000000000000000",
+        "CapBnd:0000000000000000",
+        "CapAmb:0000000000000000",
+        "NoNewPrivs:1",
         "no-secret",
         "no-root",
         "bob-unreachable",
@@ -288,20 +351,46 @@ fn without_the_sandbox_permissions_keep_users_apart() {
     let alice = token(&s, "alice");
     let bob = token(&s, "bob");
     put_as(&s, &bob, "private/secret.txt", "bob-secret-1234");
+    let bobs = submit_as(
+        &s,
+        &bob,
+        "bobs",
+        "name: bobs\ncommand: 'echo bob-log-secret; echo bob-out-secret > out.txt; echo bob-err >&2'\n",
+    );
+    let bj = ended(&s, &bobs, 30);
+    assert_eq!(bj["state"], "SUCCEEDED", "{bj}");
+    let bkey = bj["tasks"][0]["dir"]
+        .as_str()
+        .and_then(|d| d.split("/jobs/").nth(1))
+        .and_then(|d| d.split('/').next())
+        .unwrap_or("1")
+        .to_owned();
     let data = s.data.path().display().to_string();
     let id = submit_as(
         &s,
         &alice,
         "peek",
         &format!(
-            "name: peek\ncommand: |\n  id -u\n  cat {data}/admin.token 2>/dev/null || echo no-token\n  cat {data}/kiln.db >/dev/null 2>&1 || echo no-store\n  cat {data}/spaces/bob/private/secret.txt 2>/dev/null || echo no-bob\n  ls {data}/jobs >/dev/null 2>&1 || echo no-jobs-list\n  echo mine > out.txt && echo wrote\n"
+            "name: peek\ncommand: |\n  id -u\n  cat {data}/admin.token 2>/dev/null || echo no-token\n  cat {data}/kiln.db >/dev/null 2>&1 || echo no-store\n  cat {data}/spaces/bob/private/secret.txt 2>/dev/null || echo no-bob\n  ls {data}/jobs >/dev/null 2>&1 || echo no-jobs-list\n  cat {data}/jobs/{bkey}/attempt-0/main-0/stdout.log {data}/jobs/{bkey}/attempt-0/main-0/output.log {data}/jobs/{bkey}/attempt-0/main-0/stderr.log {data}/jobs/{bkey}/attempt-0/main-0/launch.json 2>/dev/null || echo no-bob-logs\n  cat {data}/jobs/{bkey}/output/out.txt 2>/dev/null || echo no-bob-output\n  ls {data}/jobs/{bkey} >/dev/null 2>&1 || echo no-bob-job-list\n  echo mine > out.txt && echo wrote\n"
         ),
     );
     let j = ended(&s, &id, 30);
     let log = s.logs(&id, "main-0");
     assert_eq!(j["state"], "SUCCEEDED", "{j}\n{log}");
     assert!(!log.lines().next().unwrap_or("0").starts_with('0'), "{log}");
-    for want in ["no-token", "no-store", "no-bob", "no-jobs-list", "wrote"] {
+    for secret in ["bob-log-secret", "bob-out-secret", "bob-err", "bob-secret"] {
+        assert!(!log.contains(secret), "{log}");
+    }
+    for want in [
+        "no-token",
+        "no-store",
+        "no-bob",
+        "no-jobs-list",
+        "no-bob-logs",
+        "no-bob-output",
+        "no-bob-job-list",
+        "wrote",
+    ] {
         assert!(log.lines().any(|l| l == want), "{want}: {log}");
     }
 }

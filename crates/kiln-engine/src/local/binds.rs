@@ -88,6 +88,17 @@ pub fn open_beneath(base: &Path, rel: &Path) -> Result<OwnedFd, EngineError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+fn open_path(p: &Path) -> Result<OwnedFd, EngineError> {
+    let c = cstr(p)?;
+    // SAFETY: a valid NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last_error("open", p));
+    }
+    // SAFETY: just opened, owned here alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The path a descriptor stands for, as the kernel names it.
 fn fd_path(fd: &OwnedFd) -> PathBuf {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
@@ -122,14 +133,17 @@ pub fn private_mount_namespace() -> Result<(), EngineError> {
 /// under `stage` (needs root and [`private_mount_namespace`]); otherwise the
 /// resolved path is used, which a task of the same uid could still race.
 pub fn resolve(binds: &mut [Bind], stage: &Path, pin: bool) -> Result<(), EngineError> {
-    if pin && binds.iter().any(|b| b.beneath.is_some()) {
+    if pin && !binds.is_empty() {
         std::fs::create_dir_all(stage).map_err(EngineError::io("create", stage))?;
     }
     for (i, b) in binds.iter_mut().enumerate() {
-        let Some(base) = b.beneath.take() else {
-            continue;
+        let (fd, base) = match b.beneath.take() {
+            Some(base) => (open_beneath(&base, &b.source)?, base),
+            // A path of kiln's own (a codeDir copy): pinned too when
+            // pinning, so every bind is a mount point only root controls.
+            None if pin => (open_path(&b.source)?, PathBuf::new()),
+            None => continue,
         };
-        let fd = open_beneath(&base, &b.source)?;
         if !pin {
             b.source = fd_path(&fd);
             continue;
@@ -162,6 +176,175 @@ pub fn resolve(binds: &mut [Bind], stage: &Path, pin: bool) -> Result<(), Engine
         b.source = point;
     }
     Ok(())
+}
+
+/// Mounts every bind whose target lies in the space (`inside`, /mnt) onto
+/// its place in the pinned space itself, here in the supervisor's own mount
+/// namespace, and drops it from the binds bwrap makes. bwrap would make
+/// those mount points as root by path, through any link a task left in the
+/// space (one leading to the host's /etc, say); here each folder on the way
+/// is opened from the one above with `O_NOFOLLOW`, made as the user when
+/// missing, and the mount goes onto the descriptor. bwrap's recursive bind
+/// of the space brings them along. Needs [`resolve`] with pinning first.
+pub fn mount_inside(
+    binds: &mut Vec<Bind>,
+    inside: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<(), EngineError> {
+    let Some(space) = binds.iter().find(|b| b.target == inside) else {
+        return Ok(());
+    };
+    let space = space.source.clone();
+    let mut kept = Vec::with_capacity(binds.len());
+    for b in binds.drain(..) {
+        let rel = match b.target.strip_prefix(inside) {
+            Ok(r) if !r.as_os_str().is_empty() => r.to_owned(),
+            _ => {
+                kept.push(b);
+                continue;
+            }
+        };
+        let is_dir = std::fs::metadata(&b.source)
+            .map_err(EngineError::io("inspect", &b.source))?
+            .is_dir();
+        if b.read_only {
+            // Read-only at the stage, a path only root controls; a bind of
+            // it keeps the flag.
+            remount_read_only(&b.source)?;
+        }
+        let target = mount_point(&space, &rel, is_dir, owner)?;
+        let from = cstr(&b.source)?;
+        let to = CString::new(format!("/proc/self/fd/{}", target.as_raw_fd()))
+            .map_err(|_| last_error("bind", &b.target))?;
+        // SAFETY: valid NUL-terminated paths; the target names the opened
+        // mount point itself.
+        let r = unsafe {
+            libc::mount(
+                from.as_ptr(),
+                to.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            return Err(last_error("bind", &b.target));
+        }
+    }
+    *binds = kept;
+    Ok(())
+}
+
+fn remount_read_only(point: &Path) -> Result<(), EngineError> {
+    let p = cstr(point)?;
+    // SAFETY: a valid path to a mount point made by `resolve`.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            p.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(last_error("make read-only", point));
+    }
+    Ok(())
+}
+
+/// Opens (making what is missing, as `owner`) `rel` beneath `base`, one
+/// component at a time, never through a link.
+fn mount_point(
+    base: &Path,
+    rel: &Path,
+    is_dir: bool,
+    owner: Option<(u32, u32)>,
+) -> Result<OwnedFd, EngineError> {
+    let base_c = cstr(base)?;
+    let dir_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a valid path; the result is checked.
+    let fd = unsafe { libc::open(base_c.as_ptr(), dir_flags) };
+    if fd < 0 {
+        return Err(last_error("open", base));
+    }
+    // SAFETY: just opened, owned here alone.
+    let mut cur = unsafe { OwnedFd::from_raw_fd(fd) };
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(EngineError::Escapes(base.join(rel)));
+        };
+        let name_c = CString::new(name.as_bytes()).map_err(|_| last_error("open", rel))?;
+        let last = i + 1 == parts.len();
+        let want_dir = !last || is_dir;
+        let open = |flags| {
+            // SAFETY: a directory descriptor we own and a valid name.
+            unsafe { libc::openat(cur.as_raw_fd(), name_c.as_ptr(), flags, 0o644) }
+        };
+        let flags = if want_dir {
+            dir_flags
+        } else {
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC
+        };
+        let mut fd = open(flags);
+        if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+            // SAFETY: as above; mkdirat and O_CREAT|O_EXCL never follow a
+            // link in the last component.
+            let made = unsafe {
+                if want_dir {
+                    libc::mkdirat(cur.as_raw_fd(), name_c.as_ptr(), 0o755)
+                } else {
+                    let f = libc::openat(
+                        cur.as_raw_fd(),
+                        name_c.as_ptr(),
+                        libc::O_CREAT
+                            | libc::O_EXCL
+                            | libc::O_WRONLY
+                            | libc::O_NOFOLLOW
+                            | libc::O_CLOEXEC,
+                        0o644,
+                    );
+                    if f >= 0 {
+                        libc::close(f);
+                        0
+                    } else {
+                        -1
+                    }
+                }
+            };
+            if made == 0 {
+                if let Some((uid, gid)) = owner {
+                    // SAFETY: as above; the entry itself, never a link's target.
+                    unsafe {
+                        libc::fchownat(
+                            cur.as_raw_fd(),
+                            name_c.as_ptr(),
+                            uid,
+                            gid,
+                            libc::AT_SYMLINK_NOFOLLOW,
+                        );
+                    }
+                }
+            }
+            fd = open(flags);
+        }
+        if fd < 0 {
+            let source = std::io::Error::last_os_error();
+            let path = base.join(rel);
+            return Err(match source.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::ENOTDIR) => EngineError::Escapes(path),
+                _ => EngineError::Io {
+                    action: "make the mount point",
+                    path,
+                    source,
+                },
+            });
+        }
+        // SAFETY: just opened, owned here alone.
+        cur = unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+    Ok(cur)
 }
 
 #[cfg(test)]

@@ -78,6 +78,10 @@ pub struct Sandbox {
     pub root: Vec<RootEntry>,
     /// Host folders the task must not see (kiln's data folder).
     pub hide: Vec<PathBuf>,
+    /// Folders made (0711) inside hidden ones, on the way to binds there:
+    /// bwrap makes them 0700, which a task's own uid could not pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<PathBuf>,
     /// In order: later binds go on top of earlier ones.
     pub binds: Vec<Bind>,
     /// Host folder that becomes the task's private /tmp.
@@ -149,7 +153,11 @@ impl Sandbox {
             a.extend(["--tmpfs".into(), s(h)]);
         }
         a.extend(["--bind".into(), s(&self.tmp), "/tmp".into()]);
+        // Anyone's, as on a host: the task's uid makes its semaphores and
+        // DataLoader buffers there.
         a.extend([
+            "--perms".into(),
+            "1777".into(),
             "--size".into(),
             self.shm_mb.saturating_mul(1 << 20).to_string(),
             "--tmpfs".into(),
@@ -157,6 +165,10 @@ impl Sandbox {
         ]);
         for d in &self.devices {
             a.extend(["--dev-bind".into(), s(d), s(d)]);
+        }
+        // After /tmp, which may hold the data folder (and so these).
+        for d in &self.dirs {
+            a.extend(["--perms".into(), "0711".into(), "--dir".into(), s(d)]);
         }
         for b in &self.binds {
             let kind = if b.read_only { "--ro-bind" } else { "--bind" };
@@ -239,6 +251,7 @@ mod tests {
                 },
             ],
             hide: vec!["/srv/kiln".into()],
+            dirs: Vec::new(),
             binds: vec![
                 Bind {
                     source: "/srv/kiln/spaces/alice".into(),
@@ -265,7 +278,7 @@ mod tests {
             a,
             "--unshare-pid --unshare-ipc --unshare-uts --tmpfs / --ro-bind /usr /usr --symlink usr/lib /lib \
              --dev /dev --proc /proc --tmpfs /srv/kiln \
-             --bind /srv/kiln/jobs/1/attempt-0/main-0/tmp /tmp --size 67108864 --tmpfs /dev/shm \
+             --bind /srv/kiln/jobs/1/attempt-0/main-0/tmp /tmp --perms 1777 --size 67108864 --tmpfs /dev/shm \
              --dev-bind /dev/nvidia1 /dev/nvidia1 \
              --bind /srv/kiln/spaces/alice /mnt --ro-bind /srv/kiln/spaces/alice/data /data \
              --cap-drop ALL --die-with-parent --chdir /mnt/Output/train --"

@@ -7,6 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -103,18 +104,16 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     }
     let mut spec = dir.read_launch()?;
 
+    // Logs are the user's own: no other uid on the machine may read them.
     let open = |path: std::path::PathBuf| {
         OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(EngineError::io("open", path))
     };
     let stdout_log = open(dir.stdout())?;
-    // Logs are the user's own: no other uid on the machine may read them.
-    for p in [dir.stdout(), dir.stderr(), dir.output()] {
-        let _ = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600));
-    }
     let stderr_log = open(dir.stderr())?;
     let output_log = Arc::new(Mutex::new(open(dir.output())?));
 
@@ -149,6 +148,21 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     }
     // Mount sources are resolved now, at the moment of use, beneath the
     // folder each belongs to; as root, pinned by descriptor.
+    // Never a task as root by mistake: a sandboxed task with a uid to run
+    // as must have the means to become it.
+    if spec.run_as.is_some()
+        && spec
+            .sandbox
+            .as_ref()
+            .is_some_and(|sb| sb.switch_user.is_none())
+        && super::sandbox::running_as_root()
+    {
+        return ended_early(
+            Some("refusing to run the task as root: it has a uid but no way to become it".into()),
+            false,
+            cgroup,
+        );
+    }
     let resolved = match (spec.sandbox.as_mut(), spec.container.as_mut()) {
         (Some(sb), _) => pin_binds(sb, dir),
         // The container engine binds by path: checked now, not pinned.
@@ -366,7 +380,14 @@ fn pin_binds(sb: &mut super::sandbox::Sandbox, dir: &TaskDir) -> Result<(), Engi
     if pin {
         super::binds::private_mount_namespace()?;
     }
-    super::binds::resolve(&mut sb.binds, &dir.path().join("binds"), pin)
+    super::binds::resolve(&mut sb.binds, &dir.path().join("binds"), pin)?;
+    // The first bind is the user's space (/mnt): mounts inside it are made
+    // here, not by bwrap.
+    if let (true, Some(inside)) = (pin, sb.binds.first().map(|b| b.target.clone())) {
+        let owner = sb.switch_user.as_ref().map(|u| (u.uid, u.gid));
+        super::binds::mount_inside(&mut sb.binds, &inside, owner)?;
+    }
+    Ok(())
 }
 
 /// Becomes the task's own uid and gid for good, with no supplementary

@@ -70,7 +70,7 @@ fn prefix(job: &JobRecord) -> String {
 
 /// What the job's board shows: its TensorBoard folder, and, sandboxed, the
 /// owner's space as the one part of the data folder it may read.
-fn board_spec(state: &AppState, job: &JobRecord) -> BoardSpec {
+fn board_spec(state: &AppState, job: &JobRecord) -> Result<BoardSpec, Problem> {
     let output_dir = kiln_spec::parse(job.spec_json.as_bytes())
         .ok()
         .and_then(|p| p.job.output_dir);
@@ -78,13 +78,18 @@ fn board_spec(state: &AppState, job: &JobRecord) -> BoardSpec {
     let (output, _) = state
         .layout
         .outputs(job.key, &job.id, output_dir.as_deref(), sandboxed);
-    BoardSpec {
+    // A board reads its owner's files as its owner, never as root.
+    let run_as = state
+        .identities
+        .run_as(job.id.user())
+        .map_err(|e| Problem::internal(format!("cannot find the uid of {}: {e}", job.id.user())))?;
+    Ok(BoardSpec {
         prefix: prefix(job),
         logdir: Layout::tensorboard(&output),
         space: sandboxed.then(|| state.layout.spaces().join(job.id.user())),
         dir: state.layout.board(job.key),
-        run_as: state.identities.run_as(job.id.user()).ok().flatten(),
-    }
+        run_as,
+    })
 }
 
 impl From<BoardError> for Problem {
@@ -114,7 +119,7 @@ pub async fn start(
     let job = resolve(&state, &caller, &id).await?;
     state
         .boards
-        .ensure(job.key, board_spec(&state, &job))
+        .ensure(job.key, board_spec(&state, &job)?)
         .await?;
     let pass = Pass {
         user: caller.name,
@@ -327,7 +332,7 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Result<Respon
             &format!("{}{rest}{query}", prefix(&job)),
         ));
     }
-    let spec = board_spec(&state, &job);
+    let spec = board_spec(&state, &job)?;
     let req = Request::from_parts(parts, body);
     Ok(state.boards.forward(job.key, spec, req).await?)
 }

@@ -702,7 +702,11 @@ impl Loop {
         // (kiln stopped before recording it) may linger.
         let attempt_dir = self.cfg.layout.attempt(key, job.attempt);
         let _ = std::fs::remove_dir_all(&attempt_dir);
+
         let prepared = (|| -> Result<Vec<(TaskDir, LaunchSpec)>, String> {
+            if run_as.is_some() {
+                self.close_job_folder(key, run_as)?;
+            }
             self.make_output(&job, &output, space.is_some(), run_as)?;
             let mut out = Vec::new();
             for (id, env) in ids.iter().zip(envs) {
@@ -787,7 +791,12 @@ impl Loop {
                     std::fs::create_dir_all(&working_dir)
                         .map_err(|e| format!("cannot create {}: {e}", working_dir.display()))?;
                     if let Some(id) = run_as {
+                        use std::os::unix::fs::PermissionsExt;
                         crate::identity::chown_tree(&output, id)?;
+                        let _ = std::fs::set_permissions(
+                            &output,
+                            std::fs::Permissions::from_mode(0o700),
+                        );
                     }
                 }
                 let launch = LaunchSpec {
@@ -999,6 +1008,7 @@ impl Loop {
             bwrap: bwrap.to_owned(),
             root: self.cfg.host_root.clone(),
             hide: vec![self.cfg.layout.root().to_owned()],
+            dirs: Vec::new(),
             binds,
             tmp: tmp.to_owned(),
             shm_mb,
@@ -1013,6 +1023,23 @@ impl Loop {
                 })
             }),
         }
+    }
+
+    /// The job's folder in the data folder is passable, not listable, by
+    /// the tasks' uids; its codeDir copy (bound read-only into the tasks)
+    /// is the owner's alone.
+    fn close_job_folder(&self, key: i64, run_as: Option<RunAs>) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let job = self.cfg.layout.job(key);
+        std::fs::create_dir_all(&job)
+            .map_err(|e| format!("cannot create {}: {e}", job.display()))?;
+        let _ = std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o711));
+        let code = self.cfg.layout.code(key);
+        if let (Some(id), true) = (run_as, code.is_dir()) {
+            crate::identity::chown_tree(&code, id)?;
+            let _ = std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o700));
+        }
+        Ok(())
     }
 
     /// Makes the job's output folder (and its TensorBoard folder). In a
@@ -1140,6 +1167,21 @@ impl Loop {
     /// whatever `change` held so far, so a crash in between is recovered
     /// like any recorded-but-unstarted task.
     fn relaunch(&mut self, key: i64, i: usize, change: &mut Change, why: &str) {
+        // Who the task runs as now, not what an older launch record says
+        // (one from before kiln gave uids has none).
+        let run_as = match self.active.get(&key) {
+            Some(a) => self.cfg.identities.run_as(a.job.id.user()),
+            None => return,
+        };
+        let run_as = match run_as {
+            Ok(r) => r,
+            Err(e) => {
+                let end = task_lost(&format!("cannot give the task its user's uid: {e}"));
+                self.record_end(key, i, end, change);
+                return;
+            }
+        };
+        let setpriv = self.cfg.setpriv.clone();
         let Some(a) = self.active.get_mut(&key) else {
             return;
         };
@@ -1163,6 +1205,16 @@ impl Loop {
         }
         slot.gen = gen;
         let dir = TaskDir::new(self.cfg.layout.task(key, attempt, &slot.rec.task, gen));
+        launch.run_as = run_as;
+        if let Some(sb) = &mut launch.sandbox {
+            sb.switch_user = run_as.and_then(|id| {
+                Some(kiln_engine::local::sandbox::SwitchUser {
+                    uid: id.uid,
+                    gid: id.gid,
+                    setpriv: setpriv.clone()?,
+                })
+            });
+        }
         let tmp = dir.path().join("tmp");
         if let Err(e) = task_folder(&tmp, launch.run_as) {
             let end = task_lost(&e);
