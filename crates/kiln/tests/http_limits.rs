@@ -75,15 +75,7 @@ fn start_with_1024_files(args: &[String]) -> Server {
         });
     }
     let mut child = cmd.spawn().expect("server started");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
-    let url = line
-        .trim()
-        .strip_prefix("kiln listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let url = common::listening_url(&mut child);
     let token = std::fs::read_to_string(data.path().join("admin.token"))
         .expect("admin token")
         .trim()

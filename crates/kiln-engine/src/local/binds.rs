@@ -156,23 +156,8 @@ pub fn resolve(binds: &mut [Bind], stage: &Path, pin: bool) -> Result<(), Engine
         } else {
             std::fs::File::create(&point).map_err(EngineError::io("create", &point))?;
         }
-        let from = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map_err(|_| last_error("bind", &point))?;
-        let to = cstr(&point)?;
-        // SAFETY: valid NUL-terminated paths; the magic link names the
-        // opened file itself, not its path.
-        let r = unsafe {
-            libc::mount(
-                from.as_ptr(),
-                to.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            )
-        };
-        if r != 0 {
-            return Err(last_error("bind", &point));
-        }
+        // The magic link names the opened file itself, not its path.
+        bind(&fd_link(&fd, &point)?, &cstr(&point)?, &point)?;
         b.source = point;
     }
     Ok(())
@@ -213,25 +198,34 @@ pub fn mount_inside(
             remount_read_only(&b.source)?;
         }
         let target = mount_point(&space, &rel, is_dir, owner)?;
-        let from = cstr(&b.source)?;
-        let to = CString::new(format!("/proc/self/fd/{}", target.as_raw_fd()))
-            .map_err(|_| last_error("bind", &b.target))?;
-        // SAFETY: valid NUL-terminated paths; the target names the opened
-        // mount point itself.
-        let r = unsafe {
-            libc::mount(
-                from.as_ptr(),
-                to.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            )
-        };
-        if r != 0 {
-            return Err(last_error("bind", &b.target));
-        }
+        // Onto the opened mount point itself.
+        bind(&cstr(&b.source)?, &fd_link(&target, &b.target)?, &b.target)?;
     }
     *binds = kept;
+    Ok(())
+}
+
+/// `/proc/self/fd/N` of a descriptor: as a mount source or target it is
+/// the opened file itself, never its path looked up again.
+fn fd_link(fd: &OwnedFd, what: &Path) -> Result<CString, EngineError> {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|_| last_error("bind", what))
+}
+
+/// A recursive bind mount; `at` names it in errors.
+fn bind(from: &CString, to: &CString, at: &Path) -> Result<(), EngineError> {
+    // SAFETY: valid NUL-terminated paths; the result is checked.
+    let r = unsafe {
+        libc::mount(
+            from.as_ptr(),
+            to.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(last_error("bind", at));
+    }
     Ok(())
 }
 

@@ -97,17 +97,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("server started");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("first line");
-        let url = line
-            .trim()
-            .strip_prefix("kiln listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        self.url = url;
+        self.url = listening_url(&mut child);
         self.child = Some(child);
         self.token = std::fs::read_to_string(self.data.path().join("admin.token"))
             .expect("admin token")
@@ -384,6 +374,18 @@ pub fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>)
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The URL a starting server says it listens on (its first line).
+pub fn listening_url(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    line.trim()
+        .strip_prefix("kiln listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned()
 }
 
 /// A temporary folder every uid may use. Run as root, kiln runs each user's
