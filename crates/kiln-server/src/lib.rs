@@ -216,7 +216,8 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
             .with_identities(Arc::clone(&identities)),
     );
     let layout_datasets = layout.datasets();
-    let mut hub = metrics::Hub::new(Arc::clone(&store), layout.clone(), bwrap.is_some());
+    let mut hub = metrics::Hub::new(Arc::clone(&store), layout.clone(), bwrap.is_some())
+        .with_identities(Arc::clone(&identities));
     if let Some(source) = gpu_source {
         hub = hub.with_gpus(metrics::GpuWatch {
             source,

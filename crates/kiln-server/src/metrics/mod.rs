@@ -82,6 +82,8 @@ pub struct Hub {
     /// of it never waits.
     /// The value: (since when, whether it is being stopped for it).
     idle_since: Mutex<HashMap<i64, (u64, bool)>>,
+    /// Who each job's user is on the machine, to read their files as them.
+    identities: Option<Arc<crate::identity::Identities>>,
 }
 
 impl Hub {
@@ -95,7 +97,14 @@ impl Hub {
             gpus: None,
             gpu_error: Mutex::new(None),
             idle_since: Mutex::new(HashMap::new()),
+            identities: None,
         }
+    }
+
+    /// Event files are read as the job's user (see `identity`).
+    pub fn with_identities(mut self, ids: Arc<crate::identity::Identities>) -> Self {
+        self.identities = Some(ids);
+        self
     }
 
     /// Samples GPU use too, and watches for idle GPUs.
@@ -407,6 +416,15 @@ impl Hub {
             self.layout
                 .outputs(job.key, &job.id, spec.output_dir.as_deref(), self.sandboxed);
         let events = self.event_files(&job.id, &Layout::tensorboard(&output));
+        // The event files are in a folder the user controls: a link swapped
+        // in after the check above reaches only what the user may read.
+        let owner = match &self.identities {
+            Some(ids) => match ids.run_as(job.id.user()) {
+                Ok(id) => id,
+                Err(_) => return,
+            },
+            None => None,
+        };
         let t_ms = now_ms();
         self.with_job(job.key, |m| {
             for (task, path) in &logs {
@@ -430,7 +448,11 @@ impl Hub {
             }
             for path in &events {
                 let from = m.saved.offsets.get(path).copied().unwrap_or(0);
-                let Some((bytes, _)) = read_from(path, from) else {
+                let read = {
+                    let _as = crate::identity::ActingAs::new(owner);
+                    read_from(path, from)
+                };
+                let Some((bytes, _)) = read else {
                     continue;
                 };
                 match kiln_metrics::tfevents::read_records(&bytes, from) {
