@@ -18,6 +18,20 @@ use std::path::{Path, PathBuf};
 
 use kiln_spec::TaskId;
 
+/// The first folder on the way to `path` that other uids cannot pass
+/// (no execute bit for others), if any.
+pub fn closed_ancestor(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        .map(Path::to_path_buf)
+}
+
 /// Where sandboxed tasks see their owner's space (Crater's convention).
 pub const SPACE_INSIDE: &str = "/mnt";
 
@@ -151,5 +165,26 @@ impl Layout {
             format!("{task}.{gen}")
         };
         self.attempt(key, attempt).join(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_others_cannot_pass_on_the_way_is_found() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().expect("tmp");
+        let closed = t.path().join("home");
+        std::fs::create_dir_all(closed.join("x/data")).expect("mkdir");
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert_eq!(
+            closed_ancestor(&closed.join("x/data")),
+            Some(closed.clone())
+        );
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        assert_eq!(closed_ancestor(&closed.join("x/data")), None);
     }
 }

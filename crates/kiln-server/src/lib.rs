@@ -129,7 +129,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         config.map_unix_users,
         layout.spaces(),
     ));
-    let discovered = {
+    let mut discovered = {
         let over = config.overrides.clone();
         tokio::task::spawn_blocking(move || discover(&over))
             .await
@@ -162,6 +162,19 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
              which is not installed: install util-linux (apt-get install util-linux)"
                 .into(),
         ));
+    }
+    if let (true, None, Some(closed)) = (root_server, &bwrap, layout::closed_ancestor(&root)) {
+        // Unsandboxed tasks run as their users' uids in folders of the data
+        // folder, by absolute path (TMPDIR, their output).
+        let note = format!(
+            "tasks run unsandboxed as their users' uids, which cannot pass {} (mode 0700) on the \
+             way to the data folder {}: their TMPDIR and paths there fail. Install bubblewrap, \
+             or give kiln a data folder others can pass through (--data /var/lib/kiln)",
+            closed.display(),
+            root.display()
+        );
+        tracing::warn!("{note}");
+        discovered.notes.push(note);
     }
     let containers = match config.containers {
         None => None,

@@ -139,14 +139,15 @@ fn kubeflow_pytorchjob_trains_with_ddp_over_gloo() {
     std::fs::create_dir(&kf).expect("mkdir");
     make_dataset(&bin, &work.path().join("data"), "FashionMNIST");
     // The manifest as the seed has it, with the image's script path pointed
-    // at examples/kubeflow/mnist.py and a working folder (no containers on
+    // at a copy of examples/kubeflow/mnist.py and a working folder (no containers on
     // the local engine).
+    // The script from a folder every uid can read: tasks run as their
+    // user's uid, and the checkout may be in a folder only root can enter.
+    let script = work.path().join("mnist.py");
+    std::fs::copy(examples().join("kubeflow/mnist.py"), &script).expect("copy");
     let manifest = std::fs::read_to_string(examples().join("kubeflow/pytorch-simple.yaml"))
         .expect("manifest")
-        .replace(
-            "/opt/pytorch-mnist/mnist.py",
-            &examples().join("kubeflow/mnist.py").display().to_string(),
-        )
+        .replace("/opt/pytorch-mnist/mnist.py", &script.display().to_string())
         .replace(
             "imagePullPolicy: Always",
             &format!(
