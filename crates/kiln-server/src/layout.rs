@@ -54,10 +54,7 @@ impl Layout {
     /// but list nothing, and read neither the store nor the tokens. Their
     /// spaces are their own (see `identity`).
     pub fn restrict(&self) {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path, m: u32| {
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
-        };
+        let mode = crate::identity::set_mode;
         for dir in [self.spaces(), self.root.join("jobs")] {
             let _ = std::fs::create_dir_all(&dir);
             mode(&dir, 0o711);

@@ -161,13 +161,10 @@ pub fn command_line(
                 .flatten()
                 .map(Path::to_path_buf)
                 .collect();
-            sb.switch_user = spec.run_as.and_then(|id| {
-                Some(kiln_engine::local::sandbox::SwitchUser {
-                    uid: id.uid,
-                    gid: id.gid,
-                    setpriv: kiln_engine::local::sandbox::find_setpriv()?,
-                })
-            });
+            sb.switch_user = kiln_engine::local::sandbox::SwitchUser::of(
+                spec.run_as,
+                kiln_engine::local::sandbox::find_setpriv().as_deref(),
+            );
             // The sandbox has its own PID and IPC namespaces already.
             let mut args: Vec<OsString> = ["--unshare-net", "--new-session"]
                 .into_iter()
@@ -393,12 +390,8 @@ impl Boards {
             .map_err(|e| BoardError::Start(format!("cannot make {}: {e}", tmp.display())))?;
         if let Some(id) = spec.run_as {
             // The board runs as its owner: its folder is theirs alone.
-            use std::os::unix::fs::PermissionsExt;
             for d in [&spec.dir, &tmp] {
-                std::os::unix::fs::lchown(d, Some(id.uid), Some(id.gid)).map_err(|e| {
-                    BoardError::Start(format!("cannot give {} to its owner: {e}", d.display()))
-                })?;
-                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
+                crate::identity::give(d, id, 0o700).map_err(BoardError::Start)?;
             }
         }
         // A socket left by a board that died.

@@ -6,7 +6,7 @@
 //! /dev/shm of the job's size, and only the task's own GPU device files.
 //! Building the command line is pure; the supervisor runs it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +113,19 @@ pub struct SwitchUser {
     pub uid: u32,
     pub gid: u32,
     pub setpriv: PathBuf,
+}
+
+impl SwitchUser {
+    /// Becoming `run_as` with `setpriv`; None when either is missing (the
+    /// supervisor then refuses a task that has a uid as root).
+    pub fn of(run_as: Option<super::files::RunAs>, setpriv: Option<&Path>) -> Option<Self> {
+        let (id, setpriv) = (run_as?, setpriv?);
+        Some(SwitchUser {
+            uid: id.uid,
+            gid: id.gid,
+            setpriv: setpriv.to_owned(),
+        })
+    }
 }
 
 fn s(p: &std::path::Path) -> String {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use kiln_engine::local::container::{Container, Runtime};
 use kiln_engine::local::resources::Discovered;
+use kiln_engine::local::sandbox::SwitchUser;
 use kiln_engine::local::{
     spawn_supervisor, Bind, LaunchSpec, Limits, RunAs, Sandbox, Supervisor, TaskDir,
 };
@@ -25,6 +26,7 @@ use tracing::{error, info, warn};
 use super::policy::{after_attempt, describe_end, task_end, task_lost, Next, Outcome, TaskEnd};
 use super::ports::Ports;
 use super::{ClusterView, Control, ControlError, DeadlineChange, Msg, NodeView, Pending};
+use crate::identity::{chown_tree, give, set_mode};
 use crate::layout::{Layout, SPACE_INSIDE};
 use crate::now_ms;
 
@@ -56,16 +58,13 @@ pub struct EngineConfig {
 
 /// A task's private folder (its /tmp): the task's uid alone may enter it.
 fn task_folder(tmp: &std::path::Path, run_as: Option<RunAs>) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     if let Some(id) = run_as {
-        std::os::unix::fs::lchown(tmp, Some(id.uid), Some(id.gid))
-            .map_err(|e| format!("cannot give {} to uid {}: {e}", tmp.display(), id.uid))?;
-        let _ = std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o700));
+        give(tmp, id, 0o700)?;
         // The task folder holds the launch record (the task's secrets) and
         // logs: others may pass through it to their mount points, not list it.
         if let Some(parent) = tmp.parent() {
-            let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711));
+            set_mode(parent, 0o711);
         }
     }
     Ok(())
@@ -791,12 +790,8 @@ impl Loop {
                     std::fs::create_dir_all(&working_dir)
                         .map_err(|e| format!("cannot create {}: {e}", working_dir.display()))?;
                     if let Some(id) = run_as {
-                        use std::os::unix::fs::PermissionsExt;
-                        crate::identity::chown_tree(&output, id)?;
-                        let _ = std::fs::set_permissions(
-                            &output,
-                            std::fs::Permissions::from_mode(0o700),
-                        );
+                        chown_tree(&output, id)?;
+                        set_mode(&output, 0o700);
                     }
                 }
                 let launch = LaunchSpec {
@@ -1015,13 +1010,7 @@ impl Loop {
             devices,
             workdir,
             drop_caps: kiln_engine::local::sandbox::running_as_root(),
-            switch_user: run_as.and_then(|id| {
-                Some(kiln_engine::local::sandbox::SwitchUser {
-                    uid: id.uid,
-                    gid: id.gid,
-                    setpriv: self.cfg.setpriv.clone()?,
-                })
-            }),
+            switch_user: SwitchUser::of(run_as, self.cfg.setpriv.as_deref()),
         }
     }
 
@@ -1029,15 +1018,14 @@ impl Loop {
     /// the tasks' uids; its codeDir copy (bound read-only into the tasks)
     /// is the owner's alone.
     fn close_job_folder(&self, key: i64, run_as: Option<RunAs>) -> Result<(), String> {
-        use std::os::unix::fs::PermissionsExt;
         let job = self.cfg.layout.job(key);
         std::fs::create_dir_all(&job)
             .map_err(|e| format!("cannot create {}: {e}", job.display()))?;
-        let _ = std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o711));
+        set_mode(&job, 0o711);
         let code = self.cfg.layout.code(key);
         if let (Some(id), true) = (run_as, code.is_dir()) {
-            crate::identity::chown_tree(&code, id)?;
-            let _ = std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o700));
+            chown_tree(&code, id)?;
+            set_mode(&code, 0o700);
         }
         Ok(())
     }
@@ -1068,10 +1056,8 @@ impl Loop {
         std::fs::create_dir_all(&space)
             .map_err(|e| format!("cannot create {}: {e}", space.display()))?;
         if let Some(id) = run_as {
-            use std::os::unix::fs::PermissionsExt;
             // The space is its user's alone.
-            let _ = std::os::unix::fs::lchown(&space, Some(id.uid), Some(id.gid));
-            let _ = std::fs::set_permissions(&space, std::fs::Permissions::from_mode(0o700));
+            give(&space, id, 0o700)?;
         }
         let dir = cap_std::fs::Dir::open_ambient_dir(&space, cap_std::ambient_authority())
             .map_err(|e| format!("cannot open {}: {e}", space.display()))?;
@@ -1207,13 +1193,7 @@ impl Loop {
         let dir = TaskDir::new(self.cfg.layout.task(key, attempt, &slot.rec.task, gen));
         launch.run_as = run_as;
         if let Some(sb) = &mut launch.sandbox {
-            sb.switch_user = run_as.and_then(|id| {
-                Some(kiln_engine::local::sandbox::SwitchUser {
-                    uid: id.uid,
-                    gid: id.gid,
-                    setpriv: setpriv.clone()?,
-                })
-            });
+            sb.switch_user = SwitchUser::of(run_as, setpriv.as_deref());
         }
         let tmp = dir.path().join("tmp");
         if let Err(e) = task_folder(&tmp, launch.run_as) {

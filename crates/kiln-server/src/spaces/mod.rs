@@ -153,9 +153,11 @@ impl Spaces {
                 source,
             })?;
             if let Some(id) = self.run_as(user)? {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::os::unix::fs::lchown(&path, Some(id.uid), Some(id.gid));
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+                crate::identity::give(&path, id, 0o700).map_err(|e| SpaceError::Io {
+                    action: "give",
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?;
             }
         }
         Ok(path)
