@@ -94,8 +94,8 @@ fn check_placement(job: &JobSpec, ctx: &RenderContext) -> Result<(), SpecError> 
     let ids = task_ids(job);
     if ctx.placement.len() != ids.len() {
         return Err(SpecError::Placement(format!(
-            "{} tasks placed, the job has {}",
-            ctx.placement.len(),
+            "{} placed, the job has {}",
+            crate::words::count(ctx.placement.len() as u64, "task"),
             ids.len()
         )));
     }
@@ -110,8 +110,8 @@ fn check_placement(job: &JobSpec, ctx: &RenderContext) -> Result<(), SpecError> 
             .ok_or_else(|| SpecError::Placement(format!("no role {}", id.role())))?;
         if p.gpus.len() != role.gpus as usize {
             return Err(SpecError::Placement(format!(
-                "task {id} needs {} GPUs, placed on {}",
-                role.gpus,
+                "task {id} needs {}, placed on {}",
+                crate::words::count(role.gpus, "GPU"),
                 p.gpus.len()
             )));
         }

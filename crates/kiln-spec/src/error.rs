@@ -58,7 +58,7 @@ pub enum SpecError {
         message: String,
     },
 
-    #[error("{} invalid field(s): {}", issues.len(), summarize(issues))]
+    #[error("{}: {}", crate::words::count(issues.len() as u64, "invalid field"), summarize(issues))]
     Invalid { issues: Vec<Issue> },
 
     #[error("cannot export to {format}: {}", summarize(issues))]

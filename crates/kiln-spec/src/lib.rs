@@ -15,6 +15,7 @@ pub mod ids;
 pub mod model;
 pub mod quantity;
 pub mod validate;
+pub mod words;
 
 pub use error::{Issue, SpecError};
 pub use formats::{parse, Format, Parsed};

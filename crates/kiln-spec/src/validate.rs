@@ -404,7 +404,8 @@ pub(crate) fn validate(
                     c.warnings.push(Issue::new(
                         path,
                         format!(
-                            "{n} is more than the role's {replicas} task(s), so it never triggers; null says that plainly"
+                            "{n} is more than the role's {}, so it never triggers; null says that plainly",
+                            crate::words::count(replicas, "task")
                         ),
                     ));
                 }

@@ -183,6 +183,27 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     check(yaml.as_bytes());
 }
 
+/// A body that starts like JSON is read as JSON, and its errors say so: a
+/// deep `[[[[...` must not be reported as YAML (the first format that failed
+/// is the one the user wrote).
+#[test]
+fn deep_json_errors_name_json() {
+    for body in [
+        format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+        "[".repeat(10_000),
+        format!("{{\"jobName\": {}", "[".repeat(10_000)),
+        "  [1, 2".to_owned(),
+    ] {
+        match parse(body.as_bytes()) {
+            Err(SpecError::Syntax { format, .. }) => assert_eq!(format, "JSON", "{}", &body[..20.min(body.len())]),
+            Err(SpecError::Invalid { issues }) => {
+                assert!(issues[0].message.contains("mapping"), "{issues:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn yaml_alias_bombs_are_refused() {
     let mut bomb = String::from(

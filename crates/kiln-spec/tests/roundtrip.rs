@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 fn name() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9][A-Za-z0-9._~-]{0,15}"
+    "[A-Za-z0-9][A-Za-z0-9._-]{0,15}"
 }
 
 /// Text people put in descriptions and commands, YAML-hostile on purpose:

@@ -125,7 +125,11 @@ fn load(input: &[u8]) -> Result<Value, SpecError> {
     if trimmed.is_empty() {
         return Err(SpecError::Empty);
     }
-    if trimmed.starts_with('{') {
+    // A body that opens with a bracket was written as JSON (a YAML job is a
+    // block mapping, and no job is a list): its errors are JSON's, and
+    // serde_json's recursion limit turns a deep `[[[[...` into one of them
+    // rather than a YAML message about a format the user did not write.
+    if trimmed.starts_with(['{', '[']) {
         serde_json::from_str(text).map_err(|e| SpecError::Syntax {
             format: "JSON",
             line: e.line(),
