@@ -30,6 +30,7 @@ fn event(at_ms: u64, kind: &str, message: String) -> NewEvent {
         at_ms,
         kind: kind.into(),
         message,
+        line: None,
     }
 }
 
@@ -83,6 +84,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .display()
                     .to_string(),
             ),
+            restart_at_ms: None,
+            restart_streak: 0,
         };
         store.apply(
             key,

@@ -78,6 +78,13 @@ pub struct TaskRecord {
     pub finished_at_ms: Option<u64>,
     /// The task's run folder (logs, exit file).
     pub dir: Option<String>,
+    /// A failed task waiting out its back-off starts again at this time.
+    /// Kept in the store so a restart of kiln neither forgets the restart
+    /// nor starts it early.
+    pub restart_at_ms: Option<u64>,
+    /// Restarts in a row since the task last ran long enough to reset its
+    /// back-off: the doubling goes on from here after a restart of kiln.
+    pub restart_streak: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,6 +102,10 @@ pub struct NewEvent {
     /// A short word: submitted, placed, started, exited, retried, stopped...
     pub kind: String,
     pub message: String,
+    /// Events of a job with the same line are one line of its history:
+    /// a new one replaces the last and goes to the end. A task restarted
+    /// a thousand times is one line with a count, not a thousand.
+    pub line: Option<String>,
 }
 
 /// One atomic step of a job's life.

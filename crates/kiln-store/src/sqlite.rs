@@ -94,6 +94,13 @@ ALTER TABLE users ADD COLUMN gid INTEGER;
 ALTER TABLE users ADD COLUMN unix_user TEXT;
 CREATE UNIQUE INDEX users_uid ON users(uid) WHERE uid IS NOT NULL;
 "#,
+    // Restarts in place back off, and their events are one line (issue 16).
+    r#"
+ALTER TABLE tasks ADD COLUMN restart_at_ms INTEGER;
+ALTER TABLE tasks ADD COLUMN restart_streak INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN line TEXT;
+CREATE INDEX events_line ON events(job_key, line) WHERE line IS NOT NULL;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -303,14 +310,16 @@ fn put_task(tx: &Transaction<'_>, key: i64, t: &TaskRecord) -> Result<(), StoreE
         serde_json::to_string(&t.ports).map_err(|e| corrupt("task ports", e.to_string()))?;
     tx.prepare_cached(
         "INSERT INTO tasks (job_key, attempt, task, state, exit_code, signal, reason,
-             host, gpus_json, ports_json, restarts, started_at_ms, finished_at_ms, dir)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             host, gpus_json, ports_json, restarts, started_at_ms, finished_at_ms, dir,
+             restart_at_ms, restart_streak)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          ON CONFLICT (job_key, attempt, task) DO UPDATE SET
              state = excluded.state, exit_code = excluded.exit_code, signal = excluded.signal,
              reason = excluded.reason, host = excluded.host, gpus_json = excluded.gpus_json,
              ports_json = excluded.ports_json, restarts = excluded.restarts,
              started_at_ms = excluded.started_at_ms, finished_at_ms = excluded.finished_at_ms,
-             dir = excluded.dir",
+             dir = excluded.dir, restart_at_ms = excluded.restart_at_ms,
+             restart_streak = excluded.restart_streak",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -328,6 +337,8 @@ fn put_task(tx: &Transaction<'_>, key: i64, t: &TaskRecord) -> Result<(), StoreE
             t.started_at_ms.map(to_i64),
             t.finished_at_ms.map(to_i64),
             t.dir,
+            t.restart_at_ms.map(to_i64),
+            t.restart_streak,
         ])
     })
     .map_err(StoreError::sql("writing a task"))?;
@@ -340,10 +351,19 @@ fn add_event(
     at_ms: u64,
     kind: &str,
     message: &str,
+    line: Option<&str>,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT INTO events (job_key, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut s| s.execute(params![key, to_i64(at_ms), kind, message]))
-        .map_err(StoreError::sql("appending an event"))?;
+    // The line's last event gives way: it is the one line, at the end.
+    if let Some(line) = line {
+        tx.prepare_cached("DELETE FROM events WHERE job_key = ?1 AND line = ?2")
+            .and_then(|mut s| s.execute(params![key, line]))
+            .map_err(StoreError::sql("replacing an event"))?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO events (job_key, at_ms, kind, message, line) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| s.execute(params![key, to_i64(at_ms), kind, message, line]))
+    .map_err(StoreError::sql("appending an event"))?;
     Ok(())
 }
 
@@ -401,6 +421,7 @@ impl Store for SqliteStore {
                 job.submitted_at_ms,
                 "submitted",
                 &format!("submitted as {} format", job.format),
+                None,
             )?;
             let record = job_in(&tx, key)?;
             tx.commit().map_err(StoreError::sql("committing a job"))?;
@@ -543,7 +564,7 @@ impl Store for SqliteStore {
                 put_task(&tx, key, t)?;
             }
             for e in &c.events {
-                add_event(&tx, key, e.at_ms, &e.kind, &e.message)?;
+                add_event(&tx, key, e.at_ms, &e.kind, &e.message, e.line.as_deref())?;
             }
             tx.commit()
                 .map_err(StoreError::sql("committing a change"))?;
@@ -556,7 +577,8 @@ impl Store for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT attempt, task, state, exit_code, signal, reason, host, gpus_json,
-                         ports_json, restarts, started_at_ms, finished_at_ms, dir
+                         ports_json, restarts, started_at_ms, finished_at_ms, dir,
+                         restart_at_ms, restart_streak
                      FROM tasks WHERE job_key = ?1 AND attempt = ?2 ORDER BY rowid",
                 )
                 .map_err(StoreError::sql("reading tasks"))?;
@@ -576,6 +598,8 @@ impl Store for SqliteStore {
                         r.get::<_, Option<i64>>(10)?,
                         r.get::<_, Option<i64>>(11)?,
                         r.get::<_, Option<String>>(12)?,
+                        r.get::<_, Option<i64>>(13)?,
+                        r.get::<_, u32>(14)?,
                     ))
                 })
                 .map_err(StoreError::sql("reading tasks"))?;
@@ -594,6 +618,8 @@ impl Store for SqliteStore {
                     started,
                     finished,
                     dir,
+                    restart_at,
+                    restart_streak,
                 ) = row.map_err(StoreError::sql("reading tasks"))?;
                 Ok(TaskRecord {
                     attempt,
@@ -612,6 +638,8 @@ impl Store for SqliteStore {
                     started_at_ms: started.map(ms),
                     finished_at_ms: finished.map(ms),
                     dir,
+                    restart_at_ms: restart_at.map(ms),
+                    restart_streak,
                 })
             })
             .collect()

@@ -41,6 +41,8 @@ fn task(attempt: u32, id: &str, state: TaskState) -> TaskRecord {
         started_at_ms: Some(5),
         finished_at_ms: None,
         dir: Some("/data/x".into()),
+        restart_at_ms: None,
+        restart_streak: 0,
     }
 }
 
@@ -49,6 +51,7 @@ fn event(kind: &str, message: &str) -> NewEvent {
         at_ms: 10,
         kind: kind.into(),
         message: message.into(),
+        line: None,
     }
 }
 
@@ -111,6 +114,10 @@ fn suite(store: &dyn Store) {
     // of other attempts stay apart.
     let mut first = task(0, "master-0", TaskState::Running);
     first.restarts = 1;
+    // A task waiting out its back-off: when it starts again, and how far
+    // its back-off has doubled, survive a restart of kiln.
+    first.restart_at_ms = Some(12_345);
+    first.restart_streak = 4;
     store
         .apply(
             a.key,
@@ -261,6 +268,38 @@ fn suite(store: &dyn Store) {
             assert_eq!(got, want, "{f:?}");
         }
     }
+
+    // Events of one line: each replaces the last and goes to the end;
+    // other lines and other jobs' lines are left alone.
+    let lined = |msg: &str, line: &str| NewEvent {
+        line: Some(line.into()),
+        ..event("restarted", msg)
+    };
+    let before = store.events(a.key).expect("events").len();
+    for (n, line) in [(1, "a0/w-0"), (2, "a0/w-0"), (1, "a0/w-1"), (3, "a0/w-0")] {
+        let change = Change {
+            events: vec![lined(&format!("{line} restarted {n} times"), line)],
+            ..Default::default()
+        };
+        store.apply(a.key, &change).expect("applied");
+    }
+    store
+        .apply(
+            b.key,
+            &Change {
+                events: vec![lined("b's own", "a0/w-0")],
+                ..Default::default()
+            },
+        )
+        .expect("applied");
+    let ev = store.events(a.key).expect("events");
+    let tail: Vec<&str> = ev[before..].iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        tail,
+        ["a0/w-1 restarted 1 times", "a0/w-0 restarted 3 times"],
+        "{ev:?}"
+    );
+    assert!(ev.windows(2).all(|w| w[0].seq < w[1].seq));
 
     // Delete: only finished jobs; tasks and events go with them.
     assert!(matches!(
