@@ -45,6 +45,7 @@ fn queue(n: usize) -> Vec<JobRequest> {
                 seq: i as u64,
                 tasks: vec![
                     TaskRequest {
+                        id: "main-0".into(),
                         cpus: 4 * gpus,
                         memory_mb: 32_768,
                         gpus,

@@ -9,11 +9,13 @@
 //! everything it needs at that time (EASY backfilling). Jobs without a
 //! `maxDuration` never start ahead of a blocked job.
 
+mod fit;
 mod model;
 mod place;
 mod plan;
 mod reason;
 
+pub use fit::{never_fits, task_requests, Capacity, TooBig};
 pub use model::{Gpu, JobRequest, Node, Placed, RunningJob, TaskRequest};
 pub use plan::{schedule, Plan, Start, Waiting};
 pub use reason::{Missing, Place, Reason};

@@ -23,6 +23,8 @@ pub struct Node {
 /// What one task needs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TaskRequest {
+    /// How people name the task (`main-0`), for reasons that concern it.
+    pub id: String,
     pub cpus: u32,
     pub memory_mb: u64,
     pub gpus: u32,

@@ -244,7 +244,7 @@ fn never_fits(nodes: &[Node], job: &JobRequest) -> Option<Reason> {
     if empty.could_place(nodes, job) != Some(false) {
         return None;
     }
-    for (i, t) in job.tasks.iter().enumerate() {
+    for t in &job.tasks {
         let fits_some_node = nodes.iter().any(|n| {
             u64::from(n.cpus) >= u64::from(t.cpus)
                 && n.memory_mb >= t.memory_mb
@@ -252,7 +252,7 @@ fn never_fits(nodes: &[Node], job: &JobRequest) -> Option<Reason> {
         });
         if !fits_some_node {
             return Some(Reason::TaskTooBig {
-                task: i,
+                task: t.id.clone(),
                 gpus: t.gpus,
                 gpu_type: t.gpu_type.clone(),
                 cpus: t.cpus,
@@ -294,6 +294,7 @@ fn shortage<'j>(
     for (ty, need) in by_type {
         let have = *free_of_type.entry(ty).or_insert_with(|| {
             let probe = TaskRequest {
+                id: String::new(),
                 cpus: 0,
                 memory_mb: 0,
                 gpus: 0,

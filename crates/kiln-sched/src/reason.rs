@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 pub enum Reason {
     /// One task needs more than any node has.
     TaskTooBig {
-        task: usize,
+        /// The task's id (`main-0`), as people name it.
+        task: String,
         gpus: u32,
         gpu_type: Option<String>,
         cpus: u32,
@@ -90,12 +91,8 @@ impl Reason {
     }
 }
 
-fn gpus(n: u64, ty: Option<&str>) -> String {
-    match ty {
-        Some(t) => format!("{n} {t} GPUs"),
-        None => format!("{n} GPUs"),
-    }
-}
+use crate::fit::gpus;
+use kiln_spec::words::count;
 
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -105,7 +102,7 @@ impl fmt::Display for Missing {
                 need,
                 free,
             } => write!(f, "needs {}, {free} free", gpus(*need, gpu_type.as_deref())),
-            Missing::Cpus { need, free } => write!(f, "needs {need} CPUs, {free} free"),
+            Missing::Cpus { need, free } => write!(f, "needs {}, {free} free", count(*need, "CPU")),
             Missing::Memory { need_mb, free_mb } => {
                 write!(f, "needs {need_mb} MiB memory, {free_mb} MiB free")
             }
@@ -131,8 +128,9 @@ impl fmt::Display for Reason {
                 memory_mb,
             } => write!(
                 f,
-                "can never run here: task {task} needs {}, {cpus} CPUs and {memory_mb} MiB on one node, and no node has that much",
-                gpus(u64::from(*g), gpu_type.as_deref())
+                "can never run here: task {task} needs {}, {} and {memory_mb} MiB on one node, and no node has that much",
+                gpus(u64::from(*g), gpu_type.as_deref()),
+                count(*cpus, "CPU")
             ),
             Reason::JobTooBig {
                 gpus,
@@ -140,7 +138,9 @@ impl fmt::Display for Reason {
                 memory_mb,
             } => write!(
                 f,
-                "can never run here: the job needs {gpus} GPUs, {cpus} CPUs and {memory_mb} MiB in all, more than the cluster has"
+                "can never run here: the job needs {}, {} and {memory_mb} MiB in all, more than the cluster has",
+                count(*gpus, "GPU"),
+                count(*cpus, "CPU")
             ),
             Reason::Short { missing, queue } => {
                 for (i, m) in missing.iter().enumerate() {
@@ -210,5 +210,38 @@ mod tests {
             serde_json::from_value(serde_json::to_value(&r).expect("json")).expect("parsed");
         assert_eq!(back, r);
         assert!(!r.never_runs());
+    }
+
+    #[test]
+    fn tasks_are_named_by_id_and_counts_agree() {
+        let r = Reason::TaskTooBig {
+            task: "main-0".into(),
+            gpus: 1,
+            gpu_type: None,
+            cpus: 1,
+            memory_mb: 512,
+        };
+        assert_eq!(
+            r.to_string(),
+            "can never run here: task main-0 needs 1 GPU, 1 CPU and 512 MiB on one node, and no node has that much"
+        );
+        assert_eq!(serde_json::to_value(&r).expect("json")["task"], "main-0");
+        let j = Reason::JobTooBig {
+            gpus: 1,
+            cpus: 2,
+            memory_mb: 1,
+        };
+        assert!(
+            j.to_string().contains("needs 1 GPU, 2 CPUs and 1 MiB"),
+            "{j}"
+        );
+        let m = Missing::Cpus { need: 1, free: 0 };
+        assert_eq!(m.to_string(), "needs 1 CPU, 0 free");
+        let g = Missing::Gpus {
+            gpu_type: Some("A100".into()),
+            need: 1,
+            free: 0,
+        };
+        assert_eq!(g.to_string(), "needs 1 A100 GPU, 0 free");
     }
 }

@@ -47,6 +47,7 @@ fn jobs(from: u64) -> impl Strategy<Value = Vec<JobRequest>> {
         proptest::option::weighted(0.3, 0usize..2),
     )
         .prop_map(|(cpus, memory_mb, gpus, ty)| TaskRequest {
+            id: "main-0".into(),
             cpus,
             memory_mb,
             gpus,

@@ -25,6 +25,7 @@ fn four_gpus() -> Vec<Node> {
 
 fn task(gpus: u32) -> TaskRequest {
     TaskRequest {
+        id: "main-0".into(),
         cpus: 1,
         memory_mb: 1024,
         gpus,
@@ -137,13 +138,10 @@ fn gpu_type_is_honoured() {
     assert_eq!(plan.start[0].tasks[0].node, 1);
     t.gpus = 3;
     let plan = schedule(&nodes, &[], &[job(2, vec![t], None)], 0);
-    assert!(
-        plan.waiting[0]
-            .reason
-            .to_string()
-            .starts_with("can never run here"),
-        "{}",
-        plan.waiting[0].reason
+    // The task by its id, and counts that agree with their nouns.
+    assert_eq!(
+        plan.waiting[0].reason.to_string(),
+        "can never run here: task main-0 needs 3 a100 GPUs, 1 CPU and 1024 MiB on one node, and no node has that much"
     );
 }
 
@@ -267,12 +265,14 @@ fn tasks_of_different_shapes_are_placed_where_best_fit_alone_fails() {
     b.memory_mb = 1000;
     let nodes = vec![a, b];
     let small_mem = TaskRequest {
+        id: "small-0".into(),
         cpus: 2,
         memory_mb: 0,
         gpus: 2,
         gpu_type: None,
     };
     let big_mem = TaskRequest {
+        id: "big-0".into(),
         cpus: 1,
         memory_mb: 600,
         gpus: 2,

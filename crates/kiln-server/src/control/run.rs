@@ -14,7 +14,7 @@ use kiln_engine::local::sandbox::SwitchUser;
 use kiln_engine::local::{
     spawn_supervisor, Bind, LaunchSpec, Limits, RunAs, Sandbox, Supervisor, TaskDir,
 };
-use kiln_sched::{JobRequest, Placed, RunningJob, TaskRequest};
+use kiln_sched::{JobRequest, Placed, RunningJob};
 use kiln_spec::completion::{decide, AttemptState, JobState, TaskState, TaskStatus};
 use kiln_spec::env::{render_env, task_ids, RenderContext, TaskPlacement};
 use kiln_spec::model::MountSource;
@@ -171,16 +171,7 @@ fn parse_spec(job: &JobRecord) -> Result<JobSpec, String> {
 }
 
 fn request_of(job: &JobRecord, spec: &JobSpec) -> JobRequest {
-    let tasks = task_ids(spec)
-        .iter()
-        .filter_map(|id| spec.role(id.role()))
-        .map(|r| TaskRequest {
-            cpus: r.cpus,
-            memory_mb: r.memory_mb,
-            gpus: r.gpus,
-            gpu_type: r.effective_gpu_type(spec).map(str::to_owned),
-        })
-        .collect();
+    let tasks = kiln_sched::task_requests(spec);
     JobRequest {
         key: job.key as u64,
         label: job.id.to_string(),
