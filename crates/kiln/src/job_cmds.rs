@@ -479,6 +479,18 @@ pub fn nodes(json: bool) -> Result<ExitCode> {
             n["memoryMbAllocated"]
         );
         println!("  limits: {}", n["limits"].as_str().unwrap_or("?"));
+        for c in n["controllers"].as_array().into_iter().flatten() {
+            let held = if c["enforced"].as_bool() == Some(true) {
+                "enforced"
+            } else {
+                "NOT enforced"
+            };
+            println!(
+                "    {}: {held}: {}",
+                c["controller"].as_str().unwrap_or("?"),
+                c["detail"].as_str().unwrap_or("?")
+            );
+        }
         println!("  processes: {}", n["pidsLimit"].as_str().unwrap_or("?"));
         println!(
             "  isolation: {}",

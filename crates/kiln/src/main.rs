@@ -326,6 +326,11 @@ struct ServerArgs {
     /// Seconds between SIGTERM and SIGKILL when tasks are stopped.
     #[arg(long, default_value_t = 10)]
     stop_grace: u64,
+    /// How long a task restarted in place by its restart policy first
+    /// waits; the wait doubles up to 30 times this and starts over after a
+    /// run of 60 times this (10s: 5 min and 10 min). Hidden: for tests.
+    #[arg(long, value_name = "DURATION", default_value = "10s", hide = true)]
+    restart_backoff: String,
     /// Most one user's space may hold, e.g. 100Gi (default: no limit).
     #[arg(long)]
     quota: Option<String>,
@@ -420,6 +425,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         cpus,
         memory,
         stop_grace,
+        restart_backoff,
         quota,
         no_sandbox,
         containers,
@@ -474,6 +480,8 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         overrides,
         exe: std::env::current_exe()?,
         stop_grace_secs: stop_grace,
+        restart_backoff_ms: kiln_server::control::backoff::parse_first(&restart_backoff)
+            .map_err(|e| anyhow::anyhow!("--restart-backoff: {e}"))?,
         quota_bytes: quota
             .as_deref()
             .map(|q| {

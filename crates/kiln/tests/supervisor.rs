@@ -277,6 +277,7 @@ fn limited(
             cpu_root: cg.cpu_root.clone(),
             pids_max: None,
             pids_root: None,
+            group_root: cg.group_root.clone(),
             group: format!("kiln-test-{}-{name}", std::process::id()),
         }),
         sandbox: None,

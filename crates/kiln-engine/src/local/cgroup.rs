@@ -4,8 +4,10 @@
 //! The task joins its group between fork and exec (it writes "0", meaning
 //! "myself", to `cgroup.procs`, or v1's `tasks`), so nothing it starts escapes
 //! the limits.
-//! Version 1 (memory and cpu hierarchies, as on kiln's CI machines) is
-//! exercised by tests; version 2 uses the same steps with v2's file names.
+//! Version 1 (memory, cpu and pids hierarchies, as on kiln's CI machines) is
+//! exercised by tests; version 2 uses the same steps with v2's file names,
+//! in the group `delegation` prepared, and is tested on a real cgroup2 mount
+//! as far as the machine's controllers allow.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -28,6 +30,10 @@ pub struct Limits {
     pub pids_max: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_root: Option<PathBuf>,
+    /// v2: the task gets a group here whatever its limits, so everything it
+    /// started ends with it (`cgroup.kill`) and OOM kills can be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_root: Option<PathBuf>,
     /// This task's group name, unique on the machine.
     pub group: String,
 }
@@ -85,6 +91,9 @@ impl TaskGroup {
             g.dirs.push(dir.clone());
             Ok(dir)
         };
+        if let (2, Some(root)) = (l.cgroup_version, &l.group_root) {
+            make(root)?;
+        }
         if let (Some(mb), Some(root)) = (l.memory_mb, &l.memory_root) {
             let dir = make(root)?;
             let bytes = mb.saturating_mul(1024 * 1024).to_string();
@@ -92,6 +101,9 @@ impl TaskGroup {
                 write(&dir.join("memory.max"), &bytes)?;
                 // Swap would let a task run past its limit, slowly.
                 let _ = fs::write(dir.join("memory.swap.max"), "0");
+                // An OOM kill ends the whole task, as Kubernetes does, rather
+                // than leaving it running without the process it lost.
+                let _ = fs::write(dir.join("memory.oom.group"), "1");
             } else {
                 write(&dir.join("memory.limit_in_bytes"), &bytes)?;
                 let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), &bytes);

@@ -3,6 +3,7 @@
 pub mod binds;
 pub mod cgroup;
 pub mod container;
+pub mod delegation;
 pub mod files;
 pub mod gpu_usage;
 pub mod handle;

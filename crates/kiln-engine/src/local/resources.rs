@@ -10,6 +10,8 @@ use std::process::Command;
 use kiln_sched::{Gpu, Node};
 use serde::Serialize;
 
+use super::delegation::{self, ControllerState};
+
 /// Where the GPU list came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -31,8 +33,14 @@ pub struct Cgroups {
     pub cpu_root: Option<PathBuf>,
     /// Where a per-task `pids.max` can be set; None: no process limit.
     pub pids_root: Option<PathBuf>,
+    /// v2: where each task gets a group even when no controller is
+    /// delegated, so all it started can be killed at once (`cgroup.kill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_root: Option<PathBuf>,
     /// Said in `kiln nodes` and in job events when limits are not enforced.
     pub note: Option<String>,
+    /// Memory, CPU and process limits one by one: what holds, or why not.
+    pub controllers: Vec<ControllerState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,6 +59,13 @@ pub struct Overrides {
     pub fake_gpus: Option<(u32, String)>,
     pub cpus: Option<u32>,
     pub memory_mb: Option<u64>,
+    /// Where cgroups are mounted, if not `/sys/fs/cgroup` (a hybrid
+    /// machine's v2 hierarchy at `/sys/fs/cgroup/unified`, for tests).
+    pub cgroup_mount: Option<PathBuf>,
+    /// The group (a path below the mount, e.g. `/system.slice/kiln-tasks.service`)
+    /// to put tasks' groups in, instead of the server's own: a systemd unit
+    /// delegated to kiln that a restart of the server leaves alone.
+    pub cgroup_group: Option<String>,
 }
 
 /// Model name and memory of a fake GPU when `--fake-gpus N` names no model.
@@ -121,9 +136,18 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<(String, String)> {
 /// `notes` and counted as absent.
 pub fn discover(over: &Overrides) -> Discovered {
     let mut notes = Vec::new();
-    let cgroup_root = Path::new("/sys/fs/cgroup");
+    let cgroup_root = over
+        .cgroup_mount
+        .as_deref()
+        .unwrap_or(Path::new("/sys/fs/cgroup"));
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let cgroups = detect_cgroups(cgroup_root, &parse_proc_cgroup(&own));
+    let mut own = parse_proc_cgroup(&own);
+    if let Some(group) = &over.cgroup_group {
+        for (_, path) in &mut own {
+            path.clone_from(group);
+        }
+    }
+    let cgroups = detect_cgroups(cgroup_root, &own);
 
     let cpus = over
         .cpus
@@ -229,37 +253,28 @@ fn nvml_gpus() -> Result<Vec<Gpu>, String> {
 }
 
 fn detect_cgroups(root: &Path, own: &[(String, String)]) -> Cgroups {
-    let none = |note: String| Cgroups {
-        version: None,
-        memory_root: None,
-        cpu_root: None,
-        pids_root: None,
-        note: Some(note),
-    };
     if root.join("cgroup.controllers").exists() {
         let path = own
             .iter()
             .find(|(c, _)| c.is_empty())
             .map(|(_, p)| p.as_str())
             .unwrap_or("/");
-        let dir = root.join(path.trim_start_matches('/'));
-        let controllers =
-            std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-        let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
-        if !writable(&dir) {
-            return none(format!(
-                "cgroup v2 group {} is not writable: memory and CPU limits are not enforced",
-                dir.display()
-            ));
-        }
+        let setup = delegation::delegate(root, path);
+        let held = |c: &str| {
+            setup
+                .controllers
+                .iter()
+                .any(|s| s.controller == c && s.enforced)
+                .then(|| setup.group.clone())
+        };
         return Cgroups {
             version: Some(2),
-            memory_root: has("memory").then(|| dir.clone()),
-            cpu_root: has("cpu").then(|| dir.clone()),
-            pids_root: has("pids").then(|| dir.clone()),
-            note: (!has("memory") || !has("cpu")).then(|| {
-                format!("cgroup v2 controllers here are [{controllers}]: limits without memory or cpu are not enforced")
-            }),
+            memory_root: held("memory"),
+            cpu_root: held("cpu"),
+            pids_root: held("pids"),
+            group_root: setup.writable.then(|| setup.group.clone()),
+            note: note_of(2, &setup.controllers),
+            controllers: setup.controllers,
         };
     }
     let v1 = |controller: &str| {
@@ -269,29 +284,77 @@ fn detect_cgroups(root: &Path, own: &[(String, String)]) -> Cgroups {
         let dir = root.join(controller).join(path.trim_start_matches('/'));
         writable(&dir).then_some(dir)
     };
-    let (memory_root, cpu_root) = (v1("memory"), v1("cpu"));
+    let (memory_root, cpu_root, pids_root) = (v1("memory"), v1("cpu"), v1("pids"));
+    let state = |c: &str, dir: &Option<PathBuf>, holds: String| match dir {
+        Some(_) => ControllerState::held(c, holds),
+        None => ControllerState::not_held(
+            c,
+            format!("no writable cgroup v1 {c} hierarchy for kiln's group"),
+        ),
+    };
+    let swap = match &memory_root {
+        Some(d) if d.join("memory.memsw.limit_in_bytes").exists() => "swap included",
+        _ => "swap not limited (no memory.memsw.limit_in_bytes: swap accounting is off)",
+    };
+    let controllers = vec![
+        state(
+            "memory",
+            &memory_root,
+            format!("memory.limit_in_bytes per task, {swap}"),
+        ),
+        state(
+            "cpu",
+            &cpu_root,
+            "cpu.cfs_quota_us per task (its CPUs' worth of time per 100 ms)".into(),
+        ),
+        state("pids", &pids_root, "pids.max per task".into()),
+    ];
     if memory_root.is_none() && cpu_root.is_none() {
-        return none("no writable cgroup hierarchy: memory and CPU limits are not enforced".into());
+        return Cgroups {
+            version: None,
+            memory_root: None,
+            cpu_root: None,
+            pids_root: None,
+            group_root: None,
+            note: Some("no writable cgroup hierarchy: memory and CPU limits are not enforced".into()),
+            controllers,
+        };
     }
     Cgroups {
         version: Some(1),
-        note: match (&memory_root, &cpu_root) {
-            (None, _) => Some(
-                "cgroup v1 memory controller not writable: memory limits are not enforced".into(),
-            ),
-            (_, None) => {
-                Some("cgroup v1 cpu controller not writable: CPU limits are not enforced".into())
-            }
-            _ => None,
-        },
+        note: note_of(1, &controllers),
+        controllers,
         memory_root,
         cpu_root,
-        pids_root: v1("pids"),
+        pids_root,
+        group_root: None,
     }
 }
 
+/// One line for events and `kiln nodes` when memory or CPU limits are not
+/// enforced (the process limit has its own line).
+fn note_of(version: u8, controllers: &[ControllerState]) -> Option<String> {
+    let missing: Vec<String> = controllers
+        .iter()
+        .filter(|c| !c.enforced && c.controller != "pids")
+        .map(|c| format!("{}: {}", c.controller, c.detail))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        let which = controllers
+            .iter()
+            .filter(|c| !c.enforced && c.controller != "pids")
+            .map(|c| if c.controller == "cpu" { "CPU" } else { "memory" })
+            .collect::<Vec<_>>()
+            .join(" and ");
+        format!(
+            "cgroup v{version}: {which} limits are not enforced ({})",
+            missing.join("; ")
+        )
+    })
+}
+
 /// Whether kiln may create groups under `dir` (a real attempt, then undone).
-fn writable(dir: &Path) -> bool {
+pub(crate) fn writable(dir: &Path) -> bool {
     let probe = dir.join(format!("kiln-probe-{}", std::process::id()));
     let ok = std::fs::create_dir(&probe).is_ok();
     if ok {
@@ -355,8 +418,7 @@ mod tests {
     fn this_machine_is_discovered_and_fakes_are_honoured() {
         let d = discover(&Overrides {
             fake_gpus: Some((4, "A100".into())),
-            cpus: None,
-            memory_mb: None,
+            ..Default::default()
         });
         assert_eq!(d.gpu_source, GpuSource::Fake);
         let idx: Vec<u32> = d.node.gpus.iter().map(|g| g.index).collect();
@@ -366,6 +428,7 @@ mod tests {
             fake_gpus: None,
             cpus: Some(3),
             memory_mb: Some(2048),
+            ..Default::default()
         });
         assert_eq!((d.node.cpus, d.node.memory_mb), (3, 2048));
         // Either real GPUs were found, or the note says why there are none.

@@ -9,6 +9,7 @@
 //! step is a short blocking call (SQLite, fork/exec, small files) and one
 //! owner of the state needs no locks.
 
+pub mod backoff;
 mod policy;
 mod ports;
 mod run;
@@ -129,6 +130,8 @@ pub struct NodeView {
     pub memory_mb_allocated: u64,
     /// Whether memory and CPU limits are enforced, and if not, why.
     pub limits: String,
+    /// Memory, CPU and process limits one by one: what holds, or why not.
+    pub controllers: Vec<kiln_engine::local::delegation::ControllerState>,
     /// Whether each task's processes are capped (cgroup `pids.max`).
     pub pids_limit: String,
     /// How tasks of different users are kept apart here.

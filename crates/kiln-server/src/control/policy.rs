@@ -85,7 +85,12 @@ pub fn describe_end(task: &TaskId, end: &TaskEnd) -> String {
                     .unwrap_or_default()
             )
         }
-        (_, Some(code), _, _) => format!("{task} exited with code {code}"),
+        (_, Some(code), _, _) => format!(
+            "{task} exited with code {code}{}",
+            shell_meaning(code)
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ),
         (_, None, Some(sig), _) => format!(
             "{task} was killed by signal {sig}{}",
             signal_name(sig)
@@ -94,6 +99,39 @@ pub fn describe_end(task: &TaskId, end: &TaskEnd) -> String {
         ),
         (_, _, _, Some(r)) => format!("{task} failed: {r}"),
         _ => format!("{task} failed"),
+    }
+}
+
+/// What bash means by an exit code of its own: the command never ran.
+fn shell_meaning(code: i32) -> Option<&'static str> {
+    match code {
+        126 => Some("not executable"),
+        127 => Some("command not found"),
+        _ => None,
+    }
+}
+
+/// A task's end in a few words, after "last exit": `127 (command not
+/// found)`, `137 (128 + SIGKILL)`, `signal 9 (SIGKILL)`, `OOMKilled`.
+pub fn exit_brief(end: &TaskEnd) -> String {
+    if end.reason.as_deref() == Some("OOMKilled") {
+        return "OOMKilled".into();
+    }
+    match (end.exit_code, end.signal, &end.reason) {
+        (Some(code), _, _) if (129..=128 + 64).contains(&code) => match signal_name(code - 128) {
+            Some(name) => format!("{code} (128 + {name})"),
+            None => format!("{code} (128 + signal {})", code - 128),
+        },
+        (Some(code), _, _) => match shell_meaning(code) {
+            Some(m) => format!("{code} ({m})"),
+            None => code.to_string(),
+        },
+        (None, Some(sig), _) => match signal_name(sig) {
+            Some(name) => format!("signal {sig} ({name})"),
+            None => format!("signal {sig}"),
+        },
+        (None, None, Some(r)) => r.clone(),
+        (None, None, None) => "unknown".into(),
     }
 }
 
@@ -245,6 +283,29 @@ mod tests {
         );
         assert_eq!(say(Some(128), None), "main-0 exited with code 128");
         assert_eq!(say(Some(2), None), "main-0 exited with code 2");
+        assert_eq!(
+            say(Some(127), None),
+            "main-0 exited with code 127 (command not found)"
+        );
+        assert_eq!(
+            say(Some(126), None),
+            "main-0 exited with code 126 (not executable)"
+        );
+    }
+
+    #[test]
+    fn a_last_exit_reads_in_a_few_words() {
+        let brief = |code, sig| exit_brief(&task_end(&exit(code, sig)));
+        assert_eq!(brief(Some(127), None), "127 (command not found)");
+        assert_eq!(brief(Some(126), None), "126 (not executable)");
+        assert_eq!(brief(Some(1), None), "1");
+        assert_eq!(brief(Some(137), None), "137 (128 + SIGKILL)");
+        assert_eq!(brief(None, Some(11)), "signal 11 (SIGSEGV)");
+        assert_eq!(brief(None, Some(40)), "signal 40");
+        let mut oom = exit(None, Some(9));
+        oom.oom_killed = true;
+        assert_eq!(exit_brief(&task_end(&oom)), "OOMKilled");
+        assert_eq!(exit_brief(&task_lost("gone")), "Lost: gone");
     }
 
     #[test]

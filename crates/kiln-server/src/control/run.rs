@@ -23,6 +23,7 @@ use kiln_spec::{JobSpec, TaskId};
 use kiln_store::{Change, JobPatch, JobRecord, NewEvent, Store, TaskRecord};
 use tracing::{error, info, warn};
 
+use super::backoff::Backoff;
 use super::policy::{after_attempt, describe_end, task_end, task_lost, Next, Outcome, TaskEnd};
 use super::ports::Ports;
 use super::{ClusterView, Control, ControlError, DeadlineChange, Msg, NodeView, Pending};
@@ -54,7 +55,13 @@ pub struct EngineConfig {
     pub identities: Arc<crate::identity::Identities>,
     /// util-linux's setpriv, with which a sandboxed task becomes its uid.
     pub setpriv: Option<PathBuf>,
+    /// How long restarts in place wait (DESIGN: 10 s doubling to 5 min).
+    pub restart_backoff: Backoff,
 }
+
+/// Restarts in place: back-off, one event line, a few folders (issue 16).
+#[path = "restarts.rs"]
+mod restarts;
 
 /// A task's private folder (its /tmp): the task's uid alone may enter it.
 fn task_folder(tmp: &std::path::Path, run_as: Option<RunAs>) -> Result<(), String> {
@@ -83,6 +90,8 @@ struct Slot {
     sup: Option<Arc<Supervisor>>,
     /// Set once it ended as a failure of the platform.
     platform_failure: Option<String>,
+    /// How its last run ended, in a few words, while it waits to restart.
+    last_exit: Option<String>,
 }
 
 struct JobPorts {
@@ -128,6 +137,17 @@ fn event(kind: &str, message: impl Into<String>) -> NewEvent {
         at_ms: now_ms(),
         kind: kind.into(),
         message: message.into(),
+        line: None,
+    }
+}
+
+/// An event of one task of one attempt that a later one of the same kind
+/// replaces: a task restarted in place exits again and again, and its
+/// history shows the last exit, not each.
+fn task_event(attempt: u32, task: &TaskId, kind: &str, message: impl Into<String>) -> NewEvent {
+    NewEvent {
+        line: Some(format!("a{attempt}/{task}/{kind}")),
+        ..event(kind, message)
     }
 }
 
@@ -218,6 +238,7 @@ impl Loop {
                 }
             }
             self.fire_deadlines();
+            self.fire_restarts();
             if self.recheck_at.is_some_and(|at| at <= now_ms()) {
                 self.recheck_at = None;
                 self.dirty = true;
@@ -385,6 +406,7 @@ impl Loop {
                 gen,
                 sup: None,
                 platform_failure: None,
+                last_exit: None,
             });
         }
         // The rendezvous port lives in the tasks' environment.
@@ -448,7 +470,9 @@ impl Loop {
         };
         let ending = a.ending.is_some();
         let slot = &mut a.slots[i];
-        if slot.rec.state.is_finished() {
+        // A task waiting out its back-off has no process to find: its
+        // timer starts it (see restarts.rs).
+        if slot.rec.state.is_finished() || slot.rec.restart_at_ms.is_some() {
             return;
         }
         let Some(dir) = slot.rec.dir.clone().map(TaskDir::new) else {
@@ -485,7 +509,11 @@ impl Loop {
                 self.skip_unstarted(key, i, change);
             } else {
                 info!(job_key = key, task = %slot.rec.task, "starting a task kiln recorded but never started");
-                self.relaunch(key, i, change, "started after kiln restarted");
+                let ev = event(
+                    "restarted",
+                    format!("{} started after kiln restarted", slot.rec.task),
+                );
+                self.relaunch(key, i, change, ev);
             }
             return;
         }
@@ -604,7 +632,11 @@ impl Loop {
         let (cpus, memory_mb, pids) = (role.cpus, role.memory_mb, role.pids);
         let cg = &self.cfg.discovered.cgroups;
         let version = cg.version?;
-        if cg.memory_root.is_none() && cg.cpu_root.is_none() && cg.pids_root.is_none() {
+        if cg.memory_root.is_none()
+            && cg.cpu_root.is_none()
+            && cg.pids_root.is_none()
+            && cg.group_root.is_none()
+        {
             return None;
         }
         Some(Limits {
@@ -640,6 +672,7 @@ impl Loop {
         } = self.allocate_ports(&spec, &ids)?;
 
         // Sandboxed (bwrap): the space is /mnt and outputs go to
+            group_root: cg.group_root.clone(),
         // Output/<name> in it. Otherwise: a folder of the job's own.
         let space = self
             .cfg
@@ -826,11 +859,14 @@ impl Loop {
                     started_at_ms: Some(now),
                     finished_at_ms: None,
                     dir: Some(dir.path().display().to_string()),
+                    restart_at_ms: None,
+                    restart_streak: 0,
                 },
                 placed: p,
                 gen: 0,
                 sup: None,
                 platform_failure: None,
+                last_exit: None,
             });
         }
         let placement: Vec<String> = slots
@@ -853,12 +889,11 @@ impl Loop {
                 placement.join("; ")
             ),
         )];
-        if let Some(note) = &self.cfg.discovered.cgroups.note {
-            events.push(event(
-                "limits",
-                format!("memory and CPU limits are not enforced: {note}"),
-            ));
-        }
+        let cg = &self.cfg.discovered.cgroups;
+        events.push(event(
+            "limits",
+            kiln_engine::local::delegation::summary(cg.version, &cg.controllers),
+        ));
         events.push(event("started", format!("{} tasks started", slots.len())));
         let change = Change {
             job: JobPatch {
@@ -1142,8 +1177,8 @@ impl Loop {
     /// same launch (an in-place restart, or a start kiln never made). The
     /// new folder is recorded before the supervisor starts, together with
     /// whatever `change` held so far, so a crash in between is recovered
-    /// like any recorded-but-unstarted task.
-    fn relaunch(&mut self, key: i64, i: usize, change: &mut Change, why: &str) {
+    /// like any recorded-but-unstarted task. `ev` says why, with the start.
+    fn relaunch(&mut self, key: i64, i: usize, change: &mut Change, ev: NewEvent) {
         // Who the task runs as now, not what an older launch record says
         // (one from before kiln gave uids has none).
         let run_as = match self.active.get(&key) {
@@ -1223,9 +1258,7 @@ impl Loop {
         slot.rec.dir = Some(dir.path().display().to_string());
         let mut recorded = std::mem::take(change);
         recorded.tasks.push(slot.rec.clone());
-        recorded
-            .events
-            .push(event("restarted", format!("{} {why}", slot.rec.task)));
+        recorded.events.push(ev);
         self.apply(key, &recorded);
         self.spawn(key, attempt, i, gen, &dir, change);
     }
@@ -1265,9 +1298,12 @@ impl Loop {
         let mut change = Change::default();
         if let Ok(Some(started)) = dir.read_started() {
             if let Some(note) = started.limits_note {
-                change
-                    .events
-                    .push(event("limits", format!("{}: {note}", slot.rec.task)));
+                change.events.push(task_event(
+                    attempt,
+                    &slot.rec.task,
+                    "limits",
+                    format!("{}: {note}", slot.rec.task),
+                ));
             }
         }
         let end = match dir.read_exit() {
@@ -1283,8 +1319,8 @@ impl Loop {
                 t.finished_at_ms = Some(at);
             }
         }
-        self.apply(key, &change);
-        self.evaluate(key);
+        // Recorded with what the policy makes of it (a back-off), at once.
+        self.evaluate_with(key, change);
     }
 
     fn record_end(&mut self, key: i64, i: usize, mut end: TaskEnd, change: &mut Change) {
@@ -1302,6 +1338,7 @@ impl Loop {
             );
         }
         let debug = is_debug(&a.spec);
+        let attempt = a.job.attempt;
         let slot = &mut a.slots[i];
         slot.sup = None;
         slot.rec.state = end.state;
@@ -1313,14 +1350,19 @@ impl Loop {
             slot.platform_failure = end.reason.clone().or(Some("platform failure".into()));
         }
         change.tasks.push(slot.rec.clone());
-        change
-            .events
-            .push(event("exited", describe_end(&slot.rec.task, &end)));
+        change.events.push(task_event(
+            attempt,
+            &slot.rec.task,
+            "exited",
+            describe_end(&slot.rec.task, &end),
+        ));
         // The task's scratch space is emptied, except a failed task's under isDebug.
         if let Some(dir) = &slot.rec.dir {
             let dir = PathBuf::from(dir);
             if debug && end.state == TaskState::Failed {
-                change.events.push(event(
+                change.events.push(task_event(
+                    attempt,
+                    &slot.rec.task,
                     "debug",
                     format!(
                         "{} failed; its folder is kept for debugging at {} (isDebug)",
@@ -1337,10 +1379,18 @@ impl Loop {
     /// Applies the completion policy to the current attempt, and ends it once
     /// it is decided and its last task is gone.
     fn evaluate(&mut self, key: i64) {
+        self.evaluate_with(key, Change::default());
+    }
+
+    /// [`Self::evaluate`] with what `change` holds recorded in the same
+    /// transaction.
+    fn evaluate_with(&mut self, key: i64, mut change: Change) {
         let Some(a) = self.active.get_mut(&key) else {
+            if !change.tasks.is_empty() || !change.events.is_empty() {
+                self.apply(key, &change);
+            }
             return;
         };
-        let mut change = Change::default();
         if a.ending.is_none() {
             if let Some(why) = a.slots.iter().find_map(|s| s.platform_failure.clone()) {
                 a.ending = Some(Outcome::Failed {
@@ -1356,7 +1406,9 @@ impl Loop {
                         state: s.rec.state,
                         exit_code: s.rec.exit_code,
                         signal: s.rec.signal,
-                        restarts: s.rec.restarts,
+                        // A restart decided and waiting out its back-off
+                        // is spent from the budget already.
+                        restarts: s.rec.restarts + u32::from(s.rec.restart_at_ms.is_some()),
                     })
                     .collect();
                 let d = decide(&a.spec, &statuses, a.job.stop_requested);
@@ -1379,17 +1431,9 @@ impl Loop {
                         .map(|(i, _)| i)
                         .collect();
                     for i in restart {
-                        if let Some(a) = self.active.get_mut(&key) {
-                            a.slots[i].rec.restarts += 1;
-                        }
-                        self.relaunch(key, i, &mut change, "restarted by its restart policy");
+                        self.back_off(key, i, &mut change);
                     }
-                    if !change.tasks.is_empty() || !change.events.is_empty() {
-                        // A restart that could not be started ends the task
-                        // for good: the policy decides again.
-                        self.apply(key, &change);
-                        self.evaluate(key);
-                    }
+                    self.apply(key, &change);
                     return;
                 }
             }
@@ -1399,9 +1443,12 @@ impl Loop {
                 }
             }
         }
-        let Some(a) = self.active.get(&key) else {
+        let Some(a) = self.active.get_mut(&key) else {
             return;
         };
+        if a.ending.is_some() {
+            restarts::cancel_backoffs(a, &mut change);
+        }
         let all_done = a.slots.iter().all(|s| s.rec.state.is_finished());
         if a.ending.is_some() && all_done {
             self.finish_attempt(key, change);
@@ -1640,6 +1687,7 @@ impl Loop {
             .filter(|a| a.ending.is_none())
             .filter_map(|a| a.job.deadline_at_ms)
             .chain(self.recheck_at)
+            .chain(self.next_restart())
             .min()
     }
 
@@ -1750,6 +1798,7 @@ fn stop_unfinished(a: &Active) {
         if let Some(sup) = &s.sup {
             if let Err(e) = sup.request_stop() {
                 warn!(task = %s.rec.task, error = %e, "cannot signal a supervisor");
+                controllers: cg.controllers.clone(),
             }
         }
     }

@@ -33,7 +33,7 @@ impl Server {
     /// 16 CPUs and 64 GiB declared so tests are not limited by this
     /// machine's 2 cores; 4 fake GPUs. Unsandboxed, so tasks can reach the
     /// marker files tests keep in the host's /tmp (tests/sandbox.rs covers
-    /// the sandbox).
+    /// the sandbox). Restarts in place first wait 100 ms, not 10 s.
     pub fn start() -> Server {
         Self::start_with(&[
             "--fake-gpus",
@@ -45,6 +45,8 @@ impl Server {
             "--stop-grace",
             "1",
             "--no-sandbox",
+            "--restart-backoff",
+            "100ms",
         ])
     }
 
