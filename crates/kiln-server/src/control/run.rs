@@ -1289,7 +1289,12 @@ impl Loop {
         let Some(slot) = a.slots.get(i) else {
             return;
         };
-        if a.job.attempt != attempt || slot.gen != gen || slot.rec.state.is_finished() {
+        // A task in its back-off has had its end counted already.
+        if a.job.attempt != attempt
+            || slot.gen != gen
+            || slot.rec.state.is_finished()
+            || slot.rec.restart_at_ms.is_some()
+        {
             return;
         }
         let Some(dir) = slot.rec.dir.clone().map(TaskDir::new) else {
