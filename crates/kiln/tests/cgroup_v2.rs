@@ -205,7 +205,44 @@ fn steps(mount: &Path, t: &Path, name: &str) {
         }
     });
 
-    // 5. A restarted server finds itself in the leaf and uses the same
+    // 5. Each controller the group is offered holds a task to its limit.
+    let offered = |c: &str| free.iter().any(|f| f == c);
+    if offered("memory") {
+        // tail holds a line in memory until it ends: 400 MB, no newline.
+        let id = server.submit(
+            "oom",
+            "name: oom\nmemory: 100Mi\ncommand: 'head -c 400M /dev/zero | tail > /dev/null'\n",
+        );
+        let j = server.wait_state(&id, "FAILED", 60);
+        assert_eq!(common::task(&j, "main-0")["reason"], "OOMKilled", "{j}");
+    }
+    if offered("cpu") {
+        let id = server.submit(
+            "cpu",
+            "name: cpu\ncpus: 2\ncommand: 'cat /sys/fs/cgroup/unified$(sed -n s/^0:://p /proc/self/cgroup)/cpu.max 2>/dev/null || cat /sys/fs/cgroup$(sed -n s/^0:://p /proc/self/cgroup)/cpu.max'\n",
+        );
+        server.wait_state(&id, "SUCCEEDED", 60);
+        assert_eq!(server.logs(&id, "main-0").trim(), "200000 100000");
+    }
+    if offered("pids") {
+        let id = server.submit(
+            "fork",
+            "name: fork\npids: 20\ncommand: |\n  python3 -c \"import os\n  for i in range(40): os.posix_spawn('/bin/sleep', ['sleep', '60'], {})\"\n",
+        );
+        let j = server.wait_state(&id, "FAILED", 60);
+        assert_eq!(common::task(&j, "main-0")["reason"], "PidsLimitReached", "{j}");
+    }
+    eprintln!(
+        "proved on {}: delegation, task groups, cgroup.kill{}",
+        mount.display(),
+        ["memory", "cpu", "pids"]
+            .iter()
+            .filter(|c| offered(c))
+            .map(|c| format!(", {c} limit"))
+            .collect::<String>()
+    );
+
+    // 6. A restarted server finds itself in the leaf and uses the same
     // group: restarts never nest.
     server.kill9();
     server.boot();
