@@ -98,7 +98,10 @@ fn a_command_that_is_not_found_backs_off_and_shows_one_line_with_a_count() {
             .as_str()
             .is_some_and(|r| r.starts_with("back-off: restarting in"))
     });
-    let reason = task(&j, "main-0")["reason"].as_str().unwrap_or_default().to_owned();
+    let reason = task(&j, "main-0")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         reason.contains("last exit 127 (command not found)"),
         "{reason}"

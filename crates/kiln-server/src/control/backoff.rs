@@ -69,7 +69,11 @@ impl Backoff {
     ) -> NextRestart {
         let ended = finished_at_ms.unwrap_or(now_ms).min(now_ms);
         let ran = started_at_ms.map_or(0, |s| ended.saturating_sub(s));
-        let streak = if ran >= self.reset_after_ms { 0 } else { streak };
+        let streak = if ran >= self.reset_after_ms {
+            0
+        } else {
+            streak
+        };
         let delay_ms = self.delay_ms(streak);
         NextRestart {
             at_ms: ended.saturating_add(delay_ms),

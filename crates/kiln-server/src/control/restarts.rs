@@ -5,9 +5,7 @@
 //! hurries it. Its restarts are one event line with a count, and of its
 //! folders only the first and the last few are kept.
 
-use super::super::backoff::{
-    folders_to_remove, restarted_line, waiting_reason, KEEP_LAST_FOLDERS,
-};
+use super::super::backoff::{folders_to_remove, restarted_line, waiting_reason, KEEP_LAST_FOLDERS};
 use super::super::policy::exit_brief;
 use super::*;
 
@@ -134,10 +132,7 @@ fn end_of(rec: &TaskRecord) -> TaskEnd {
         state: rec.state,
         exit_code: rec.exit_code,
         signal: rec.signal,
-        reason: rec
-            .reason
-            .clone()
-            .filter(|r| !r.starts_with("back-off:")),
+        reason: rec.reason.clone().filter(|r| !r.starts_with("back-off:")),
         platform: false,
     }
 }
