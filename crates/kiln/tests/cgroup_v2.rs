@@ -259,3 +259,41 @@ fn steps(mount: &Path, t: &Path, name: &str) {
     );
     server.kill9();
 }
+
+/// The units in `dist/` load without warnings (`systemd-analyze verify`),
+/// with this build's binary in place of `/usr/local/bin/kiln`. It runs
+/// `systemd-analyze` only, whose children never join the groups above.
+#[test]
+fn the_systemd_units_verify() {
+    if !common::have_program("systemd-analyze", "KILN_TEST_SYSTEMD") {
+        return;
+    }
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let exe = common::kiln_exe();
+    let mut units = Vec::new();
+    for name in ["kiln-tasks.service", "kiln.service"] {
+        let text = fs::read_to_string(dist.join(name)).expect("unit");
+        assert!(text.contains("/usr/local/bin/kiln") || name == "kiln-tasks.service");
+        let path = tmp.path().join(name);
+        fs::write(&path, text.replace("/usr/local/bin/kiln", &exe.display().to_string()))
+            .expect("write");
+        units.push(path);
+    }
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .current_dir(tmp.path())
+        .output()
+        .expect("systemd-analyze");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+    let tasks = fs::read_to_string(dist.join("kiln-tasks.service")).expect("unit");
+    assert!(tasks.contains("\nDelegate=yes\n"), "{tasks}");
+    let server = fs::read_to_string(dist.join("kiln.service")).expect("unit");
+    assert!(
+        server.contains("--cgroup-group /system.slice/kiln-tasks.service")
+            && server.contains("\nKillMode=process\n"),
+        "{server}"
+    );
+}
