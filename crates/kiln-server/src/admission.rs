@@ -3,6 +3,7 @@
 //! not apply on this engine are accepted with a warning. Nothing is dropped
 //! silently.
 
+use kiln_sched::{Capacity, Node};
 use kiln_spec::model::MountSource;
 use kiln_spec::{Issue, JobSpec};
 
@@ -23,6 +24,33 @@ pub struct Engine {
     pub sandboxed: bool,
     /// Tasks with an image run in it (docker or podman).
     pub containers: bool,
+    /// The engine adds nodes on demand (a cloud or Slurm cluster), so the
+    /// nodes known now do not bound what a job may ask for.
+    pub capacity_can_grow: bool,
+}
+
+const FAKE_GPUS_HINT: &str = "run kiln server --fake-gpus N to try GPU jobs without one";
+
+/// A job no node could ever hold, refused at submission rather than left
+/// waiting forever: each field that asks for too much, with what the
+/// cluster has. `nodes` are the engine's nodes as last described.
+pub fn admit_size(spec: &JobSpec, nodes: &[Node], engine: Engine) -> Vec<Issue> {
+    let capacity = Capacity {
+        nodes,
+        can_grow: engine.capacity_can_grow,
+    };
+    let no_gpus = nodes.iter().all(|n| n.gpus.is_empty());
+    kiln_sched::never_fits(spec, capacity)
+        .iter()
+        .map(|why| {
+            let message = if no_gpus && why.wants_gpus() {
+                format!("{why} ({FAKE_GPUS_HINT})")
+            } else {
+                why.to_string()
+            };
+            Issue::new(why.path(), message)
+        })
+        .collect()
 }
 
 pub fn admit(spec: &JobSpec, engine: Engine) -> Admission {
@@ -98,11 +126,42 @@ mod tests {
     const OFF: Engine = Engine {
         sandboxed: false,
         containers: false,
+        capacity_can_grow: false,
     };
     const ON: Engine = Engine {
         sandboxed: true,
         containers: false,
+        capacity_can_grow: false,
     };
+
+    fn cpu_only() -> Vec<Node> {
+        vec![Node {
+            name: "here".into(),
+            cpus: 4,
+            memory_mb: 8192,
+            gpus: Vec::new(),
+        }]
+    }
+
+    #[test]
+    fn a_gpu_job_without_gpus_is_refused_with_the_way_to_try_one() {
+        let s = spec("name: a\nroles: [{name: main, gpus: 1, command: x}]\n");
+        let refused = admit_size(&s, &cpu_only(), OFF);
+        assert_eq!(
+            refused.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "roles[0].gpus: needs 1 GPU on one node; the largest node has 0 \
+              (run kiln server --fake-gpus N to try GPU jobs without one)"
+            ]
+        );
+        let grows = Engine {
+            capacity_can_grow: true,
+            ..OFF
+        };
+        assert!(admit_size(&s, &cpu_only(), grows).is_empty());
+        let small = spec("name: a\ncommand: x\ncpus: 2\n");
+        assert!(admit_size(&small, &cpu_only(), OFF).is_empty());
+    }
 
     #[test]
     fn with_containers_images_are_used_not_remarked() {
@@ -112,6 +171,7 @@ mod tests {
             Engine {
                 sandboxed: true,
                 containers: true,
+                capacity_can_grow: false,
             },
         );
         assert_eq!(a, Admission::default());

@@ -305,6 +305,8 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         engine: admission::Engine {
             sandboxed: bwrap.is_some(),
             containers: containers.is_some(),
+            // The local engine has the one machine it runs on.
+            capacity_can_grow: false,
         },
         boards_at: api::BoardsAt {
             port: board_addr.port(),

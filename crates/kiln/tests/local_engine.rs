@@ -255,16 +255,36 @@ fn stop_ends_a_running_and_a_waiting_job() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already STOPPED"));
 
-    // A job that cannot start (more GPUs than exist) is stopped while waiting.
-    let id = s.submit("toobig", "name: toobig\ngpus: 8\ncommand: 'true'\n");
+    // A job that could never start (more GPUs than exist) is not taken at
+    // all: it would only wait forever (tests/refusals.rs has the rest).
+    let p = s.write_spec("toobig", "name: toobig\ngpus: 8\ncommand: 'true'\n");
+    let out = s.cli(&["submit", p.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("roles[0].gpus: needs 8 GPUs on one node; the largest node has 4"),
+        "{err}"
+    );
+
+    // A job waiting for GPUs another holds is stopped while waiting.
+    let holder = s.submit(
+        "holder",
+        "name: holder\ngpus: 4\ncommand: 'exec sleep 300'\n",
+    );
+    s.wait_state(&holder, "RUNNING", 30);
+    let id = s.submit("waiter", "name: waiter\ngpus: 1\ncommand: 'true'\n");
     let j = s.wait_state(&id, "WAITING", 10);
     assert!(
-        j["pendingReason"].as_str().expect("reason").contains("GPU"),
+        j["pendingReason"]
+            .as_str()
+            .expect("reason")
+            .contains("needs 1 GPU, 0 free"),
         "{j}"
     );
-    assert_eq!(j["pendingDetail"]["code"], "taskTooBig", "{j}");
     s.ok(&["stop", &id]);
     s.wait_state(&id, "STOPPED", 10);
+    s.ok(&["stop", &holder]);
+    s.wait_state(&holder, "STOPPED", 30);
 }
 
 #[test]

@@ -102,6 +102,9 @@ pub async fn submit(
     spec.user = Some(caller.name.clone());
     let mut admission = crate::admission::admit(&spec, state.engine);
     if admission.errors.is_empty() {
+        admission.errors = fit(&state, &spec);
+    }
+    if admission.errors.is_empty() {
         super::sources::check(&state, &caller.name, &spec, &mut admission.errors).await?;
     }
     if !admission.errors.is_empty() {
@@ -138,12 +141,26 @@ pub async fn submit(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+/// What about `spec` no node of this cluster could ever hold.
+fn fit(state: &AppState, spec: &JobSpec) -> Vec<kiln_spec::Issue> {
+    let nodes: Vec<kiln_sched::Node> = state
+        .control
+        .cluster()
+        .nodes
+        .into_iter()
+        .map(|n| n.node)
+        .collect();
+    crate::admission::admit_size(spec, &nodes, state.engine)
+}
+
 async fn store_new_job(
     state: &AppState,
     owner: &str,
     spec: &JobSpec,
     format: &str,
 ) -> Result<JobRecord, Problem> {
+    // The rule for new names, stricter than the one stored ids still meet.
+    kiln_spec::ids::check_job_name(&spec.name).map_err(|m| Problem::field("name", m))?;
     let id = JobId::new(owner, &spec.name).map_err(Problem::bad_request)?;
     let spec_json =
         kiln_spec::export::to_json(spec).map_err(|e| Problem::internal(e.to_string()))?;
@@ -345,6 +362,12 @@ pub async fn clone(
         None => free_clone_name(&state, &caller.name, source.id.name()).await?,
     };
     spec.name = name;
+    // The cluster may have shrunk since the original was submitted.
+    let too_big = fit(&state, &spec);
+    if !too_big.is_empty() {
+        let e = kiln_spec::SpecError::Invalid { issues: too_big };
+        return Err(Problem::invalid_spec(&e));
+    }
     let rec = store_new_job(&state, &caller.name, &spec, &source.format).await?;
     state.control.submitted(rec.key);
     Ok((StatusCode::CREATED, Json(JobView::new(&rec, None, &[]))).into_response())

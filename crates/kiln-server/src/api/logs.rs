@@ -122,6 +122,9 @@ pub async fn logs(
     if q.tail.is_some() && q.offset.is_some() {
         return Err(Problem::bad_request("give tail or offset, not both"));
     }
+    if let Some(offset) = q.offset.filter(|o| *o > 0) {
+        check_offset(&path, offset).await?;
+    }
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
 
     // Where to start: after the tail's first byte, at the offset, or at 0.
@@ -206,6 +209,30 @@ fn starting_at(start: u64, mut r: Response) -> Response {
         header::HeaderValue::from(start),
     );
     r
+}
+
+/// An offset past the end of the log is the client's mistake: a log only
+/// grows, so no answer it got earlier points there. Refused here with what
+/// the log holds, before a seek the OS refuses (far offsets) or a follow
+/// that would wait for bytes that never come.
+async fn check_offset(path: &FsPath, offset: u64) -> Result<(), Problem> {
+    let size = match tokio::fs::metadata(path).await {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            return Err(Problem::internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    if offset > size {
+        return Err(Problem::bad_request(format!(
+            "offset: {offset} is past the end of the log, which has {}",
+            kiln_spec::words::count(size, "byte")
+        )));
+    }
+    Ok(())
 }
 
 async fn read_range(path: &FsPath, start: u64, length: Option<u64>) -> Result<Vec<u8>, Problem> {

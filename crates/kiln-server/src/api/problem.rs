@@ -1,5 +1,12 @@
 //! Errors as `application/problem+json` (RFC 9457) with an `errors` array
 //! naming every invalid field, so clients can point at each one.
+//!
+//! An internal error (500) is written to the server's log in full, with the
+//! paths and settings of the server's machine it names, and reaches the
+//! client only as a reference to that log line: whoever reads the answer
+//! learns nothing of the server's disk.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -95,10 +102,38 @@ fn field_error(i: Issue) -> FieldError {
     }
 }
 
+/// The words a client sees for an internal error, with the reference that
+/// finds its details in the server's log.
+fn hidden(reference: &str) -> String {
+    format!("internal error; the server's log has the details (reference {reference})")
+}
+
+/// A reference unique within this server's run, short enough to quote.
+fn next_reference() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let started = crate::now_ms() / 1000;
+    format!("{started:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Problem {
+    /// This problem as a client may see it: an internal error's details go
+    /// to the log and leave a reference behind.
+    fn for_client(mut self) -> Self {
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR.as_u16() {
+            let reference = next_reference();
+            tracing::error!(reference = %reference, detail = %self.detail, "internal error answered 500");
+            self.detail = hidden(&reference);
+            self.errors.clear();
+        }
+        self
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let this = self.for_client();
+        let status = StatusCode::from_u16(this.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&this).unwrap_or_default();
         (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
@@ -131,5 +166,23 @@ impl From<ControlError> for Problem {
                 "the server is shutting down",
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_keep_the_servers_paths_to_the_log() {
+        let p = Problem::internal("cannot read /var/lib/kiln/jobs/1/output.log: Invalid argument")
+            .for_client();
+        assert_eq!(p.status, 500);
+        assert!(!p.detail.contains("/var/lib/kiln"), "{}", p.detail);
+        assert!(p
+            .detail
+            .starts_with("internal error; the server's log has the details (reference "));
+        let other = Problem::bad_request("offset: past the end").for_client();
+        assert_eq!(other.detail, "offset: past the end");
     }
 }

@@ -126,8 +126,8 @@ pub async fn add(
     admin_only(&caller)?;
     let req: NewUser = json_body(&body, r#"{"name": "alice", "password": "..."}"#)?;
     kiln_spec::ids::check_user_name(&req.name).map_err(|m| Problem::field("name", m))?;
-    if req.password.as_deref().is_some_and(|p| p.len() < 8) {
-        return Err(Problem::field("password", "must be at least 8 characters"));
+    if let Some(p) = req.password.as_deref() {
+        check_password_length(p)?;
     }
     if let Some(account) = &req.unix_user {
         let (uid, _) =
@@ -243,9 +243,7 @@ pub async fn set_password(
         return Err(Problem::not_found(format!("user {name} not found")));
     }
     let req: NewPassword = json_body(&body, r#"{"password": "..."}"#)?;
-    if req.password.len() < 8 {
-        return Err(Problem::field("password", "must be at least 8 characters"));
-    }
+    check_password_length(&req.password)?;
     let store = Arc::clone(&state.store);
     let n = name.clone();
     blocking(move || {
@@ -341,4 +339,33 @@ pub async fn revoke(
     })
     .await?;
     Ok(Json(Revoked { name, revoked }))
+}
+
+/// Fewest characters a password may have.
+const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Counted in characters, as people count them: "пароль12" is eight, not
+/// the sixteen bytes UTF-8 takes for it.
+fn check_password_length(password: &str) -> Result<(), Problem> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Problem::field(
+            "password",
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_counted_in_characters_not_bytes() {
+        assert!(check_password_length("пароль12").is_ok());
+        // Seven characters in fourteen bytes.
+        assert!(check_password_length("пароль1").is_err());
+        assert!(check_password_length("1234567").is_err());
+        assert!(check_password_length("12345678").is_ok());
+    }
 }
