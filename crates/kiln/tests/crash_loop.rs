@@ -36,8 +36,14 @@ fn server() -> Server {
     ])
 }
 
+/// The task's restarts; 0 before the job has tasks (it may still wait for
+/// its first placement when the test first looks).
 fn restarts(j: &Value, id: &str) -> u64 {
-    task(j, id)["restarts"].as_u64().unwrap_or_default()
+    j["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"] == id))
+        .and_then(|t| t["restarts"].as_u64())
+        .unwrap_or_default()
 }
 
 /// The task folders of the job's first attempt (there is one job per server).
@@ -107,6 +113,7 @@ fn a_command_that_is_not_found_backs_off_and_shows_one_line_with_a_count() {
         "{reason}"
     );
     assert_eq!(task(&j, "main-0")["state"], "WAITING", "{j:#}");
+    assert!(task(&j, "main-0")["restartAtMs"].is_u64(), "{j:#}");
 
     // The first run's folder and the last three are kept, no more.
     let folders = task_folders(&s);

@@ -87,6 +87,10 @@ pub struct TaskView {
     pub started_at_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<u64>,
+    /// A task waiting out its back-off (state WAITING, the wait in its
+    /// reason) starts again at this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -124,6 +128,7 @@ impl TaskView {
             restarts: t.restarts,
             started_at_ms: t.started_at_ms,
             finished_at_ms: t.finished_at_ms,
+            restart_at_ms: t.restart_at_ms,
         }
     }
 }
