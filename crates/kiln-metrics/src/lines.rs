@@ -33,6 +33,12 @@
 //!   counters are never metrics themselves. A line says nothing about
 //!   earlier lines: carrying the last `Epoch 3/10` header over to the metric
 //!   lines below it is the caller's business, since only it sees the order.
+//! * Environment dumps are settings, not measurements, though they print
+//!   `NAME=value` too (`env`, `export`, `declare -x`, `os.environ`): a
+//!   quoted value after `=` (`RANK='0'`), a name in upper case that is not a
+//!   metric name shouted (`WORLD_SIZE=2`, but `LOSS=0.5` stays), and every
+//!   `=` of a line that starts with a shell's `export`, `declare`, `typeset`,
+//!   `readonly` or `local` are not metrics.
 //! * A job's own pattern wins over the built-in forms: when both find a
 //!   metric of the same name on one line, only the job's is kept, so a
 //!   pattern written to fix a mis-read does not double-count.
@@ -245,8 +251,12 @@ impl Extractor {
                 }
             }
         }
+        let shell = is_shell_assignment(b);
         for pos in memchr2_iter(b'=', b':', b) {
             if claimed.iter().any(|&(s, e)| s <= pos && pos < e) {
+                continue;
+            }
+            if shell && b[pos] == b'=' {
                 continue;
             }
             let hit = if b[pos] == b'=' {
@@ -479,12 +489,40 @@ fn key_value(b: &[u8], eq: usize) -> Option<(usize, String, f64)> {
     if start == end || !(b[start].is_ascii_alphabetic() || b[start] == b'_') {
         return None;
     }
+    // `RANK='0'`: a shell quotes what it assigns; a script printing a
+    // measurement does not.
+    let v = skip_blanks_forward(b, eq + 1);
+    if v < b.len() && matches!(b[v], b'\'' | b'"') {
+        return None;
+    }
     let key = lower(&b[start..end]);
-    if is_counter_key(&key) {
+    if is_counter_key(&key) || is_env_name(&b[start..end], &key) {
         return None;
     }
     let value = value_at(b, eq + 1, false)?;
     Some((start, key, value))
+}
+
+/// A name as environment variables are spelled (`WORLD_SIZE`, `RANK`,
+/// `OMP_NUM_THREADS`): upper case letters, digits and `_`, with a letter,
+/// unless it is a metric name in capitals (`LOSS`, `LR`, `TRAIN_ACC`).
+/// `key` is `raw` lowercased.
+fn is_env_name(raw: &[u8], key: &str) -> bool {
+    let env_like = raw.iter().any(u8::is_ascii_uppercase)
+        && raw
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_');
+    env_like && !matches!(classify(key), Kind::Metric)
+}
+
+/// Whether the line is a shell builtin that sets variables (`export X=1`,
+/// `declare -x X="1"` as `declare -p` and `export -p` list them).
+fn is_shell_assignment(b: &[u8]) -> bool {
+    let start = b.iter().position(|c| !is_blank(*c)).unwrap_or(b.len());
+    let rest = &b[start..];
+    ["export ", "declare ", "typeset ", "readonly ", "local "]
+        .iter()
+        .any(|w| rest.starts_with(w.as_bytes()))
 }
 
 enum Kind {
@@ -659,7 +697,7 @@ fn quoted_key(b: &[u8], close: usize, colon: usize) -> Option<(usize, String, f6
         return None;
     }
     let key = lower(&b[start..close]);
-    if is_counter_key(&key) {
+    if is_counter_key(&key) || is_env_name(&b[start..close], &key) {
         return None;
     }
     let value = value_at(b, colon + 1, false)?;
@@ -921,6 +959,71 @@ mod tests {
         ] {
             assert_eq!(builtin(line), vec![], "{line:?}");
         }
+    }
+
+    /// Environment dumps print `NAME=value` too, but they are settings, not
+    /// measurements: on the H200 a task's `CUDA_VISIBLE_DEVICES='0' RANK='0'`
+    /// became series `cuda_visible_devices` and `rank`.
+    #[test]
+    fn environment_dumps_are_not_metrics() {
+        for line in [
+            "CUDA_VISIBLE_DEVICES='0' NVIDIA_VISIBLE_DEVICES='0' RANK='0'",
+            // `env`
+            "RANK=0",
+            "WORLD_SIZE=2",
+            "LOCAL_RANK=1",
+            "MASTER_PORT=29500",
+            "OMP_NUM_THREADS=1",
+            "SHLVL=1",
+            "KILN_ATTEMPT=0",
+            "PET_NPROC_PER_NODE=8",
+            "CUDA_VISIBLE_DEVICES=0",
+            // bash `export` and `declare -x`, `set` output, lower case too
+            "export RANK=0",
+            "export lr=0.1",
+            "declare -x WORLD_SIZE=\"2\"",
+            "declare -x seed=\"42\"",
+            "typeset -x N=3",
+            "setenv OMP_NUM_THREADS 4",
+            "lr='0.1'",
+            "batch=\"32\"",
+            // Python's os.environ
+            "environ({'RANK': '0', 'WORLD_SIZE': '2', 'LOCAL_RANK': '0'})",
+            "{\"MASTER_PORT\": \"29500\", \"RANK\": \"1\"}",
+        ] {
+            assert_eq!(builtin(line), vec![], "{line:?}");
+        }
+    }
+
+    /// What training scripts print stays a metric, shouted or not.
+    #[test]
+    fn training_prints_stay_metrics_beside_the_env_rule() {
+        assert_eq!(builtin("loss=0.123"), vec![found("loss", 0.123, None)]);
+        assert_eq!(
+            builtin("epoch 3 loss: 0.5 acc: 0.9"),
+            vec![found("loss", 0.5, Some(3.0)), found("acc", 0.9, Some(3.0))]
+        );
+        assert_eq!(
+            builtin("step=100 loss=2"),
+            vec![found("loss", 2.0, Some(100.0))]
+        );
+        assert_eq!(
+            builtin("LOSS=0.5 LR=0.001"),
+            vec![found("loss", 0.5, None), found("lr", 0.001, None)]
+        );
+        assert_eq!(
+            builtin("TRAIN_LOSS=0.25"),
+            vec![found("train_loss", 0.25, None)]
+        );
+        assert_eq!(
+            builtin("Loss=0.5 Acc=0.7"),
+            vec![found("loss", 0.5, None), found("acc", 0.7, None)]
+        );
+        assert_eq!(
+            builtin("{'loss': 0.5, 'epoch': 1.0}"),
+            vec![found("loss", 0.5, Some(1.0))]
+        );
+        assert_eq!(builtin("rank 0: loss=0.5"), vec![found("loss", 0.5, None)]);
     }
 
     #[test]
