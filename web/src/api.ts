@@ -218,7 +218,7 @@ interface InQueue {
 
 /** Why a job waits (the scheduler's reason, as data). */
 export type PendingDetail =
-  | { code: 'taskTooBig'; task: number; gpus: number; gpuType?: string | null; cpus: number; memoryMb: number }
+  | { code: 'taskTooBig'; task: string; gpus: number; gpuType?: string | null; cpus: number; memoryMb: number }
   | { code: 'jobTooBig'; gpus: number; cpus: number; memoryMb: number }
   | ({ code: 'short'; missing: Missing[] } & InQueue)
   | ({ code: 'scattered' } & InQueue)

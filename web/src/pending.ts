@@ -10,12 +10,14 @@ function gpus(n: number, type?: string | null): string {
   return type ? t('pending.gpusType', { n, type }) : t('pending.gpus', { n });
 }
 
+const cpus = (n: number) => t('pending.cpus', { n });
+
 function missing(m: Missing): string {
   switch (m.resource) {
     case 'gpus':
       return t('pending.missingGpus', { need: gpus(m.need, m.gpuType), free: m.free });
     case 'cpus':
-      return t('pending.missingCpus', { need: m.need, free: m.free });
+      return t('pending.missingCpus', { cpuCount: cpus(m.need), free: m.free });
     case 'memory':
       return t('pending.missingMemory', { need: mib(m.needMb), free: mib(m.freeMb) });
   }
@@ -24,9 +26,9 @@ function missing(m: Missing): string {
 export function pendingDetailText(d: PendingDetail): string {
   switch (d.code) {
     case 'taskTooBig':
-      return t('pending.taskTooBig', { task: d.task, gpus: gpus(d.gpus, d.gpuType), cpus: d.cpus, memory: mib(d.memoryMb) });
+      return t('pending.taskTooBig', { task: d.task, gpus: gpus(d.gpus, d.gpuType), cpuCount: cpus(d.cpus), memory: mib(d.memoryMb) });
     case 'jobTooBig':
-      return t('pending.jobTooBig', { gpus: d.gpus, cpus: d.cpus, memory: mib(d.memoryMb) });
+      return t('pending.jobTooBig', { gpuCount: gpus(d.gpus), cpuCount: cpus(d.cpus), memory: mib(d.memoryMb) });
     default: {
       const place = t('pending.place', { ahead: d.ahead, queue: d.queue });
       switch (d.code) {

@@ -1,6 +1,7 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { Api, ApiError, RESTART_POLICIES, type Dataset, type DryRun, type FieldError, type MountSpec, type RoleSpec, type Spec } from '../api';
+import { Api, ApiError, RESTART_POLICIES, type Dataset, type DryRun, type FieldError, type MountSpec, type NodeInfo, type RoleSpec, type Spec } from '../api';
+import { fitWarnings, type FitWarning } from '../fit';
 import { t, tMaybe, type Key } from '../i18n';
 import { fmtMb, parseSize } from '../format';
 import { navigate, useRoute } from '../router';
@@ -96,7 +97,10 @@ export function SubmitPage() {
   const [loadError, setLoadError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [jsonOpen, setJsonOpen] = useState(false);
-  const [gpuModels, setGpuModels] = useState<string[]>([]);
+  // The cluster's nodes, as the cluster page shows them: for the GPU models
+  // offered and the warning about a job no node could hold.
+  const [nodes, setNodes] = useState<NodeInfo[]>([]);
+  const gpuModels = useMemo(() => [...new Set(nodes.flatMap((n) => n.gpus.map((g) => g.model)))], [nodes]);
   const [datasets, setDatasets] = useState<Dataset[]>([]);
   const validated = useRef(false);
   const fileInput = useRef<HTMLInputElement>(null);
@@ -107,7 +111,7 @@ export function SubmitPage() {
   };
 
   useEffect(() => {
-    Api.nodes().then((c) => setGpuModels([...new Set(c.nodes.flatMap((n) => n.gpus.map((g) => g.model)))]), () => {});
+    Api.nodes().then((c) => setNodes(c.nodes), () => {});
     Api.datasets().then(setDatasets, () => {});
   }, []);
 
@@ -192,10 +196,18 @@ export function SubmitPage() {
   const exact = (path: string) => errors.filter((e) => e.path === path).map((e) => e.message);
   const unmapped = errors.filter((e) => !e.path || !mapped(e.path, pro));
 
+  const fit = fitWarnings(spec, nodes);
+
   const submit = async () => {
     setBusy(true);
     validated.current = true;
     try {
+      // Said before the server refuses it; if the user goes on, the
+      // server's 422 lands on the fields like any other error.
+      if (fit.length > 0) {
+        const anyway = await confirmDialog({ title: t('fit.title'), body: <FitList warnings={fit} />, ok: t('fit.submitAnyway') });
+        if (!anyway) return;
+      }
       const r = await check(spec, true);
       if (!r) {
         toast(t('submit.fixErrors'), 'error');
@@ -287,6 +299,15 @@ export function SubmitPage() {
         </div>
       </div>
 
+      {fit.length > 0 && (
+        <div class="alert alert-warn" data-testid="fit-warnings">
+          <Icon name="alert" />
+          <div class="alert-body">
+            <strong>{t('fit.title')}</strong>
+            <FitList warnings={fit} />
+          </div>
+        </div>
+      )}
       {loadError && <div class="alert alert-error"><Icon name="alert" /><div class="alert-body">{loadError}</div></div>}
       {notice && (
         <div class="alert alert-info" data-testid="submit-notice">
@@ -520,6 +541,19 @@ export function Field({ label, help, errors, children, required, wide }: { label
       </label>
       {children}
       {bad && <FieldErrors messages={errors!} />}
+    </div>
+  );
+}
+
+function FitList({ warnings }: { warnings: FitWarning[] }) {
+  return (
+    <div>
+      <p>{t('fit.hint')}</p>
+      <ul>
+        {warnings.map((w, i) => (
+          <li key={i}><code>{w.path}</code> {w.message}</li>
+        ))}
+      </ul>
     </div>
   );
 }
