@@ -198,9 +198,14 @@ fn a_jobs_events_tell_its_story_in_order() {
     let kinds: Vec<String> = events(&j).into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         kinds,
-        ["submitted", "placed", "started", "exited", "finished"],
+        ["submitted", "placed", "limits", "started", "exited", "finished"],
         "{j}"
     );
+    // Which limits hold, controller by controller.
+    let limits = &events(&j)[2].1;
+    for c in ["memory", "cpu", "pids"] {
+        assert!(limits.contains(&format!("{c} ")), "{limits}");
+    }
     let all = j["events"].as_array().expect("events");
     let times: Vec<u64> = all.iter().filter_map(|e| e["atMs"].as_u64()).collect();
     assert_eq!(times.len(), all.len(), "every event has a time: {j}");
