@@ -188,8 +188,9 @@ pub fn decide(job: &JobSpec, tasks: &[TaskStatus], stop_requested: bool) -> Deci
                 return ended(
                     AttemptState::Failed,
                     format!(
-                        "{failed} of {} tasks of role {} failed (minFailed {min}); {first}",
-                        role.replicas, role.name
+                        "{failed} of {} of role {} failed (minFailed {min}); {first}",
+                        crate::words::count(role.replicas, "task"),
+                        role.name
                     ),
                     tasks,
                 );
@@ -206,8 +207,9 @@ pub fn decide(job: &JobSpec, tasks: &[TaskStatus], stop_requested: bool) -> Deci
                 return ended(
                     AttemptState::Succeeded,
                     format!(
-                        "{succeeded} of {} tasks of role {} succeeded (minSucceeded {min})",
-                        role.replicas, role.name
+                        "{succeeded} of {} of role {} succeeded (minSucceeded {min})",
+                        crate::words::count(role.replicas, "task"),
+                        role.name
                     ),
                     tasks,
                 );

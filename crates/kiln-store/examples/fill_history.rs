@@ -104,7 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "placed",
                         format!("attempt 0 placed on {host}: main-0"),
                     ),
-                    event(started, "started", "1 tasks started".into()),
+                    event(started, "started", "1 task started".into()),
                 ],
             },
         )?;

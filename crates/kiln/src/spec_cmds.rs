@@ -61,16 +61,17 @@ pub fn validate(file: &str) -> Result<ExitCode> {
     };
     print_warnings(&parsed.warnings);
     let job = &parsed.job;
+    use kiln_spec::words::count;
     println!(
-        "valid {} job {:?}: {} role(s), {} task(s), {} GPU(s){}",
+        "valid {} job {:?}: {}, {}, {}{}",
         parsed.format,
         job.name,
-        job.roles.len(),
-        job.total_tasks(),
-        job.total_gpus(),
+        count(job.roles.len() as u64, "role"),
+        count(job.total_tasks(), "task"),
+        count(job.total_gpus(), "GPU"),
         match parsed.warnings.len() {
             0 => String::new(),
-            n => format!(", {n} warning(s)"),
+            n => format!(", {}", count(n as u64, "warning")),
         }
     );
     Ok(ExitCode::SUCCESS)

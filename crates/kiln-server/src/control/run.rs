@@ -894,7 +894,10 @@ impl Loop {
             "limits",
             kiln_engine::local::delegation::summary(cg.version, &cg.controllers),
         ));
-        events.push(event("started", format!("{} tasks started", slots.len())));
+        events.push(event(
+            "started",
+            format!("{} started", kiln_spec::words::count(slots.len() as u64, "task")),
+        ));
         let change = Change {
             job: JobPatch {
                 state: Some(JobState::Running),
