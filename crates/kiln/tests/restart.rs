@@ -8,6 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{task, Server};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 fn wait_file(path: &Path, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -180,4 +182,68 @@ fn a_graceful_shutdown_leaves_running_tasks_alone() {
     let j = s.wait_state(&id, "SUCCEEDED", 30);
     assert_eq!(j["attempt"], 0);
     assert_eq!(s.logs(&id, "main-0"), "up\ndown\n");
+}
+
+/// A supervisor killed with its task (the OOM killer, `kill -9` of the
+/// whole tree) cannot remove the task's cgroups: the next start does.
+#[test]
+fn groups_left_by_killed_supervisors_are_removed_at_the_next_start() {
+    let cg = kiln_engine::local::resources::discover(&Default::default()).cgroups;
+    let Some(root) = cg.cpu_root.clone().or(cg.pids_root.clone()).or(cg.group_root.clone())
+    else {
+        eprintln!("SKIPPED: no writable cgroups here");
+        return;
+    };
+    let mut s = Server::start();
+    let id = s.submit("held", "name: held\ncpus: 1\ncommand: 'sleep 300'\n");
+    s.wait_state(&id, "RUNNING", 30);
+    let instance = std::fs::read_to_string(s.data.path().join("instance"))
+        .expect("instance")
+        .trim()
+        .to_owned();
+    let prefix = format!("kiln-{instance}-");
+    let groups = || -> Vec<String> {
+        std::fs::read_dir(&root)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    common::until(10, "the running task's group", || match groups().len() {
+        1 => Ok(()),
+        n => Err(format!("{n} groups")),
+    });
+    s.kill9();
+    // SIGKILL the supervisor, then what is in the task's group.
+    let data = s.data.path().as_os_str().as_encoded_bytes().to_vec();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmd.windows(data.len()).any(|w| w == data.as_slice()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    common::until(10, "the task's processes to be gone from its group", || {
+        let procs = groups()
+            .iter()
+            .map(|n| std::fs::read_to_string(root.join(n).join("cgroup.procs")).unwrap_or_default())
+            .collect::<String>();
+        for pid in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if procs.trim().is_empty() { Ok(()) } else { Err(procs) }
+    });
+    let stale = groups();
+    assert_eq!(stale.len(), 1, "left behind by the killed supervisor");
+    s.boot();
+    // The job goes on as a new attempt, in a group of its own.
+    common::until(10, "the stale group to be removed", || {
+        let g = groups();
+        if g.contains(&stale[0]) { Err(format!("{g:?}")) } else { Ok(()) }
+    });
 }

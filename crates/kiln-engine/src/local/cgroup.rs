@@ -38,6 +38,33 @@ pub struct Limits {
     pub group: String,
 }
 
+/// The name of one run of one task's group, unique on the machine: the
+/// installation, the job, its attempt, the task and which run of it.
+pub fn group_name(instance: &str, key: i64, attempt: u32, task: &str, gen: u32) -> String {
+    format!("kiln-{instance}-{key}-a{attempt}-{task}-{gen}")
+}
+
+/// Removes this installation's groups under `roots` that no running task
+/// holds (`keep`): those of supervisors that were killed before they could
+/// remove them. A group that still has processes cannot be removed, and is
+/// not. Returns how many were removed.
+pub fn sweep(roots: &[PathBuf], instance: &str, keep: &std::collections::HashSet<String>) -> usize {
+    let prefix = format!("kiln-{instance}-");
+    let mut removed = 0;
+    for root in roots {
+        let Ok(entries) = fs::read_dir(root) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && !keep.contains(&name) && fs::remove_dir(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Processes and threads a task may have unless its job says otherwise:
 /// plenty for data loader workers and compilers, far from a fork bomb.
 pub const DEFAULT_PIDS_MAX: u64 = 4096;
@@ -225,5 +252,31 @@ impl TaskGroup {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_removes_only_this_installations_groups_that_no_task_holds() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().to_owned();
+        let held = group_name("abc", 1, 0, "main-0", 2);
+        let stale = group_name("abc", 1, 0, "main-0", 1);
+        let other = group_name("xyz", 1, 0, "main-0", 0);
+        for g in [&held, &stale, &other, &"kiln-server".to_owned()] {
+            fs::create_dir(root.join(g)).expect("group");
+        }
+        // A group that still has something in it cannot go (as one with
+        // processes cannot).
+        let busy = group_name("abc", 7, 0, "main-0", 0);
+        fs::create_dir_all(root.join(&busy).join("child")).expect("busy");
+        let keep = std::collections::HashSet::from([held.clone()]);
+        assert_eq!(sweep(&[root.clone()], "abc", &keep), 1);
+        assert!(root.join(&held).exists() && root.join(&other).exists());
+        assert!(root.join("kiln-server").exists() && root.join(&busy).exists());
+        assert!(!root.join(&stale).exists());
     }
 }

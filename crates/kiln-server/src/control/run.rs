@@ -339,7 +339,41 @@ impl Loop {
             running = self.active.len(),
             "state recovered"
         );
+        self.sweep_groups();
         Ok(())
+    }
+
+    /// Removes the cgroups of this installation's tasks that ended while
+    /// their supervisor could not clean up (killed with it): only the
+    /// groups of tasks whose supervisor was found again are kept.
+    fn sweep_groups(&self) {
+        let cg = &self.cfg.discovered.cgroups;
+        let roots: Vec<std::path::PathBuf> =
+            [&cg.memory_root, &cg.cpu_root, &cg.pids_root, &cg.group_root]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+        let keep: std::collections::HashSet<String> = self
+            .active
+            .iter()
+            .flat_map(|(key, a)| {
+                // A task whose supervisor is gone has nothing in its group.
+                a.slots.iter().filter(|s| s.sup.is_some()).map(|s| {
+                    kiln_engine::local::cgroup::group_name(
+                        &self.cfg.instance,
+                        *key,
+                        a.job.attempt,
+                        &s.rec.task.to_string(),
+                        s.gen,
+                    )
+                })
+            })
+            .collect();
+        let removed = kiln_engine::local::cgroup::sweep(&roots, &self.cfg.instance, &keep);
+        if removed > 0 {
+            info!(removed, "removed cgroups left by tasks whose supervisor was killed");
+        }
     }
 
     /// A job kiln can no longer read: its tasks are stopped (nothing may
@@ -647,7 +681,13 @@ impl Loop {
             cgroup_version: version,
             memory_root: cg.memory_root.clone(),
             cpu_root: cg.cpu_root.clone(),
-            group: format!("kiln-{}-{key}-a{attempt}-{task}-{gen}", self.cfg.instance),
+            group: kiln_engine::local::cgroup::group_name(
+                &self.cfg.instance,
+                key,
+                attempt,
+                &task.to_string(),
+                gen,
+            ),
         })
     }
 
