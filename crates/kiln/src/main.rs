@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod client;
 mod files_cmds;
 mod job_cmds;
+mod progress;
 mod run_cmd;
 mod spec_cmds;
 mod user_cmds;
@@ -103,7 +104,8 @@ enum UserCommand {
     /// Add a user (admin only); prints the new user's token.
     Add {
         name: String,
-        /// Read a password for web logins from standard input.
+        /// Read a password for web logins from standard input (asked for,
+        /// unechoed, when that is a terminal).
         #[arg(long)]
         password_stdin: bool,
         /// Make the user an administrator.
@@ -121,8 +123,9 @@ enum UserCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
-    /// Set the password for the web UI and WebDAV, read from standard
-    /// input: yours, or (admin) NAME's.
+    /// Set the password for the web UI and WebDAV: yours, or (admin)
+    /// NAME's. Asked for twice, unechoed, at a terminal; else one line of
+    /// standard input.
     Passwd { name: Option<String> },
     /// Issue a new token, for yourself or (admin) for NAME.
     Token {
@@ -413,6 +416,14 @@ fn request_timeout(flag: &str, text: &str) -> anyhow::Result<std::time::Duration
     }
 }
 
+/// Colours in the server's log only for a person at a terminal: a log
+/// file, a pipe or the journal would keep the escape codes as noise.
+/// `NO_COLOR` (https://no-color.org) turns them off at a terminal too.
+fn log_colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
     let ServerArgs {
         listen,
@@ -448,6 +459,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(log_colours())
         .init();
     let overrides = Overrides {
         fake_gpus: fake_gpus

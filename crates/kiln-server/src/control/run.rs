@@ -678,6 +678,7 @@ impl Loop {
             cpus: (cpus > 0).then_some(cpus),
             pids_max: Some(pids.map_or(kiln_engine::local::cgroup::DEFAULT_PIDS_MAX, u64::from)),
             pids_root: cg.pids_root.clone(),
+            group_root: cg.group_root.clone(),
             cgroup_version: version,
             memory_root: cg.memory_root.clone(),
             cpu_root: cg.cpu_root.clone(),
@@ -712,7 +713,6 @@ impl Loop {
         } = self.allocate_ports(&spec, &ids)?;
 
         // Sandboxed (bwrap): the space is /mnt and outputs go to
-            group_root: cg.group_root.clone(),
         // Output/<name> in it. Otherwise: a folder of the job's own.
         let space = self
             .cfg
@@ -1802,6 +1802,7 @@ impl Loop {
                 cpus_allocated: cpus,
                 memory_mb_allocated: mem,
                 limits,
+                controllers: cg.controllers.clone(),
                 pids_limit: match (&cg.pids_root, cg.version) {
                     (Some(_), Some(v)) => format!(
                         "enforced with cgroup v{v}: {} processes per task unless the job says `pids`",
@@ -1846,7 +1847,6 @@ fn stop_unfinished(a: &Active) {
         if let Some(sup) = &s.sup {
             if let Err(e) = sup.request_stop() {
                 warn!(task = %s.rec.task, error = %e, "cannot signal a supervisor");
-                controllers: cg.controllers.clone(),
             }
         }
     }
