@@ -37,6 +37,14 @@ pub struct Client {
     agent: ureq::Agent,
 }
 
+/// A GET's answer as a stream: its media type, its size when known, and
+/// the body.
+pub struct Download {
+    pub kind: String,
+    pub len: Option<u64>,
+    pub body: Box<dyn std::io::Read + Send>,
+}
+
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
@@ -129,6 +137,13 @@ impl Client {
     /// GETs `path` and hands back its media type and a reader over the
     /// body, for answers too big to hold.
     pub fn get_reader(&self, path: &str) -> Result<(String, Box<dyn std::io::Read + Send>)> {
+        let d = self.download(path)?;
+        Ok((d.kind, d.body))
+    }
+
+    /// GETs `path` as a stream, with its size when the server says it (so
+    /// a download can show its progress).
+    pub fn download(&self, path: &str) -> Result<Download> {
         let resp = self
             .agent
             .get(self.url(path))
@@ -136,31 +151,44 @@ impl Client {
             .call()
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
-        let kind = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let kind = header("content-type").unwrap_or_default();
+        let len = header("content-length").and_then(|v| v.parse().ok());
         let mut body = resp.into_body();
         if !(200..300).contains(&status) {
             let bytes = body.read_to_vec().map_err(|e| self.unreachable(e))?;
             return Err(problem_error(status, &bytes));
         }
-        Ok((kind, Box::new(body.into_reader())))
+        Ok(Download {
+            kind,
+            len,
+            body: Box::new(body.into_reader()),
+        })
     }
 
-    /// PUTs a local file, streamed.
-    pub fn put_file(&self, path: &str, file: std::fs::File) -> Result<Vec<u8>> {
+    /// PUTs `len` bytes read from `body`, streamed. The length is sent
+    /// ahead so the server can refuse what is over a quota at once.
+    pub fn put_reader(
+        &self,
+        path: &str,
+        body: &mut dyn std::io::Read,
+        len: u64,
+    ) -> Result<Vec<u8>> {
         let resp = self
             .agent
             .put(self.url(path))
             .header("Authorization", &format!("Bearer {}", self.token))
             .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", &len.to_string())
             // Lets the server refuse (quota, auth) before the body is sent,
             // so the refusal arrives instead of a broken pipe.
             .header("Expect", "100-continue")
-            .send(file)
+            .send(ureq::SendBody::from_reader(body))
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
         let bytes = resp

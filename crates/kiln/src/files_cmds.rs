@@ -1,7 +1,9 @@
 //! `kiln files ls|put|get|mkdir|rm|mv|du`: the user's space from a terminal.
-//! Folders are copied file by file, so large trees stream like single files.
+//! Folders are copied file by file, so large trees stream like single files;
+//! `put` and `get` end with one line saying what they copied.
 
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -9,6 +11,7 @@ use kiln_server::api::files::Listing;
 use kiln_server::spaces::{DatasetView, Usage};
 
 use crate::client::{enc, Client};
+use crate::progress::{self, Progress};
 
 /// `/files/a/b` with every segment encoded.
 fn files_path(remote: &str) -> String {
@@ -56,80 +59,169 @@ pub fn list(path: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Uploads a file or a folder and says what was copied; a progress bar
+/// on stderr while a big upload runs at a terminal.
 pub fn put(local: &Path, remote: &str) -> Result<ExitCode> {
     let c = Client::from_env()?;
     let meta =
         std::fs::metadata(local).with_context(|| format!("cannot read {}", local.display()))?;
-    if meta.is_dir() {
-        put_tree(&c, local, remote)?;
-    } else {
-        put_one(&c, local, remote)?;
+    if !meta.is_dir() {
+        let mut progress = Progress::new("uploading", meta.len());
+        put_one(&c, local, remote, &mut progress)?;
+        let done = progress.done();
+        drop(progress);
+        println!(
+            "uploaded {} ({}) to {remote}",
+            local.display(),
+            progress::size(done)
+        );
+        return Ok(ExitCode::SUCCESS);
     }
+    // The whole tree first, so the bar knows how far there is to go.
+    let mut plan = Plan::default();
+    plan_tree(local, remote, &mut plan)?;
+    let mut progress = Progress::new("uploading", plan.bytes);
+    for folder in &plan.folders {
+        c.ok(
+            "POST",
+            &format!("{}?op=mkdir", files_path(folder)),
+            Some(Vec::new()),
+        )?;
+    }
+    for (l, r) in &plan.files {
+        put_one(&c, l, r, &mut progress)?;
+    }
+    let done = progress.done();
+    drop(progress);
+    println!(
+        "uploaded {} ({}) to {remote}",
+        progress::files(plan.files.len() as u64),
+        progress::size(done)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-fn put_one(c: &Client, local: &Path, remote: &str) -> Result<()> {
-    let f =
-        std::fs::File::open(local).with_context(|| format!("cannot read {}", local.display()))?;
-    c.put_file(&files_path(remote), f)?;
-    Ok(())
+/// A local folder to upload: its folders (parents first, so empty ones
+/// come too) and its files, with their remote paths.
+#[derive(Default)]
+struct Plan {
+    folders: Vec<String>,
+    files: Vec<(PathBuf, String)>,
+    bytes: u64,
 }
 
-fn put_tree(c: &Client, local: &Path, remote: &str) -> Result<()> {
-    c.ok(
-        "POST",
-        &format!("{}?op=mkdir", files_path(remote)),
-        Some(Vec::new()),
-    )?;
-    for e in std::fs::read_dir(local).with_context(|| format!("cannot read {}", local.display()))? {
-        let e = e?;
+fn plan_tree(local: &Path, remote: &str, plan: &mut Plan) -> Result<()> {
+    plan.folders.push(remote.to_owned());
+    let entries =
+        std::fs::read_dir(local).with_context(|| format!("cannot read {}", local.display()))?;
+    for e in entries {
+        let e = e.with_context(|| format!("cannot read {}", local.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let kind = e.file_type()?;
+        let path = e.path();
+        let kind = e
+            .file_type()
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if kind.is_dir() {
-            put_tree(c, &e.path(), &join(remote, &name))?;
+            plan_tree(&path, &join(remote, &name), plan)?;
         } else if kind.is_file() {
-            put_one(c, &e.path(), &join(remote, &name))?;
+            let meta = e
+                .metadata()
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            plan.bytes += meta.len();
+            plan.files.push((path, join(remote, &name)));
         } else {
-            eprintln!(
-                "kiln: skipping {} (not a file or folder)",
-                e.path().display()
-            );
+            eprintln!("kiln: skipping {} (not a file or folder)", path.display());
         }
     }
     Ok(())
 }
 
+fn put_one(c: &Client, local: &Path, remote: &str, progress: &mut Progress) -> Result<()> {
+    let mut f =
+        std::fs::File::open(local).with_context(|| format!("cannot read {}", local.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("cannot read {}", local.display()))?
+        .len();
+    c.put_reader(&files_path(remote), &mut progress.reader(&mut f), len)?;
+    Ok(())
+}
+
+/// Downloads a file or a folder and says what was copied; a progress bar
+/// on stderr while a big download runs at a terminal.
 pub fn get(remote: &str, local: &Path) -> Result<ExitCode> {
     let c = Client::from_env()?;
-    get_any(&c, remote, local)?;
+    // A folder answers with its listing (JSON); a file with its bytes,
+    // which go straight to disk.
+    let first = c.download(&files_path(remote))?;
+    if !first.kind.starts_with("application/json") {
+        let target = if local.is_dir() {
+            local.join(remote.rsplit('/').next().unwrap_or("file"))
+        } else {
+            local.to_owned()
+        };
+        let mut progress = Progress::new("downloading", first.len.unwrap_or(0));
+        save(first.body, &target, &mut progress)?;
+        let done = progress.done();
+        drop(progress);
+        println!(
+            "downloaded {remote} ({}) to {}",
+            progress::size(done),
+            target.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listing: Listing = serde_json::from_reader(first.body).context("a folder listing")?;
+    let mut files = Vec::new();
+    let mut total = 0;
+    plan_remote(&c, remote, local, listing, &mut files, &mut total)?;
+    let mut progress = Progress::new("downloading", total);
+    for (r, l) in &files {
+        save(c.download(&files_path(r))?.body, l, &mut progress)?;
+    }
+    let done = progress.done();
+    drop(progress);
+    println!(
+        "downloaded {} ({}) from {remote} to {}",
+        progress::files(files.len() as u64),
+        progress::size(done),
+        local.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-fn get_any(c: &Client, remote: &str, local: &Path) -> Result<()> {
-    // A folder answers with its listing (JSON); a file with its bytes,
-    // which go straight to disk.
-    let (kind, mut body) = c.get_reader(&files_path(remote))?;
-    if kind.starts_with("application/json") {
-        let listing: Listing = serde_json::from_reader(body).context("a folder listing")?;
-        std::fs::create_dir_all(local)
-            .with_context(|| format!("cannot create {}", local.display()))?;
-        for e in listing.entries {
-            let (r, l) = (join(remote, &e.name), local.join(&e.name));
-            match e.kind.as_str() {
-                "dir" | "file" => get_any(c, &r, &l)?,
-                _ => eprintln!("kiln: skipping {r} ({})", e.kind),
+/// Makes the local folders of a remote one and lists the files to fetch
+/// into them, adding up their sizes for the bar.
+fn plan_remote(
+    c: &Client,
+    remote: &str,
+    local: &Path,
+    listing: Listing,
+    files: &mut Vec<(String, PathBuf)>,
+    total: &mut u64,
+) -> Result<()> {
+    std::fs::create_dir_all(local).with_context(|| format!("cannot create {}", local.display()))?;
+    for e in listing.entries {
+        let (r, l) = (join(remote, &e.name), local.join(&e.name));
+        match e.kind.as_str() {
+            "dir" => {
+                let sub: Listing = c.json("GET", &files_path(&r), None)?;
+                plan_remote(c, &r, &l, sub, files, total)?;
             }
+            "file" => {
+                *total += e.size;
+                files.push((r, l));
+            }
+            _ => eprintln!("kiln: skipping {r} ({})", e.kind),
         }
-        return Ok(());
     }
-    let target = if local.is_dir() {
-        local.join(remote.rsplit('/').next().unwrap_or("file"))
-    } else {
-        local.to_owned()
-    };
-    let mut out = std::fs::File::create(&target)
+    Ok(())
+}
+
+fn save(body: impl Read, target: &Path, progress: &mut Progress) -> Result<()> {
+    let mut out = std::fs::File::create(target)
         .with_context(|| format!("cannot create {}", target.display()))?;
-    std::io::copy(&mut body, &mut out)
+    std::io::copy(&mut progress.reader(body), &mut out)
         .with_context(|| format!("cannot write {}", target.display()))?;
     Ok(())
 }

@@ -498,7 +498,7 @@ pub fn nodes(json: bool) -> Result<ExitCode> {
         );
         let gpus = n["gpus"].as_array().cloned().unwrap_or_default();
         if gpus.is_empty() {
-            println!("  no GPUs ({})", n["gpuSource"].as_str().unwrap_or("?"));
+            println!("  {}", no_gpus(n["gpuSource"].as_str().unwrap_or_default()));
         }
         for g in gpus {
             let idx = g["index"].to_string();
@@ -515,4 +515,30 @@ pub fn nodes(json: bool) -> Result<ExitCode> {
     }
     println!("{} running, {} waiting", v["running"], v["waiting"]);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The line `kiln nodes` prints for a node without GPUs, in words: the API's
+/// `gpuSource` is an enum name (`None`), which printed as is read like a
+/// placeholder. Says how to try GPU jobs anyway.
+fn no_gpus(source: &str) -> String {
+    match source {
+        "Fake" => "no GPUs (--fake-gpus 0)".into(),
+        "Nvml" | "NvidiaSmi" => "no GPUs: the NVIDIA driver lists none".into(),
+        _ => "no GPUs found (no NVIDIA driver); `kiln server --fake-gpus 4` declares fake ones to try GPU jobs".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_gpus;
+
+    #[test]
+    fn a_node_without_gpus_is_said_in_words() {
+        for source in ["None", "Fake", "Nvml", "NvidiaSmi", ""] {
+            let line = no_gpus(source);
+            assert!(line.starts_with("no GPUs"), "{line}");
+            assert!(!line.contains("(None)") && !line.contains("()"), "{line}");
+        }
+        assert!(no_gpus("None").contains("--fake-gpus"));
+    }
 }

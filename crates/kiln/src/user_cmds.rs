@@ -1,6 +1,6 @@
-//! `kiln user add|ls|token`.
+//! `kiln user add|ls|passwd|token|revoke`.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -17,8 +17,20 @@ fn print_token(t: &TokenView, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line of standard input, the password; `what` names the flag.
+/// The password: at a terminal, asked for twice without echo (as `passwd`
+/// does, so it is neither shown nor mistyped); otherwise one line of
+/// standard input, so scripts can pipe it in. `what` names the command.
 fn read_password(what: &str) -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = ask_hidden("New password: ")?;
+        if first.is_empty() {
+            bail!("{what}: no password typed; nothing changed");
+        }
+        if ask_hidden("Repeat: ")? != first {
+            bail!("{what}: the two passwords differ; nothing changed");
+        }
+        return Ok(first);
+    }
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     let p = line.trim_end_matches(['\n', '\r']).to_owned();
@@ -26,6 +38,50 @@ fn read_password(what: &str) -> Result<String> {
         bail!("{what}: standard input held no password");
     }
     Ok(p)
+}
+
+/// Puts the terminal's settings back when dropped, also on an error.
+struct RestoreTerminal(libc::termios);
+
+impl Drop for RestoreTerminal {
+    fn drop(&mut self) {
+        // SAFETY: tcsetattr reads a termios we own; fd 0 stays open.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0);
+        }
+    }
+}
+
+/// Prints `prompt` on stderr and reads one line from the terminal on stdin
+/// with echo off (the Enter still moves to the next line).
+fn ask_hidden(prompt: &str) -> Result<String> {
+    // SAFETY: an all-zero termios is a valid value for tcgetattr to fill.
+    let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 0 is open (a terminal, checked by the caller); `term` is ours.
+    if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut term) } != 0 {
+        bail!(
+            "cannot read the terminal's settings: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let restore = RestoreTerminal(term);
+    term.c_lflag &= !libc::ECHO;
+    term.c_lflag |= libc::ECHONL;
+    // SAFETY: as above; TCSAFLUSH drops anything typed before the prompt.
+    if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &term) } != 0 {
+        bail!(
+            "cannot turn off the terminal's echo: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // The prompt only once echo is off, so nothing typed after it shows.
+    let mut err = std::io::stderr();
+    err.write_all(prompt.as_bytes())?;
+    err.flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    drop(restore);
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 pub fn add(
