@@ -360,6 +360,15 @@ struct ServerArgs {
     /// reporting no use. For tests and demonstrations of the GPU series.
     #[arg(long, value_name = "FILE", hide = true, requires = "fake_gpus")]
     fake_gpu_usage: Option<std::path::PathBuf>,
+    /// Where the cgroup hierarchy is mounted, instead of /sys/fs/cgroup: a
+    /// hybrid machine's v2 hierarchy (/sys/fs/cgroup/unified), for tests.
+    #[arg(long, value_name = "DIR", hide = true)]
+    cgroup_mount: Option<std::path::PathBuf>,
+    /// Put each task's cgroup in this group (a path below the cgroup
+    /// mount, e.g. /system.slice/kiln-tasks.service) instead of the
+    /// server's own: see dist/ and docs/install.md.
+    #[arg(long, value_name = "PATH")]
+    cgroup_group: Option<String>,
     /// The TensorBoard program that `kiln tensorboard JOB` runs (default:
     /// `tensorboard` on PATH).
     #[arg(long, value_name = "PROGRAM")]
@@ -433,6 +442,8 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         max_connections_per_ip,
         data,
         fake_gpus,
+        cgroup_mount,
+        cgroup_group,
         cpus,
         memory,
         stop_grace,
@@ -475,6 +486,8 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             })
             .transpose()
             .map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
+        cgroup_mount,
+        cgroup_group,
     };
     let config = kiln_server::Config {
         data: client::data_dir(data)?,
