@@ -1,9 +1,11 @@
-// Browser tests of the web UI against a real kiln server, and the
-// screenshots in docs/screenshots/. `npm run e2e` from web/.
+// Browser tests of the web UI against a real kiln server, with screenshots
+// of every page (into target/screenshots/; `bash scripts/screenshots`
+// refreshes docs/screenshots/). `npm run e2e` from web/.
 //
 // Env: KILN_BIN (default ../target/debug/kiln), CHROMIUM (/usr/bin/chromium),
 // KILN_UI_FROM_SERVER=1 to use the UI that kiln serves itself instead of
 // web/dist behind a small Node server, SCREENSHOTS=0 to skip screenshots,
+// KILN_SCREENSHOTS_DIR for where they go (default target/screenshots),
 // E2E_SKIP_BUILD=1 to use web/dist as it is, KILN_TENSORBOARD for the
 // TensorBoard program (default: the one beside $KILN_TEST_PYTHON, which
 // scripts/test sets, else ~/.cache/kiln/venv-torch/bin/tensorboard; the
@@ -11,7 +13,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from './serve.mjs';
@@ -21,7 +23,10 @@ const REPO = resolve(WEB, '..');
 const KILN = resolve(WEB, process.env.KILN_BIN || '../target/debug/kiln');
 const FROM_SERVER = process.env.KILN_UI_FROM_SERVER === '1';
 const SHOTS = process.env.SCREENSHOTS !== '0';
-const SHOT_DIR = join(REPO, 'docs', 'screenshots');
+// A test run keeps its screenshots out of the tree (target/screenshots);
+// scripts/screenshots sets KILN_SCREENSHOTS_DIR=docs/screenshots to refresh
+// the committed ones.
+const SHOT_DIR = resolve(REPO, process.env.KILN_SCREENSHOTS_DIR || 'target/screenshots');
 const LANGS = ['en', 'zh-CN', 'ko'];
 const USER = 'alice';
 const PASSWORD = 'kiln-e2e-password';
@@ -878,7 +883,7 @@ async function main() {
         await visible(pp, '[data-testid=gpus-table]', 'phone cluster');
         await shot('cluster-mobile', pp);
         await phone.close();
-        log(`  screenshots for ${lang} in docs/screenshots/${lang}/`);
+        log(`  screenshots for ${lang} in ${relative(REPO, dir) || dir}/`);
       }
       await page.evaluate(() => localStorage.setItem('kiln.lang', 'en'));
     });
