@@ -32,7 +32,7 @@ pub fn check_job_name(name: &str) -> Result<(), String> {
 
 /// The rule for names of jobs already stored: before `~` was refused in new
 /// names, OpenPAI's rule allowed it, and such jobs must still load.
-fn check_stored_job_name(name: &str) -> Result<(), String> {
+pub fn check_stored_job_name(name: &str) -> Result<(), String> {
     check_chars(name, "job name", |c| {
         c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
     })

@@ -18,6 +18,6 @@ pub mod validate;
 pub mod words;
 
 pub use error::{Issue, SpecError};
-pub use formats::{parse, Format, Parsed};
+pub use formats::{parse, parse_stored, Format, Parsed};
 pub use ids::{JobId, TaskId};
 pub use model::JobSpec;

@@ -95,7 +95,7 @@ pub fn reserved_env(name: &str) -> bool {
 /// paths in kiln's native format.
 pub fn validate_job(job: &JobSpec) -> Result<(), SpecError> {
     let paths = crate::formats::native::NativePaths { single: false };
-    let (issues, _) = validate(job, &paths, &HashSet::new());
+    let (issues, _) = validate(job, &paths, &HashSet::new(), false);
     if issues.is_empty() {
         Ok(())
     } else {
@@ -229,6 +229,7 @@ pub(crate) fn validate(
     job: &JobSpec,
     paths: &dyn Paths,
     skip: &HashSet<String>,
+    stored: bool,
 ) -> (Vec<Issue>, Vec<Issue>) {
     use limits::*;
     let mut c = Check {
@@ -238,7 +239,14 @@ pub(crate) fn validate(
         warnings: Vec::new(),
     };
 
-    c.name(Field::Name, check_job_name(&job.name));
+    c.name(
+        Field::Name,
+        if stored {
+            crate::ids::check_stored_job_name(&job.name)
+        } else {
+            check_job_name(&job.name)
+        },
+    );
     if let Some(user) = &job.user {
         c.name(Field::User, check_user_name(user));
     }

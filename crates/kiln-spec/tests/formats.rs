@@ -515,3 +515,15 @@ fn kubeflow_resources_kiln_does_not_honour_are_named() {
         "{w:?}"
     );
 }
+
+/// A job stored before names refused `~` still loads after the upgrade; a
+/// new one is refused.
+#[test]
+fn names_refused_since_a_job_was_stored_still_load() {
+    let text = br#"{"name": "tilde~x", "command": "echo hi"}"#;
+    assert!(kiln_spec::parse(text).is_err());
+    let job = kiln_spec::parse_stored(text).expect("stored job loads").job;
+    assert_eq!(job.name, "tilde~x");
+    // Other rules still hold for stored jobs.
+    assert!(kiln_spec::parse_stored(br#"{"name": "a b", "command": "x"}"#).is_err());
+}

@@ -350,7 +350,7 @@ pub async fn clone(
         serde_json::from_slice(&body)
             .map_err(|e| Problem::bad_request(format!("body: expected {{\"name\": ...}}: {e}")))?
     };
-    let mut spec = kiln_spec::parse(source.spec_json.as_bytes())
+    let mut spec = kiln_spec::parse_stored(source.spec_json.as_bytes())
         .map_err(|e| Problem::internal(format!("stored spec does not parse: {e}")))?
         .job;
     spec.user = Some(caller.name.clone());

@@ -71,7 +71,7 @@ fn prefix(job: &JobRecord) -> String {
 /// What the job's board shows: its TensorBoard folder, and, sandboxed, the
 /// owner's space as the one part of the data folder it may read.
 fn board_spec(state: &AppState, job: &JobRecord) -> Result<BoardSpec, Problem> {
-    let output_dir = kiln_spec::parse(job.spec_json.as_bytes())
+    let output_dir = kiln_spec::parse_stored(job.spec_json.as_bytes())
         .ok()
         .and_then(|p| p.job.output_dir);
     let sandboxed = state.engine.sandboxed;

@@ -185,7 +185,7 @@ pub fn start(store: Arc<dyn Store>, cfg: EngineConfig) -> Result<Control, Contro
 }
 
 fn parse_spec(job: &JobRecord) -> Result<JobSpec, String> {
-    kiln_spec::parse(job.spec_json.as_bytes())
+    kiln_spec::parse_stored(job.spec_json.as_bytes())
         .map(|p| p.job)
         .map_err(|e| format!("stored spec of {} does not parse: {e}", job.id))
 }

@@ -386,7 +386,7 @@ impl Hub {
     /// Reads what the job's tasks printed and its TensorBoard files gained
     /// since the last read.
     fn catch_up(&self, job: &JobRecord) {
-        let Ok(parsed) = kiln_spec::parse(job.spec_json.as_bytes()) else {
+        let Ok(parsed) = kiln_spec::parse_stored(job.spec_json.as_bytes()) else {
             return;
         };
         let spec = parsed.job;

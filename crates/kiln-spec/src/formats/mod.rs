@@ -62,6 +62,17 @@ pub struct Parsed {
 
 /// Parses a job in any supported format.
 pub fn parse(input: &[u8]) -> Result<Parsed, SpecError> {
+    parse_as(input, false)
+}
+
+/// Parses a job kiln stored earlier: names that rules added since then
+/// refuse (a job name with `~`) still load, so an upgrade never fails a
+/// job that was accepted.
+pub fn parse_stored(input: &[u8]) -> Result<Parsed, SpecError> {
+    parse_as(input, true)
+}
+
+fn parse_as(input: &[u8], stored: bool) -> Result<Parsed, SpecError> {
     let doc = load(input)?;
     let Value::Object(doc) = &doc else {
         return Err(SpecError::Invalid {
@@ -88,7 +99,7 @@ pub fn parse(input: &[u8]) -> Result<Parsed, SpecError> {
     // A document kiln could not make sense of as a whole gets that one error,
     // not a rule-by-rule list about placeholders.
     if !skip.contains("") {
-        let (errors, more_warnings) = validate(&job, paths.as_ref(), &skip);
+        let (errors, more_warnings) = validate(&job, paths.as_ref(), &skip, stored);
         issues.extend(errors);
         warnings.extend(more_warnings);
     }
