@@ -145,7 +145,8 @@ enum UserCommand {
 #[derive(Subcommand)]
 enum Command {
     /// Run the kiln server: the scheduler, the local engine and the API.
-    Server(ServerArgs),
+    // Boxed: its many flags would otherwise size every verb's value.
+    Server(Box<ServerArgs>),
     /// Submit a job spec (any supported format); prints the job id.
     Submit {
         /// Spec file, or - for standard input.
@@ -568,7 +569,7 @@ fn main() -> ExitCode {
     }
     let json = |f: Format| f == Format::Json;
     let result = match cli.command {
-        Command::Server(args) => server(args),
+        Command::Server(args) => server(*args),
         Command::Submit { file, output, wait } => job_cmds::submit(&file, json(output), wait),
         Command::Run(args) => run_cmd::run(args),
         Command::Ls {
