@@ -274,7 +274,9 @@ mod tests {
         let msg = check_job_name("tilde~x").unwrap_err();
         assert!(msg.contains("'~'"), "{msg}");
         assert!(msg.contains("user~name"), "{msg}");
-        let old: JobId = "admin~tilde~x".parse().expect("an id stored before the rule");
+        let old: JobId = "admin~tilde~x"
+            .parse()
+            .expect("an id stored before the rule");
         assert_eq!(old.name(), "tilde~x");
     }
 

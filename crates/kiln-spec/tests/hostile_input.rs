@@ -195,7 +195,9 @@ fn deep_json_errors_name_json() {
         "  [1, 2".to_owned(),
     ] {
         match parse(body.as_bytes()) {
-            Err(SpecError::Syntax { format, .. }) => assert_eq!(format, "JSON", "{}", &body[..20.min(body.len())]),
+            Err(SpecError::Syntax { format, .. }) => {
+                assert_eq!(format, "JSON", "{}", &body[..20.min(body.len())])
+            }
             Err(SpecError::Invalid { issues }) => {
                 assert!(issues[0].message.contains("mapping"), "{issues:?}")
             }

@@ -123,7 +123,9 @@ fn steps(mount: &Path, t: &Path, name: &str) {
         assert_eq!(s.group, t);
         assert_eq!(s.moved, 1, "{s:?}");
         assert!(s.controllers[0].enforced, "{s:?}");
-        assert!(words(&t.join("cgroup.subtree_control")).iter().any(|w| w == c));
+        assert!(words(&t.join("cgroup.subtree_control"))
+            .iter()
+            .any(|w| w == c));
         assert_eq!(own_v2_group(sleeper.id()), format!("/{name}/{SERVER_LEAF}"));
     } else {
         eprintln!("no controller free on this cgroup2 mount: the enabling step is not exercised");
@@ -131,7 +133,7 @@ fn steps(mount: &Path, t: &Path, name: &str) {
     // 3. The report says, per controller, exactly what this group offers.
     let s = delegate(mount, &format!("/{name}"));
     for c in &s.controllers {
-        let offered = free.iter().any(|f| *f == c.controller);
+        let offered = free.contains(&c.controller);
         assert_eq!(c.enforced, offered, "{c:?}");
         if !offered {
             assert!(c.detail.contains("not delegated"), "{c:?}");
@@ -198,12 +200,14 @@ fn steps(mount: &Path, t: &Path, name: &str) {
         .trim()
         .parse()
         .expect("pid");
-    until(10, "the process that left its process group to be gone", || {
-        match fs::metadata(format!("/proc/{pid}")) {
+    until(
+        10,
+        "the process that left its process group to be gone",
+        || match fs::metadata(format!("/proc/{pid}")) {
             Err(_) => Ok(()),
             Ok(_) => Err(format!("{pid} still runs")),
-        }
-    });
+        },
+    );
 
     // 5. Each controller the group is offered holds a task to its limit.
     let offered = |c: &str| free.iter().any(|f| f == c);
@@ -230,7 +234,11 @@ fn steps(mount: &Path, t: &Path, name: &str) {
             "name: fork\npids: 20\ncommand: |\n  python3 -c \"import os\n  for i in range(40): os.posix_spawn('/bin/sleep', ['sleep', '60'], {})\"\n",
         );
         let j = server.wait_state(&id, "FAILED", 60);
-        assert_eq!(common::task(&j, "main-0")["reason"], "PidsLimitReached", "{j}");
+        assert_eq!(
+            common::task(&j, "main-0")["reason"],
+            "PidsLimitReached",
+            "{j}"
+        );
     }
     eprintln!(
         "proved on {}: delegation, task groups, cgroup.kill{}",
@@ -276,8 +284,11 @@ fn the_systemd_units_verify() {
         let text = fs::read_to_string(dist.join(name)).expect("unit");
         assert!(text.contains("/usr/local/bin/kiln") || name == "kiln-tasks.service");
         let path = tmp.path().join(name);
-        fs::write(&path, text.replace("/usr/local/bin/kiln", &exe.display().to_string()))
-            .expect("write");
+        fs::write(
+            &path,
+            text.replace("/usr/local/bin/kiln", &exe.display().to_string()),
+        )
+        .expect("write");
         units.push(path);
     }
     let out = std::process::Command::new("systemd-analyze")

@@ -198,7 +198,14 @@ fn a_jobs_events_tell_its_story_in_order() {
     let kinds: Vec<String> = events(&j).into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         kinds,
-        ["submitted", "placed", "limits", "started", "exited", "finished"],
+        [
+            "submitted",
+            "placed",
+            "limits",
+            "started",
+            "exited",
+            "finished"
+        ],
         "{j}"
     );
     // Which limits hold, controller by controller.

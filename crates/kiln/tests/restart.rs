@@ -189,7 +189,11 @@ fn a_graceful_shutdown_leaves_running_tasks_alone() {
 #[test]
 fn groups_left_by_killed_supervisors_are_removed_at_the_next_start() {
     let cg = kiln_engine::local::resources::discover(&Default::default()).cgroups;
-    let Some(root) = cg.cpu_root.clone().or(cg.pids_root.clone()).or(cg.group_root.clone())
+    let Some(root) = cg
+        .cpu_root
+        .clone()
+        .or(cg.pids_root.clone())
+        .or(cg.group_root.clone())
     else {
         eprintln!("SKIPPED: no writable cgroups here");
         return;
@@ -233,10 +237,17 @@ fn groups_left_by_killed_supervisors_are_removed_at_the_next_start() {
             .iter()
             .map(|n| std::fs::read_to_string(root.join(n).join("cgroup.procs")).unwrap_or_default())
             .collect::<String>();
-        for pid in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        for pid in procs
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        if procs.trim().is_empty() { Ok(()) } else { Err(procs) }
+        if procs.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(procs)
+        }
     });
     let stale = groups();
     assert_eq!(stale.len(), 1, "left behind by the killed supervisor");
@@ -244,6 +255,10 @@ fn groups_left_by_killed_supervisors_are_removed_at_the_next_start() {
     // The job goes on as a new attempt, in a group of its own.
     common::until(10, "the stale group to be removed", || {
         let g = groups();
-        if g.contains(&stale[0]) { Err(format!("{g:?}")) } else { Ok(()) }
+        if g.contains(&stale[0]) {
+            Err(format!("{g:?}"))
+        } else {
+            Ok(())
+        }
     });
 }

@@ -57,7 +57,10 @@ pub fn sweep(roots: &[PathBuf], instance: &str, keep: &std::collections::HashSet
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && !keep.contains(&name) && fs::remove_dir(e.path()).is_ok() {
+            if name.starts_with(&prefix)
+                && !keep.contains(&name)
+                && fs::remove_dir(e.path()).is_ok()
+            {
                 removed += 1;
             }
         }
@@ -274,7 +277,7 @@ mod tests {
         let busy = group_name("abc", 7, 0, "main-0", 0);
         fs::create_dir_all(root.join(&busy).join("child")).expect("busy");
         let keep = std::collections::HashSet::from([held.clone()]);
-        assert_eq!(sweep(&[root.clone()], "abc", &keep), 1);
+        assert_eq!(sweep(std::slice::from_ref(&root), "abc", &keep), 1);
         assert!(root.join(&held).exists() && root.join(&other).exists());
         assert!(root.join("kiln-server").exists() && root.join(&busy).exists());
         assert!(!root.join(&stale).exists());

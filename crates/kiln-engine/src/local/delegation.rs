@@ -275,7 +275,10 @@ mod tests {
     #[test]
     fn lists_end_in_a_newline_that_is_not_a_controller() {
         assert_eq!(parse_list("memory\n"), ["memory"]);
-        assert_eq!(parse_list("cpuset cpu io memory pids\n"), ["cpuset", "cpu", "io", "memory", "pids"]);
+        assert_eq!(
+            parse_list("cpuset cpu io memory pids\n"),
+            ["cpuset", "cpu", "io", "memory", "pids"]
+        );
         assert!(parse_list("\n").is_empty());
     }
 
@@ -288,13 +291,23 @@ mod tests {
         assert!(g.join(SERVER_LEAF).is_dir());
         // A plain file keeps only the last write: each controller was
         // written on its own, so one refusal cannot hide the others.
-        assert_eq!(fs::read_to_string(g.join("cgroup.subtree_control")).expect("read"), "+pids");
+        assert_eq!(
+            fs::read_to_string(g.join("cgroup.subtree_control")).expect("read"),
+            "+pids"
+        );
         assert_eq!(
             states(&s),
-            [("memory".into(), true), ("cpu".into(), true), ("pids".into(), true)]
+            [
+                ("memory".into(), true),
+                ("cpu".into(), true),
+                ("pids".into(), true)
+            ]
         );
         // No memory.swap.max in this tree: said, not hidden.
-        assert!(s.controllers[0].detail.contains("swap not limited"), "{s:?}");
+        assert!(
+            s.controllers[0].detail.contains("swap not limited"),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -304,10 +317,17 @@ mod tests {
         let s = delegate(tmp.path(), "/svc/kiln.service");
         assert_eq!(
             states(&s),
-            [("memory".into(), true), ("cpu".into(), false), ("pids".into(), false)]
+            [
+                ("memory".into(), true),
+                ("cpu".into(), false),
+                ("pids".into(), false)
+            ]
         );
         assert!(s.controllers[1].detail.contains("Delegate=yes"), "{s:?}");
-        assert!(s.controllers[1].detail.contains("offered: [memory]"), "{s:?}");
+        assert!(
+            s.controllers[1].detail.contains("offered: [memory]"),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -337,6 +357,9 @@ mod tests {
         // No such group: nothing can be created in it.
         let s = delegate(tmp.path(), "/gone");
         assert!(s.controllers.iter().all(|c| !c.enforced));
-        assert!(s.controllers[0].detail.contains("cannot create groups"), "{s:?}");
+        assert!(
+            s.controllers[0].detail.contains("cannot create groups"),
+            "{s:?}"
+        );
     }
 }

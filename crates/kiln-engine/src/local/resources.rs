@@ -316,7 +316,9 @@ fn detect_cgroups(root: &Path, own: &[(String, String)]) -> Cgroups {
             cpu_root: None,
             pids_root: None,
             group_root: None,
-            note: Some("no writable cgroup hierarchy: memory and CPU limits are not enforced".into()),
+            note: Some(
+                "no writable cgroup hierarchy: memory and CPU limits are not enforced".into(),
+            ),
             controllers,
         };
     }
@@ -343,7 +345,13 @@ fn note_of(version: u8, controllers: &[ControllerState]) -> Option<String> {
         let which = controllers
             .iter()
             .filter(|c| !c.enforced && c.controller != "pids")
-            .map(|c| if c.controller == "cpu" { "CPU" } else { "memory" })
+            .map(|c| {
+                if c.controller == "cpu" {
+                    "CPU"
+                } else {
+                    "memory"
+                }
+            })
             .collect::<Vec<_>>()
             .join(" and ");
         format!(

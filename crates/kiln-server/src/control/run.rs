@@ -372,7 +372,10 @@ impl Loop {
             .collect();
         let removed = kiln_engine::local::cgroup::sweep(&roots, &self.cfg.instance, &keep);
         if removed > 0 {
-            info!(removed, "removed cgroups left by tasks whose supervisor was killed");
+            info!(
+                removed,
+                "removed cgroups left by tasks whose supervisor was killed"
+            );
         }
     }
 
@@ -936,7 +939,10 @@ impl Loop {
         ));
         events.push(event(
             "started",
-            format!("{} started", kiln_spec::words::count(slots.len() as u64, "task")),
+            format!(
+                "{} started",
+                kiln_spec::words::count(slots.len() as u64, "task")
+            ),
         ));
         let change = Change {
             job: JobPatch {
