@@ -60,6 +60,13 @@ impl SpaceError {
                     path.display()
                 ))
             }
+            std::io::ErrorKind::DirectoryNotEmpty => SpaceError::Conflict(format!(
+                "{} is not empty (remove it recursively)",
+                path.display()
+            )),
+            std::io::ErrorKind::IsADirectory => {
+                SpaceError::Conflict(format!("{} is a folder", path.display()))
+            }
             // cap-std's answer to a path (or symlink) that leads outside.
             std::io::ErrorKind::PermissionDenied => {
                 SpaceError::Invalid(format!("{} leads outside your space", path.display()))
@@ -261,13 +268,7 @@ impl Spaces {
             if recursive {
                 dir.remove_dir_all(p.rel())
             } else {
-                dir.remove_dir(p.rel()).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::DirectoryNotEmpty {
-                        std::io::Error::other("the folder is not empty (remove it recursively)")
-                    } else {
-                        e
-                    }
-                })
+                dir.remove_dir(p.rel())
             }
         } else {
             dir.remove_file(p.rel())
