@@ -152,7 +152,7 @@ pub fn delegate_with(mount: &Path, own: &str, wanted_here: &[&str]) -> V2Setup {
     // then the same on every machine, and a controller delegated later
     // needs no move. The root group may hold processes and still hand out
     // controllers, and is left alone.
-    if group != mount {
+    if !is_real_root(mount, &group) {
         match move_into_leaf(&group) {
             Ok(n) => moved = n,
             Err(e) => move_failure = Some(e),
@@ -204,6 +204,16 @@ pub fn delegate_with(mount: &Path, own: &str, wanted_here: &[&str]) -> V2Setup {
         moved,
         writable: true,
     }
+}
+
+/// Whether `group` is the machine's root cgroup, the one group the kernel
+/// lets hold processes and hand out controllers at once. The mount point is
+/// not always that: in a cgroup namespace (a container's, Docker's default
+/// on v2) `/proc/self/cgroup` says `0::/` and the mount shows the
+/// container's own group, which obeys the rule like any other. The kernel
+/// gives every group but the real root a `cgroup.type` file.
+fn is_real_root(mount: &Path, group: &Path) -> bool {
+    group == mount && !group.join("cgroup.type").exists()
 }
 
 /// Moves every process of `group` into its [`SERVER_LEAF`]. Processes that
@@ -349,6 +359,27 @@ mod tests {
         let s = delegate(tmp.path(), "/");
         assert_eq!(s.moved, 0);
         assert!(!tmp.path().join(SERVER_LEAF).exists());
+    }
+
+    #[test]
+    fn a_containers_namespace_root_is_emptied_like_any_group() {
+        // In a cgroup namespace the mount is the container's group: it has a
+        // cgroup.type, as every group but the real root does, and the kernel
+        // refuses controllers below it while it holds processes.
+        let tmp = tempfile::tempdir().expect("tmp");
+        for (f, text) in [
+            ("cgroup.controllers", "cpu memory pids\n"),
+            ("cgroup.subtree_control", ""),
+            ("cgroup.procs", "1\n57\n"),
+            ("cgroup.type", "domain\n"),
+        ] {
+            fs::write(tmp.path().join(f), text).expect("w");
+        }
+        let s = delegate(tmp.path(), "/");
+        assert_eq!(s.group, tmp.path());
+        assert_eq!(s.moved, 2, "{s:?}");
+        assert!(tmp.path().join(SERVER_LEAF).is_dir());
+        assert!(s.controllers.iter().all(|c| c.enforced), "{s:?}");
     }
 
     #[test]
