@@ -765,7 +765,11 @@ async function main() {
           body: JSON.stringify(spec),
         }).then(async (r) => r.ok || fail(`submit ${spec.name}: ${r.status} ${await r.text()}`));
       await submit({ name: 'bad-config', roles: [{ name: 'main', command: 'echo "loading config.yaml"; echo "error: config.yaml not found" >&2; exit 3', cpus: 1 }] });
-      await submit({ name: 'llm-8gpu', roles: [{ name: 'main', command: 'python train.py', cpus: 4, gpus: 8, memory: '8Gi' }] });
+      // Waiting for GPUs another job holds (a job no node could hold is
+      // refused at submit, so it never waits).
+      await submit({ name: 'eval-2gpu', roles: [{ name: 'main', command: 'sleep 600', cpus: 1, gpus: 2, memory: '1Gi' }] });
+      await until('eval-2gpu to run', async () => (await jobState('eval-2gpu')) === 'RUNNING', 20000, 200);
+      await submit({ name: 'llm-4gpu', roles: [{ name: 'main', command: 'python train.py', cpus: 4, gpus: 4, memory: '8Gi' }] });
       await until('bad-config to fail', async () => (await jobState('bad-config')) === 'FAILED', 20000, 200);
     });
     await step('screenshots', async () => {

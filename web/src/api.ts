@@ -361,8 +361,11 @@ export const Api = {
   remove: (id: string) => api<void>(`/jobs/${jid(id)}`, { method: 'DELETE' }),
   extend: (id: string, extendBy: string) => api<JobView>(`/jobs/${jid(id)}`, { method: 'PATCH', body: { extendBy } }),
   setMaxDuration: (id: string, maxDuration: string) => api<JobView>(`/jobs/${jid(id)}`, { method: 'PATCH', body: { maxDuration } }),
-  submit: (text: string, contentType: string, dryRun: boolean) =>
-    api<DryRun & JobView>(`/jobs${dryRun ? '?dryRun=true' : ''}`, { method: 'POST', body: text, contentType }),
+  /** With `capacity: false` (dry runs only) the spec is converted and
+   *  checked without asking whether a node could hold it: Import loads a
+   *  file first, then the form's live check says what does not fit. */
+  submit: (text: string, contentType: string, dryRun: boolean, capacity = true) =>
+    api<DryRun & JobView>(`/jobs${dryRun ? `?dryRun=true${capacity ? '' : '&checkCapacity=false'}` : ''}`, { method: 'POST', body: text, contentType }),
   metrics: (id: string, signal?: AbortSignal) =>
     api<{ job: string; series: SeriesView[] }>(`/jobs/${jid(id)}/metrics`, { signal }),
   tensorboard: (id: string) => api<Board>(`/jobs/${jid(id)}/tensorboard`, { method: 'POST' }),

@@ -112,6 +112,21 @@ fn a_job_no_node_can_hold_is_refused_at_submit_naming_the_field() {
         "{p}"
     );
 
+    // The UI's Import converts a file without the capacity check (then its
+    // form shows what does not fit); only a dry run may skip it.
+    let gpu_job = r#"{"name": "imported", "gpus": 1, "command": "true"}"#;
+    let (status, p) = s.api("POST", "/jobs?dryRun=true", Some(gpu_job));
+    assert_eq!(status, 422, "{p}");
+    let (status, p) = s.api(
+        "POST",
+        "/jobs?dryRun=true&checkCapacity=false",
+        Some(gpu_job),
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["job"]["roles"][0]["gpus"], 1, "{p}");
+    let (status, p) = s.api("POST", "/jobs?checkCapacity=false", Some(gpu_job));
+    assert_eq!(status, 422, "{p}");
+
     // Nothing was stored: nothing waits forever.
     let (_, list) = s.api("GET", "/jobs", None);
     assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");

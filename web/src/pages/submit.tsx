@@ -232,7 +232,7 @@ export function SubmitPage() {
     const text = await file.text();
     const yaml = /\.ya?ml$/i.test(file.name);
     try {
-      const r = await Api.submit(text, yaml ? 'application/yaml' : 'application/json', true);
+      const r = await Api.submit(text, yaml ? 'application/yaml' : 'application/json', true, false);
       const s = fromServer(r.job);
       setSpec(s);
       setErrors([]);
@@ -865,7 +865,7 @@ function JsonDialog({ spec, onClose, onApply }: { spec: Spec; onClose: () => voi
     // Another format (OpenPAI JSON, or kiln's single-task form): kiln converts it.
     setBusy(true);
     try {
-      const r = await Api.submit(text, 'application/json', true);
+      const r = await Api.submit(text, 'application/json', true, false);
       onApply(fromServer(r.job));
     } catch (e) {
       if (e instanceof ApiError && e.problem.errors?.length) setError(e.problem.errors.map((x) => `${x.path ? `${x.path}: ` : ''}${x.message}`));

@@ -80,6 +80,15 @@ pub struct SubmitQuery {
     /// Validate and render the environment; store nothing.
     #[serde(default)]
     dry_run: bool,
+    /// With dryRun: false checks the spec alone, not whether a node
+    /// could hold the job (the web UI's Import converts a file this way,
+    /// then shows what does not fit on the form's fields). Default true.
+    #[serde(default = "yes")]
+    check_capacity: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", params(SubmitQuery),
@@ -101,7 +110,8 @@ pub async fn submit(
     // The caller owns what they submit, whatever the spec says.
     spec.user = Some(caller.name.clone());
     let mut admission = crate::admission::admit(&spec, state.engine);
-    if admission.errors.is_empty() {
+    // Only a dry run may skip it: nothing is stored that could never run.
+    if admission.errors.is_empty() && (q.check_capacity || !q.dry_run) {
         admission.errors = fit(&state, &spec);
     }
     if admission.errors.is_empty() {
