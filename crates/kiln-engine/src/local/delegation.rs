@@ -148,11 +148,11 @@ pub fn delegate_with(mount: &Path, own: &str, wanted_here: &[&str]) -> V2Setup {
         .collect();
     let mut moved = 0;
     let mut move_failure = None;
-    // Always, not only when a controller is to be enabled: the layout is
-    // then the same on every machine, and a controller delegated later
-    // needs no move. The root group may hold processes and still hand out
-    // controllers, and is left alone.
-    if !is_real_root(mount, &group) {
+    // Only when a controller is to be enabled: processes that are not
+    // kiln's (a login shell's, when root starts kiln by hand) stay where
+    // they are unless limits need the group emptied. The machine's root
+    // group may hold processes and still hand out controllers.
+    if !wanted.is_empty() && !is_real_root(mount, &group) {
         match move_into_leaf(&group) {
             Ok(n) => moved = n,
             Err(e) => move_failure = Some(e),
@@ -338,6 +338,17 @@ mod tests {
             s.controllers[1].detail.contains("offered: [memory]"),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn with_nothing_to_enable_nobody_is_moved() {
+        // A login shell's group offered nothing kiln uses: its processes
+        // stay where they are.
+        let (tmp, g) = tree("hugetlb\n", "", "7\n8\n");
+        let s = delegate(tmp.path(), "/svc/kiln.service");
+        assert_eq!(s.moved, 0);
+        assert!(!g.join(SERVER_LEAF).exists());
+        assert!(s.controllers.iter().all(|c| !c.enforced), "{s:?}");
     }
 
     #[test]
