@@ -184,8 +184,9 @@ fn a_graceful_shutdown_leaves_running_tasks_alone() {
     assert_eq!(s.logs(&id, "main-0"), "up\ndown\n");
 }
 
-/// A supervisor killed with its task (the OOM killer, `kill -9` of the
-/// whole tree) cannot remove the task's cgroups: the next start does.
+/// A supervisor killed (the OOM killer, `kill -9`) cannot remove its
+/// task's cgroups, nor end the task: the next start kills what runs there
+/// unsupervised and removes the groups.
 #[test]
 fn groups_left_by_killed_supervisors_are_removed_at_the_next_start() {
     let cg = kiln_engine::local::resources::discover(&Default::default()).cgroups;
@@ -221,7 +222,8 @@ fn groups_left_by_killed_supervisors_are_removed_at_the_next_start() {
         n => Err(format!("{n} groups")),
     });
     s.kill9();
-    // SIGKILL the supervisor, then what is in the task's group.
+    // SIGKILL the supervisor alone: its task runs on in its group, with
+    // nobody to capture its output or its exit.
     let data = s.data.path().as_os_str().as_encoded_bytes().to_vec();
     for e in std::fs::read_dir("/proc").expect("proc").flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -232,27 +234,22 @@ fn groups_left_by_killed_supervisors_are_removed_at_the_next_start() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
-    common::until(10, "the task's processes to be gone from its group", || {
-        let procs = groups()
-            .iter()
-            .map(|n| std::fs::read_to_string(root.join(n).join("cgroup.procs")).unwrap_or_default())
-            .collect::<String>();
-        for pid in procs
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        if procs.trim().is_empty() {
-            Ok(())
-        } else {
-            Err(procs)
-        }
-    });
+    let orphans: Vec<i32> = groups()
+        .iter()
+        .flat_map(|n| {
+            std::fs::read_to_string(root.join(n).join("cgroup.procs"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    assert!(!orphans.is_empty(), "the task outlived its supervisor");
     let stale = groups();
     assert_eq!(stale.len(), 1, "left behind by the killed supervisor");
     s.boot();
-    // The job goes on as a new attempt, in a group of its own.
+    // The job goes on as a new attempt, in a group of its own; the orphan
+    // is killed and its group removed.
     common::until(10, "the stale group to be removed", || {
         let g = groups();
         if g.contains(&stale[0]) {
@@ -261,4 +258,13 @@ fn groups_left_by_killed_supervisors_are_removed_at_the_next_start() {
             Ok(())
         }
     });
+    for pid in orphans {
+        common::until(10, "the unsupervised task to be killed", || {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                // Gone, or a zombie its parent has not reaped yet.
+                Ok(st) if !st.contains(") Z ") => Err(format!("{pid} still runs")),
+                _ => Ok(()),
+            }
+        });
+    }
 }

@@ -45,9 +45,10 @@ pub fn group_name(instance: &str, key: i64, attempt: u32, task: &str, gen: u32) 
 }
 
 /// Removes this installation's groups under `roots` that no running task
-/// holds (`keep`): those of supervisors that were killed before they could
-/// remove them. A group that still has processes cannot be removed, and is
-/// not. Returns how many were removed.
+/// holds (`keep`): those of supervisors that died before they could remove
+/// them. What still runs in such a group is a task nobody supervises (its
+/// output and exit would be lost, and it holds GPUs the scheduler has given
+/// back): it is killed first. Returns how many groups were removed.
 pub fn sweep(roots: &[PathBuf], instance: &str, keep: &std::collections::HashSet<String>) -> usize {
     let prefix = format!("kiln-{instance}-");
     let mut removed = 0;
@@ -57,15 +58,47 @@ pub fn sweep(roots: &[PathBuf], instance: &str, keep: &std::collections::HashSet
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix)
-                && !keep.contains(&name)
-                && fs::remove_dir(e.path()).is_ok()
-            {
-                removed += 1;
+            if !name.starts_with(&prefix) || keep.contains(&name) {
+                continue;
+            }
+            let dir = e.path();
+            kill_group(&dir);
+            // The kernel releases a group a moment after its last process.
+            for _ in 0..50 {
+                if fs::remove_dir(&dir).is_ok() {
+                    removed += 1;
+                    break;
+                }
+                if !dir.exists()
+                    || fs::read_dir(&dir).is_ok_and(|mut d| {
+                        d.any(|c| c.is_ok_and(|c| c.file_type().is_ok_and(|t| t.is_dir())))
+                    })
+                {
+                    break; // gone, or has groups of its own: not kiln's to remove
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
     }
     removed
+}
+
+/// SIGKILLs everything in the group at `dir`: `cgroup.kill` where the
+/// kernel has it (v2), else each process in `cgroup.procs`.
+fn kill_group(dir: &Path) {
+    let kill_file = OpenOptions::new().write(true).open(dir.join("cgroup.kill"));
+    if let Ok(mut f) = kill_file {
+        if std::io::Write::write_all(&mut f, b"1").is_ok() {
+            return;
+        }
+    }
+    let pids = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 /// Processes and threads a task may have unless its job says otherwise:
