@@ -195,6 +195,43 @@ fn errors_never_show_the_servers_data_path() {
     }
 }
 
+/// TensorBoard that fails says what it was given, paths of the server's
+/// disk among it: that goes to the server's log, not to the user.
+#[test]
+fn a_tensorboard_that_fails_is_reported_without_the_servers_paths() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = common::shared_tempdir();
+    let board = bin.path().join("tensorboard");
+    // A console script, as pip installs TensorBoard's, whose "python"
+    // repeats what it was given (the log folder's path among it) and fails.
+    let python = bin.path().join("fakepython3");
+    std::fs::write(&python, "#!/bin/sh\necho \"cannot serve $*\" >&2\nexit 1\n").expect("python");
+    std::fs::write(&board, format!("#!{}\n", python.display())).expect("script");
+    for f in [&python, &board] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).expect("mode");
+    }
+    let s = Server::start_with(&[
+        "--cpus",
+        "4",
+        "--memory",
+        "8Gi",
+        "--no-sandbox",
+        "--tensorboard",
+        board.to_str().expect("utf-8"),
+    ]);
+    let data = s.data.path().to_string_lossy().into_owned();
+    let id = s.submit("tb", "name: tb\ncommand: 'echo hi'\n");
+    s.wait_state(&id, "SUCCEEDED", 30);
+    let (status, p) = s.api("POST", &format!("/jobs/{id}/tensorboard"), None);
+    assert_eq!(status, 502, "{p}");
+    let body = p.to_string();
+    assert!(body.contains("TensorBoard did not start"), "{body}");
+    assert!(
+        !body.contains(&data) && !body.contains("cannot serve"),
+        "{body}"
+    );
+}
+
 #[test]
 fn names_passwords_and_bodies_that_cannot_work_are_refused_plainly() {
     let s = without_gpus();

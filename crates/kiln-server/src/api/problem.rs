@@ -68,6 +68,18 @@ impl Problem {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
     }
 
+    /// A failure whose details may name the server's disk (a program's
+    /// output, a socket's path): they go to the log, and the client gets
+    /// `what` with a reference to that log line.
+    pub fn logged(status: StatusCode, what: &str, detail: impl std::fmt::Display) -> Self {
+        let reference = next_reference();
+        tracing::error!(reference = %reference, detail = %detail, "{what}");
+        Self::new(
+            status,
+            format!("{what}; the server's log has the details (reference {reference})"),
+        )
+    }
+
     /// One invalid field of a request body or query, named by its path.
     pub fn field(path: &str, message: impl Into<String>) -> Self {
         let message = message.into();

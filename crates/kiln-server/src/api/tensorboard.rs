@@ -94,12 +94,17 @@ fn board_spec(state: &AppState, job: &JobRecord) -> Result<BoardSpec, Problem> {
 
 impl From<BoardError> for Problem {
     fn from(e: BoardError) -> Self {
-        let status = match e {
-            BoardError::NotInstalled => StatusCode::NOT_IMPLEMENTED,
-            BoardError::Start(_) | BoardError::Proxy(_) => StatusCode::BAD_GATEWAY,
-            BoardError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        Problem::new(status, e.to_string())
+        match e {
+            BoardError::NotInstalled => Problem::new(StatusCode::NOT_IMPLEMENTED, e.to_string()),
+            // TensorBoard's output and socket paths name the server's disk.
+            BoardError::Start(_) => {
+                Problem::logged(StatusCode::BAD_GATEWAY, "TensorBoard did not start", e)
+            }
+            BoardError::Proxy(_) => {
+                Problem::logged(StatusCode::BAD_GATEWAY, "TensorBoard did not answer", e)
+            }
+            BoardError::Busy(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
     }
 }
 
