@@ -202,7 +202,13 @@ pub fn show(job: &str, json: bool) -> Result<ExitCode> {
                     } else {
                         ports.join(" ")
                     },
-                    t.reason.clone().unwrap_or_default(),
+                    match (&t.reason, t.restart_at_ms) {
+                        (Some(r), Some(at)) => format!(
+                            "{r}; restarts in {}",
+                            short(at.saturating_sub(now_ms()).div_ceil(1000))
+                        ),
+                        (r, _) => r.clone().unwrap_or_default(),
+                    },
                 ]
             })
             .collect();

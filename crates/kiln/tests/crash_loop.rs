@@ -102,7 +102,7 @@ fn a_command_that_is_not_found_backs_off_and_shows_one_line_with_a_count() {
     let j = s.wait_job(&id, 30, "in its back-off", |j| {
         task(j, "main-0")["reason"]
             .as_str()
-            .is_some_and(|r| r.starts_with("back-off: restarting in"))
+            .is_some_and(|r| r.starts_with("back-off of "))
     });
     let reason = task(&j, "main-0")["reason"]
         .as_str()

@@ -113,7 +113,9 @@ pub fn format_wait(ms: u64) -> String {
     }
 }
 
-/// What a task waiting out its back-off shows as its reason.
+/// What a task waiting out its back-off shows as its reason: the length
+/// of the wait, which stays true while it lasts (`restartAtMs` says when it
+/// ends; `kiln show` counts down to it).
 pub fn waiting_reason(wait_ms: u64, restarts: u32, last_exit: &str) -> String {
     let so_far = match restarts {
         0 => String::new(),
@@ -121,7 +123,7 @@ pub fn waiting_reason(wait_ms: u64, restarts: u32, last_exit: &str) -> String {
         n => format!("restarted {n} times; "),
     };
     format!(
-        "back-off: restarting in {} ({so_far}last exit {last_exit})",
+        "back-off of {} before restarting ({so_far}last exit {last_exit})",
         format_wait(wait_ms)
     )
 }
@@ -206,11 +208,11 @@ mod tests {
         assert_eq!(format_wait(250_000), "4 min 10 s");
         assert_eq!(
             waiting_reason(40_000, 3, "127 (command not found)"),
-            "back-off: restarting in 40 s (restarted 3 times; last exit 127 (command not found))"
+            "back-off of 40 s before restarting (restarted 3 times; last exit 127 (command not found))"
         );
         assert_eq!(
             waiting_reason(10_000, 0, "1"),
-            "back-off: restarting in 10 s (last exit 1)"
+            "back-off of 10 s before restarting (last exit 1)"
         );
         assert_eq!(
             restarted_line("main-0", 7, "127 (command not found)"),
