@@ -477,9 +477,9 @@ pub fn nodes(json: bool) -> Result<ExitCode> {
     }
     for n in v["nodes"].as_array().into_iter().flatten() {
         println!(
-            "Node {}: {} CPUs ({} allocated), {} MiB memory ({} MiB allocated)",
+            "Node {}: {} ({} allocated), {} MiB memory ({} MiB allocated)",
             n["name"].as_str().unwrap_or("?"),
-            n["cpus"],
+            kiln_spec::words::count(n["cpus"].as_u64().unwrap_or(0), "CPU"),
             n["cpusAllocated"],
             n["memoryMb"],
             n["memoryMbAllocated"]

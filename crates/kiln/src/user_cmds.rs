@@ -154,8 +154,8 @@ pub fn revoke(name: Option<String>, json: bool) -> Result<ExitCode> {
         return print_json(&v);
     }
     println!(
-        "revoked {} token(s) and sign-in(s) of {name}",
-        v["revoked"].as_u64().unwrap_or(0)
+        "revoked {} of {name} (API tokens and web sign-ins)",
+        kiln_spec::words::count(v["revoked"].as_u64().unwrap_or(0), "token")
     );
     Ok(ExitCode::SUCCESS)
 }

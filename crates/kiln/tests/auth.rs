@@ -229,7 +229,7 @@ fn sign_ins_end_at_logout_and_tokens_can_be_revoked() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "revoked 2 token(s) and sign-in(s) of erin"
+        "revoked 2 tokens of erin (API tokens and web sign-ins)"
     );
     for t in [&other, &api_token] {
         assert_eq!(s.api_as(t, "GET", "/me", None).0, 401);
