@@ -20,20 +20,9 @@ use serde_json::Value;
 /// The first back-off of these tests; DESIGN's default is 10 s.
 const FIRST_MS: u64 = 100;
 
+/// `Server::start` starts restarts in place with a back-off of 100 ms.
 fn server() -> Server {
-    Server::start_with(&[
-        "--fake-gpus",
-        "4",
-        "--cpus",
-        "16",
-        "--memory",
-        "64Gi",
-        "--stop-grace",
-        "1",
-        "--no-sandbox",
-        "--restart-backoff",
-        "100ms",
-    ])
+    Server::start()
 }
 
 /// The task's restarts; 0 before the job has tasks (it may still wait for

@@ -213,17 +213,7 @@ impl TaskGroup {
     /// moved out of its process group (`setsid`, `set -m`) is still here.
     pub fn kill_all(&self) {
         for dir in &self.dirs {
-            // v2 kills the whole group in one write where the kernel has it.
-            if self.version == 2 && fs::write(dir.join("cgroup.kill"), "1").is_ok() {
-                continue;
-            }
-            let pids = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            kill_group(dir);
         }
     }
 
