@@ -454,7 +454,7 @@ mod tests {
         assert!(spaces.open("alice", &p("mnist/train.py")).is_ok());
         assert!(matches!(
             spaces.remove("alice", &p("mnist"), false),
-            Err(SpaceError::Io { .. })
+            Err(SpaceError::Conflict(m)) if m.contains("not empty")
         ));
         spaces.remove("alice", &p("mnist"), true).expect("rm -r");
         assert!(matches!(
