@@ -214,9 +214,21 @@ fn ailab_distributed_job_forms_a_group_of_three() {
     let Some(bin) = torch_bin() else { return };
     let s = torch_server(&bin);
     let path = examples().join("ailab/pytorch-distributed.yaml");
-    let out = s.ok(&["submit", path.to_str().expect("utf8"), "--wait"]);
-    assert!(out.contains("SUCCEEDED"), "{out}");
+    let out = s.cli(&["submit", path.to_str().expect("utf8"), "--wait"]);
     let id = "admin~ailab-pytorch-distributed";
+    if !out.status.success() {
+        // Every task's log, to tell a gloo abort from a kiln fault.
+        let logs: Vec<String> = ["master-0", "worker-0", "worker-1"]
+            .iter()
+            .map(|t| format!("== {t}\n{}", s.logs(id, t)))
+            .collect();
+        panic!(
+            "{}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            logs.join("\n")
+        );
+    }
     let master = s.logs(id, "master-0");
     assert!(master.contains("Rank: 0, World Size: 3"), "{master}");
     assert!(
