@@ -37,6 +37,44 @@ pub enum EngineError {
 
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+
+    /// A host list, task count list or gres string from Slurm that kiln cannot read.
+    #[error("cannot read Slurm's {what} {value:?}: {why}")]
+    SlurmSyntax {
+        what: &'static str,
+        value: String,
+        why: String,
+    },
+
+    /// `squeue --json` or `sinfo --json` printed something kiln cannot read.
+    #[error("cannot read the output of {command}: {source}")]
+    SlurmJson {
+        command: &'static str,
+        source: serde_json::Error,
+    },
+
+    /// Slurm answered, but with errors instead of (or beside) the data.
+    #[error("{command} reported: {errors}")]
+    SlurmReported {
+        command: &'static str,
+        errors: String,
+    },
+
+    /// A job state this build does not know: guessing could lose or rerun a task.
+    #[error("Slurm job {job} is in state {state}, which kiln does not know")]
+    SlurmUnknownState { job: String, state: String },
+
+    /// `gpuType` matches none, or several, of the GPU types Slurm has.
+    #[error("{0}")]
+    SlurmGpuType(String),
+
+    /// The request cannot be written as one Slurm job.
+    #[error("{0}")]
+    SlurmRequest(String),
+
+    /// What Slurm allocated does not match the tasks kiln asked for.
+    #[error("the Slurm allocation does not match the tasks: {0}")]
+    SlurmAllocation(String),
 }
 
 impl EngineError {

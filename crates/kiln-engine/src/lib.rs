@@ -5,5 +5,6 @@
 
 pub mod error;
 pub mod local;
+pub mod slurm;
 
 pub use error::EngineError;
