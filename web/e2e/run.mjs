@@ -724,6 +724,21 @@ async function main() {
     await Promise.all(rest.map((id) => asAlice('DELETE', `/jobs/${encodeURIComponent(id)}`)));
   });
 
+  await step('the cluster page says, controller by controller, which limits hold', async () => {
+    await go('/cluster');
+    await visible(page, '[data-testid=controllers]', 'the limits of the node');
+    const rows = await page.locator('[data-testid=controllers] li').allTextContents();
+    for (const c of ['memory', 'cpu', 'pids']) {
+      if (!rows.some((r) => r.startsWith(`${c}: `))) fail(`no ${c} line among ${JSON.stringify(rows)}`);
+    }
+    // What the page says is what the server says.
+    const node = (await asAlice('GET', '/nodes')).nodes[0];
+    for (const c of node.controllers) {
+      const row = rows.find((r) => r.startsWith(`${c.controller}: `));
+      if (row.includes('not enforced') === c.enforced) fail(`${c.controller}: the server says enforced=${c.enforced}, the page ${row}`);
+    }
+  });
+
   await step('sign out: the token is revoked, then sign in again', async () => {
     await go('/files');
     await visible(page, '[data-testid=drop-zone]', 'files page');

@@ -132,6 +132,8 @@ export interface NodeInfo {
   cpusAllocated: number;
   memoryMbAllocated: number;
   limits?: string;
+  /** Memory, CPU and process limits one by one: what holds, or why not. */
+  controllers?: { controller: string; enforced: boolean; detail: string }[];
   notes?: string[];
 }
 

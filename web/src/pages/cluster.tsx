@@ -107,6 +107,17 @@ function NodeCard({ node }: { node: NodeInfo }) {
           {node.limits && <span>{t('cluster.limits', { s: node.limits })}</span>}
         </div>
       </div>
+      {(node.controllers ?? []).length > 0 && (
+        <ul class="controllers small" data-testid="controllers">
+          {(node.controllers ?? []).map((c) => (
+            <li key={c.controller} class={c.enforced ? 'ok' : 'warn'} title={c.detail}>
+              <Icon name={c.enforced ? 'check' : 'alert'} />
+              {t(c.enforced ? 'cluster.controllerOn' : 'cluster.controllerOff', { c: c.controller })}
+              {!c.enforced && <span class="muted"> — {c.detail}</span>}
+            </li>
+          ))}
+        </ul>
+      )}
       {(node.notes ?? []).map((n) => (
         <div key={n} class="alert alert-warn">
           <Icon name="alert" />
