@@ -138,7 +138,7 @@ pub struct SubmitRequest<'a> {
     pub launcher: &'a [String],
     pub max_duration: Option<Duration>,
     pub grace: Duration,
-    /// kiln's priority; Slurm's nice is its negation.
+    /// kiln's priority; a negative one becomes Slurm's (positive) nice.
     pub priority: i32,
     /// The admin's `--slurm-extra-args`.
     pub extra_args: &'a [String],
@@ -175,7 +175,9 @@ pub fn sbatch_args(req: &SubmitRequest, groups: &[ShapeGroup]) -> Result<Vec<Str
     if let Some(max) = req.max_duration {
         each.push(format!("--time={}", time_limit_minutes(max, req.grace)));
     }
-    if req.priority != 0 {
+    // Only a lower priority is passed on: Slurm lets only its operators set
+    // a negative nice, and the job is submitted as its user.
+    if req.priority < 0 {
         each.push(format!("--nice={}", -i64::from(req.priority)));
     }
     for (i, g) in groups.iter().enumerate() {

@@ -78,7 +78,6 @@ fn one_shape_is_one_plain_job() {
         "--output=/shared/jobs/k/attempt-0/launcher.log",
         "--partition=debug",
         "--time=62",
-        "--nice=-5",
         "--ntasks=3",
         "--cpus-per-task=2",
         "--mem-per-cpu=500M",
@@ -254,4 +253,20 @@ fn quotes_words_for_the_wrap_shell() {
     assert_eq!(sh_quote("a b"), "'a b'");
     assert_eq!(sh_quote("~x"), "'~x'");
     assert_eq!(sh_quote(""), "''");
+}
+
+/// A higher priority is not passed on (only Slurm's operators may set a
+/// negative nice, and the job is the user's); a lower one becomes a nice.
+#[test]
+fn only_a_lower_priority_becomes_a_nice() {
+    let tasks = [task("main-0", 1, 100, 0, None)];
+    let groups = group_by_shape(&tasks, false);
+    let f = Fixture::new();
+    let mut req = f.request();
+    req.priority = 7;
+    let args = sbatch_args(&req, &groups).unwrap();
+    assert!(!args.iter().any(|a| a.starts_with("--nice")), "{args:?}");
+    req.priority = -3;
+    let args = sbatch_args(&req, &groups).unwrap();
+    assert!(args.contains(&"--nice=3".to_string()), "{args:?}");
 }
