@@ -2,6 +2,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// A task run's folder could not be made ready, in words.
+    #[error("{0}")]
+    Folder(String),
+
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,

@@ -3,8 +3,10 @@
 //! containerd-shim do) that outlives the server, so a server restart never
 //! loses or restarts a running task.
 
+pub mod engine;
 pub mod error;
 pub mod local;
 pub mod slurm;
 
+pub use engine::Engine;
 pub use error::EngineError;

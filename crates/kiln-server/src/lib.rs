@@ -204,9 +204,10 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     };
     let prom = Arc::new(metrics::prom::Prom::new());
     let gpu_source = gpu_usage_source(&config, discovered.gpu_source);
-    let cfg = control::EngineConfig {
+    let local = kiln_engine::local::LocalConfig {
         exe: config.exe.clone(),
-        layout: layout.clone(),
+        data: layout.root().to_owned(),
+        jobs: layout.root().join("jobs"),
         discovered,
         instance: instance_id(&layout)?,
         stop_grace_secs: config.stop_grace_secs,
@@ -218,16 +219,23 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         },
         bwrap: bwrap.clone(),
         containers: containers.clone(),
+        setpriv: kiln_engine::local::sandbox::find_setpriv(),
+    };
+    let cfg = control::ControlConfig {
+        layout: layout.clone(),
         schedule_seconds: Some(prom.schedule.clone()),
         identities: Arc::clone(&identities),
-        setpriv: kiln_engine::local::sandbox::find_setpriv(),
         restart_backoff: control::backoff::Backoff::from_first(config.restart_backoff_ms),
     };
     let control = {
         let store = Arc::clone(&store);
-        tokio::task::spawn_blocking(move || control::start(store, cfg))
-            .await
-            .map_err(|e| ServerError::Random(e.to_string()))??
+        tokio::task::spawn_blocking(move || {
+            control::start(store, cfg, |events| {
+                Box::new(kiln_engine::local::LocalEngine::new(local, events))
+            })
+        })
+        .await
+        .map_err(|e| ServerError::Random(e.to_string()))??
     };
     let spaces = Arc::new(
         spaces::Spaces::new(layout.spaces(), config.quota_bytes)

@@ -39,12 +39,7 @@ pub struct LaunchSpec {
     pub run_as: Option<RunAs>,
 }
 
-/// A task's own identity on the machine: its user's uid, never root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunAs {
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use crate::engine::RunAs;
 
 /// Written by the supervisor once the task's process exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

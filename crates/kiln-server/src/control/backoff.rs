@@ -11,10 +11,6 @@
 /// The first delay of the server's default back-off: DESIGN's 10 s.
 pub const DEFAULT_FIRST_MS: u64 = 10_000;
 
-/// Restart folders kept after a task's first: the last runs' logs are the
-/// ones that explain a crash loop, and the first shows how it began.
-pub const KEEP_LAST_FOLDERS: usize = 3;
-
 /// How long restarts wait. One knob, the first delay, sets the shape: the
 /// cap is 30 times it and the reset 60 times, so 10 s gives DESIGN's 5 min
 /// and 10 min, and a test's 100 ms gives the same doubling in 3 s.
@@ -137,19 +133,6 @@ pub fn restarted_line(task: &str, restarts: u32, last_exit: &str) -> String {
     format!("{task} restarted {times}; last exit {last_exit}")
 }
 
-/// Of a task's folders, by generation, those to remove: all but the first
-/// and the last `keep_last`, so a crash loop leaves a few, not thousands.
-pub fn folders_to_remove(gens: &[u32], keep_last: usize) -> Vec<u32> {
-    let mut sorted = gens.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let keep_from = sorted.len().saturating_sub(keep_last).max(1);
-    sorted
-        .get(1..keep_from)
-        .map(<[u32]>::to_vec)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,16 +207,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_first_folder_and_the_last_three_are_kept() {
-        assert_eq!(folders_to_remove(&[0, 1, 2, 3], 3), Vec::<u32>::new());
-        assert_eq!(folders_to_remove(&[5, 0, 4, 1, 3, 2], 3), [1, 2]);
-        // Generations skipped after a crash of kiln: by order, not number.
-        assert_eq!(folders_to_remove(&[0, 2, 7, 9, 11], 3), [2]);
-        assert!(folders_to_remove(&[], 3).is_empty());
-        assert!(folders_to_remove(&[4], 3).is_empty());
-    }
-
     proptest! {
         #[test]
         fn delays_double_up_to_the_cap(first in 1u64..100_000, streak in 0u32..80) {
@@ -260,24 +233,6 @@ mod tests {
                 prop_assert_eq!((n.delay_ms, n.streak), (first, 1));
             } else {
                 prop_assert_eq!((n.delay_ms, n.streak), (b.delay_ms(streak), streak + 1));
-            }
-        }
-
-        #[test]
-        fn pruning_keeps_the_first_and_the_last_few(
-            gens in proptest::collection::btree_set(0u32..1000, 0..40),
-            keep in 0usize..6,
-        ) {
-            let gens: Vec<u32> = gens.into_iter().collect();
-            let gone = folders_to_remove(&gens, keep);
-            let kept: Vec<u32> = gens.iter().copied().filter(|g| !gone.contains(g)).collect();
-            prop_assert!(gone.iter().all(|g| gens.contains(g)));
-            prop_assert_eq!(kept.len(), gens.len().min(keep + 1));
-            if let Some(first) = gens.first() {
-                prop_assert!(kept.contains(first));
-            }
-            for last in gens.iter().rev().take(keep) {
-                prop_assert!(kept.contains(last));
             }
         }
     }

@@ -11,7 +11,6 @@
 
 pub mod backoff;
 mod policy;
-mod ports;
 mod run;
 
 use std::collections::HashMap;
@@ -22,7 +21,7 @@ use kiln_sched::Node;
 use kiln_store::JobRecord;
 use serde::Serialize;
 
-pub use run::{start, EngineConfig};
+pub use run::{start, ControlConfig};
 
 /// Why a job waits: the scheduler's reason as data, or a launch failure
 /// in words. Kept as data and put into words only when someone asks, so a
@@ -88,12 +87,8 @@ pub(crate) enum Msg {
         change: DeadlineChange,
         reply: Reply,
     },
-    TaskExited {
-        key: i64,
-        attempt: u32,
-        slot: usize,
-        gen: u32,
-    },
+    /// What the engine reports (a task's exit, an allocation, ...).
+    Engine(kiln_engine::engine::EngineEvent),
     /// An event from outside the loop (the sampler's idle-GPU notice),
     /// recorded in order with the job's own.
     Note {
@@ -123,20 +118,16 @@ pub struct ClusterView {
 pub struct NodeView {
     #[serde(flatten)]
     pub node: Node,
-    pub gpu_source: String,
     /// GPU index → the job holding it.
     pub gpu_jobs: HashMap<u32, String>,
     pub cpus_allocated: u64,
     pub memory_mb_allocated: u64,
-    /// Whether memory and CPU limits are enforced, and if not, why.
-    pub limits: String,
-    /// Memory, CPU and process limits one by one: what holds, or why not.
-    pub controllers: Vec<kiln_engine::local::delegation::ControllerState>,
-    /// Whether each task's processes are capped (cgroup `pids.max`).
-    pub pids_limit: String,
     /// How tasks of different users are kept apart here.
     pub isolation: crate::identity::IsolationView,
-    pub notes: Vec<String>,
+    /// The engine's own words about the node (GPU source, limits and
+    /// controllers, the pids limit, notes).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The API's handle on the loop.

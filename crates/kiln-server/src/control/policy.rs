@@ -1,7 +1,7 @@
 //! The control loop's decisions as pure functions: how a task's end reads,
 //! and what a finished attempt means for its job. No I/O, no clock.
 
-use kiln_engine::local::Exit;
+use kiln_engine::engine::{ExitCause, TaskExit};
 use kiln_spec::completion::{should_retry, JobState, TaskState};
 use kiln_spec::quantity::format_duration_secs;
 use kiln_spec::{JobSpec, TaskId};
@@ -23,7 +23,7 @@ pub struct TaskEnd {
     pub platform: bool,
 }
 
-pub fn task_end(exit: &Exit) -> TaskEnd {
+pub fn task_end(exit: &TaskExit) -> TaskEnd {
     let mut end = TaskEnd {
         state: TaskState::Failed,
         exit_code: exit.exit_code,
@@ -31,17 +31,17 @@ pub fn task_end(exit: &Exit) -> TaskEnd {
         reason: None,
         platform: false,
     };
-    if let Some(err) = &exit.launch_error {
-        end.reason = Some(format!("LaunchFailed: {err}"));
+    if let Some(ExitCause::LaunchFailed { message, refused }) = &exit.cause {
+        end.reason = Some(format!("LaunchFailed: {message}"));
         // A launch refused for what the user's files hold fails like the
         // user's own code would; kiln's own failures are retried for free.
-        end.platform = !exit.refused;
+        end.platform = !refused;
     } else if exit.stop_requested {
         end.state = TaskState::Stopped;
         end.reason = Some("Stopped".into());
-    } else if exit.oom_killed {
+    } else if exit.cause == Some(ExitCause::OomKilled) {
         end.reason = Some("OOMKilled".into());
-    } else if exit.pids_limited && exit.exit_code != Some(0) {
+    } else if exit.cause == Some(ExitCause::PidsLimitReached) && exit.exit_code != Some(0) {
         // A fork that failed for the task's limit on processes is the
         // likeliest cause of the failure, as OOMKilled is for memory.
         end.reason = Some("PidsLimitReached".into());
@@ -247,15 +247,12 @@ pub fn after_attempt(
 mod tests {
     use super::*;
 
-    fn exit(code: Option<i32>, signal: Option<i32>) -> Exit {
-        Exit {
+    fn exit(code: Option<i32>, signal: Option<i32>) -> TaskExit {
+        TaskExit {
             exit_code: code,
             signal,
             stop_requested: false,
-            launch_error: None,
-            refused: false,
-            oom_killed: false,
-            pids_limited: false,
+            cause: None,
             finished_at_ms: 1,
         }
     }
@@ -303,7 +300,7 @@ mod tests {
         assert_eq!(brief(None, Some(11)), "signal 11 (SIGSEGV)");
         assert_eq!(brief(None, Some(40)), "signal 40");
         let mut oom = exit(None, Some(9));
-        oom.oom_killed = true;
+        oom.cause = Some(ExitCause::OomKilled);
         assert_eq!(exit_brief(&task_end(&oom)), "OOMKilled");
         assert_eq!(exit_brief(&task_lost("gone")), "Lost: gone");
     }
@@ -317,11 +314,11 @@ mod tests {
             (TaskState::Failed, Some("exit code 3"))
         );
         let mut oom = exit(None, Some(9));
-        oom.oom_killed = true;
+        oom.cause = Some(ExitCause::OomKilled);
         assert_eq!(task_end(&oom).reason.as_deref(), Some("OOMKilled"));
         // A fork refused for the pids limit explains a failure, not a success.
         let mut forks = exit(Some(1), None);
-        forks.pids_limited = true;
+        forks.cause = Some(ExitCause::PidsLimitReached);
         assert_eq!(task_end(&forks).reason.as_deref(), Some("PidsLimitReached"));
         forks.exit_code = Some(0);
         assert_eq!(task_end(&forks).state, TaskState::Succeeded);
@@ -329,9 +326,15 @@ mod tests {
         stopped.stop_requested = true;
         assert_eq!(task_end(&stopped).state, TaskState::Stopped);
         let mut launch = exit(None, None);
-        launch.launch_error = Some("no bash".into());
+        launch.cause = Some(ExitCause::LaunchFailed {
+            message: "no bash".into(),
+            refused: false,
+        });
         assert!(task_end(&launch).platform);
-        launch.refused = true;
+        launch.cause = Some(ExitCause::LaunchFailed {
+            message: "no bash".into(),
+            refused: true,
+        });
         assert!(
             !task_end(&launch).platform,
             "a link out of the space is the user's"

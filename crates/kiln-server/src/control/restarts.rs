@@ -2,10 +2,10 @@
 //! restart policy restarts first waits out a back-off (see backoff.rs) as
 //! WAITING with the wait as its reason, keeping its place on the machine;
 //! the wait is in the store, so a restart of kiln neither forgets nor
-//! hurries it. Its restarts are one event line with a count, and of its
-//! folders only the first and the last few are kept.
+//! hurries it. Its restarts are one event line with a count; the engine
+//! keeps only the first and the last few runs' folders.
 
-use super::super::backoff::{folders_to_remove, restarted_line, waiting_reason, KEEP_LAST_FOLDERS};
+use super::super::backoff::{restarted_line, waiting_reason};
 use super::super::policy::exit_brief;
 use super::*;
 
@@ -98,7 +98,6 @@ impl Loop {
         );
         let mut change = Change::default();
         self.relaunch(key, i, &mut change, ev);
-        prune_folders(self.cfg.layout.attempt(key, attempt), &task);
         if !change.tasks.is_empty() || !change.events.is_empty() {
             // A restart that could not be started ends the task for good:
             // the policy decides again.
@@ -134,45 +133,5 @@ fn end_of(rec: &TaskRecord) -> TaskEnd {
         signal: rec.signal,
         reason: rec.reason.clone().filter(|r| !r.starts_with("back-off:")),
         platform: false,
-    }
-}
-
-/// Removes a task's folders of this attempt but the first and the last
-/// few (layout: `<task>` is the first run, `<task>.<n>` the restarts). On
-/// a thread of its own: old runs' logs and scratch may be big, and the loop
-/// must not wait for the disk.
-fn prune_folders(attempt_dir: PathBuf, task: &TaskId) {
-    let name = task.to_string();
-    let Ok(entries) = std::fs::read_dir(&attempt_dir) else {
-        return;
-    };
-    let gens: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().into_string().ok()?;
-            if n == name {
-                return Some(0);
-            }
-            n.strip_prefix(&name)?.strip_prefix('.')?.parse().ok()
-        })
-        .collect();
-    let gone = folders_to_remove(&gens, KEEP_LAST_FOLDERS);
-    if gone.is_empty() {
-        return;
-    }
-    let spawned = std::thread::Builder::new()
-        .name("kiln-prune".into())
-        .spawn(move || {
-            for gen in gone {
-                let dir = attempt_dir.join(format!("{name}.{gen}"));
-                // remove_dir_all removes links as links, never what they
-                // point to.
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    warn!(path = %dir.display(), error = %e, "cannot remove an old restart's folder");
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        warn!(error = %e, "cannot start a thread to remove old restarts' folders");
     }
 }

@@ -1,0 +1,268 @@
+//! A run's folder before its supervisor starts: the private /tmp, the
+//! sandbox or container, the cgroup limits, the machine's part of the
+//! environment, and `launch.json` with all of it.
+
+use std::path::{Path, PathBuf};
+
+use super::container::Container;
+use super::engine::{group_of, LocalConfig, LocalEngine};
+use super::perms::{give, set_mode};
+use super::sandbox::SwitchUser;
+use super::{Bind, LaunchSpec, Limits, Sandbox, TaskDir};
+use crate::engine::{KnownTask, NodeState, Prepared, RunAs, TaskLaunch, TaskRef, TaskShape};
+use crate::error::EngineError;
+
+/// A task's private folder (its /tmp): the task's uid alone may enter it.
+fn task_folder(tmp: &Path, run_as: Option<RunAs>) -> Result<(), String> {
+    std::fs::create_dir_all(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    if let Some(id) = run_as {
+        give(tmp, id, 0o700)?;
+        // The task folder holds the launch record (the task's secrets) and
+        // logs: others may pass through it to their mount points, not list it.
+        if let Some(parent) = tmp.parent() {
+            set_mode(parent, 0o711);
+        }
+    }
+    Ok(())
+}
+
+/// What of the server's environment a task gets, and its scratch folder.
+fn base_env(tmp: &Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+            .collect();
+    env.push(("TMPDIR".into(), tmp.display().to_string()));
+    env
+}
+
+fn limits(cfg: &LocalConfig, t: &TaskRef, shape: &TaskShape) -> Option<Limits> {
+    let cg = &cfg.discovered.cgroups;
+    let version = cg.version?;
+    if cg.memory_root.is_none()
+        && cg.cpu_root.is_none()
+        && cg.pids_root.is_none()
+        && cg.group_root.is_none()
+    {
+        return None;
+    }
+    Some(Limits {
+        memory_mb: (shape.memory_mb > 0).then_some(shape.memory_mb),
+        cpus: (shape.cpus > 0).then_some(shape.cpus),
+        pids_max: Some(
+            shape
+                .pids
+                .map_or(super::cgroup::DEFAULT_PIDS_MAX, u64::from),
+        ),
+        pids_root: cg.pids_root.clone(),
+        group_root: cg.group_root.clone(),
+        cgroup_version: version,
+        memory_root: cg.memory_root.clone(),
+        cpu_root: cg.cpu_root.clone(),
+        group: group_of(&cfg.instance, t),
+    })
+}
+
+/// The file system view of one task (see `sandbox`).
+fn sandbox(cfg: &LocalConfig, bwrap: &Path, t: &TaskLaunch, tmp: &Path) -> Sandbox {
+    let binds = t
+        .files
+        .mounts
+        .iter()
+        .map(|m| Bind {
+            source: m.source.clone(),
+            target: m.target.clone(),
+            read_only: m.read_only,
+            beneath: m.beneath.clone(),
+        })
+        .collect();
+    let mut devices: Vec<PathBuf> = t
+        .gpus
+        .iter()
+        .map(|g| PathBuf::from(format!("/dev/nvidia{g}")))
+        .collect();
+    if !t.gpus.is_empty() {
+        devices.extend(
+            [
+                "/dev/nvidiactl",
+                "/dev/nvidia-uvm",
+                "/dev/nvidia-uvm-tools",
+                "/dev/nvidia-modeset",
+            ]
+            .iter()
+            .map(PathBuf::from),
+        );
+    }
+    // Only what exists: fake GPUs have no device files.
+    devices.retain(|d| d.exists());
+    Sandbox {
+        bwrap: bwrap.to_owned(),
+        root: cfg.host_root.clone(),
+        hide: vec![cfg.data.clone()],
+        dirs: Vec::new(),
+        binds,
+        tmp: tmp.to_owned(),
+        shm_mb: t.shape.shm_mb,
+        devices,
+        workdir: t.files.workdir_inside.clone(),
+        drop_caps: super::sandbox::running_as_root(),
+        switch_user: SwitchUser::of(t.run_as, cfg.setpriv.as_deref()),
+    }
+}
+
+impl LocalEngine {
+    /// Writes one run's folder and launch record.
+    pub(super) fn prepare_one(&self, t: &TaskLaunch) -> Result<Prepared, EngineError> {
+        let cfg = &self.cfg;
+        let dir = self.task_dir(&t.task);
+        let tmp = dir.path().join("tmp");
+        task_folder(&tmp, t.run_as).map_err(EngineError::Folder)?;
+        let sandbox = cfg.bwrap.as_ref().map(|b| sandbox(cfg, b, t, &tmp));
+        // A role's image (or the job's) runs in a container showing what
+        // the sandbox would.
+        let (sandbox, container) = match (&cfg.containers, &t.image, sandbox) {
+            (Some((runtime, program)), Some(image), Some(sb)) => {
+                let container = Container {
+                    runtime: *runtime,
+                    program: program.clone(),
+                    image: image.clone(),
+                    name: format!(
+                        "kiln-{}-{}-a{}-{}-0",
+                        cfg.instance, t.task.attempt.key, t.task.attempt.attempt, t.task.task
+                    ),
+                    binds: sb.binds,
+                    tmp: sb.tmp,
+                    shm_mb: sb.shm_mb,
+                    gpus: t.gpus.clone(),
+                    workdir: sb.workdir,
+                    env_names: t.env.iter().map(|(k, _)| k.clone()).collect(),
+                    cpu_millis: u64::from(t.shape.cpus) * 1000,
+                    memory_mb: t.shape.memory_mb,
+                };
+                (None, Some(container))
+            }
+            (_, _, sb) => (sb, None),
+        };
+        let inside = sandbox.is_some() || container.is_some();
+        let mut all = base_env(if inside { Path::new("/tmp") } else { &tmp });
+        if t.run_as.is_some() {
+            // The task's own name and a home it can write to (the server's
+            // HOME is root's).
+            let home = if inside {
+                t.files.home_inside.display().to_string()
+            } else {
+                tmp.display().to_string()
+            };
+            all.retain(|(k, _)| !matches!(k.as_str(), "USER" | "LOGNAME" | "HOME"));
+            all.push(("USER".into(), t.files.user.clone()));
+            all.push(("LOGNAME".into(), t.files.user.clone()));
+            all.push(("HOME".into(), home));
+        }
+        all.extend(t.env.iter().cloned());
+        // The working folder: inside the sandbox it is bwrap's to enter (the
+        // supervisor starts bwrap from the task folder).
+        let working_dir = if inside {
+            dir.path().to_owned()
+        } else {
+            t.files.workdir_host.clone()
+        };
+        let launch = LaunchSpec {
+            command: t.command.clone(),
+            env: all,
+            working_dir,
+            stop_grace_secs: cfg.stop_grace_secs,
+            limits: limits(cfg, &t.task, &t.shape),
+            sandbox,
+            container,
+            run_as: t.run_as,
+        };
+        dir.write_launch(&launch)?;
+        Ok(Prepared {
+            task: t.task.clone(),
+            dir: dir.path().display().to_string(),
+        })
+    }
+
+    /// A fresh folder for the next run of a task, with the launch of an
+    /// earlier one and `run_as` as of now (a launch record from before kiln
+    /// gave uids has none).
+    pub(super) fn prepare_next(
+        &self,
+        from: &KnownTask,
+        run_as: Option<RunAs>,
+    ) -> Result<Prepared, EngineError> {
+        let missing = || EngineError::Folder("its launch record is missing".into());
+        let mut launch = TaskDir::new(&from.dir)
+            .read_launch()
+            .map_err(|_| missing())?;
+        // A folder nobody has used: a crash may have left later ones behind.
+        let mut task = from.task.clone();
+        task.gen += 1;
+        while self.task_dir(&task).path().exists() {
+            task.gen += 1;
+        }
+        let dir = self.task_dir(&task);
+        launch.run_as = run_as;
+        if let Some(sb) = &mut launch.sandbox {
+            sb.switch_user = SwitchUser::of(run_as, self.cfg.setpriv.as_deref());
+        }
+        let tmp = dir.path().join("tmp");
+        task_folder(&tmp, launch.run_as).map_err(EngineError::Folder)?;
+        match &mut launch.sandbox {
+            // Inside the sandbox the new folder is the task's /tmp.
+            Some(sb) => sb.tmp = tmp.clone(),
+            None => {
+                for (k, v) in &mut launch.env {
+                    if k == "TMPDIR" {
+                        *v = tmp.display().to_string();
+                    }
+                }
+            }
+        }
+        if let Some(l) = &mut launch.limits {
+            l.group = group_of(&self.cfg.instance, &task);
+        }
+        dir.write_launch(&launch)
+            .map_err(|e| EngineError::Folder(format!("cannot write its launch record: {e}")))?;
+        Ok(Prepared {
+            task,
+            dir: dir.path().display().to_string(),
+        })
+    }
+}
+
+/// This machine as the API shows it, without what kiln's jobs hold (the
+/// loop adds that).
+pub(super) fn node_state(cfg: &LocalConfig) -> NodeState {
+    use serde_json::{json, Map, Value};
+    let cg = &cfg.discovered.cgroups;
+    let limits = match (&cg.note, cg.version) {
+        (Some(note), _) => format!("not enforced: {note}"),
+        (None, Some(v)) => format!("enforced with cgroup v{v}"),
+        (None, None) => "not enforced: no usable cgroups".into(),
+    };
+    let pids_limit = match (&cg.pids_root, cg.version) {
+        (Some(_), Some(v)) => format!(
+            "enforced with cgroup v{v}: {} processes per task unless the job says `pids`",
+            super::cgroup::DEFAULT_PIDS_MAX
+        ),
+        _ => "not enforced: no writable pids controller".into(),
+    };
+    let mut details = Map::new();
+    details.insert(
+        "gpuSource".into(),
+        Value::String(format!("{:?}", cfg.discovered.gpu_source)),
+    );
+    details.insert("limits".into(), Value::String(limits));
+    details.insert(
+        "controllers".into(),
+        serde_json::to_value(&cg.controllers).unwrap_or_else(|_| json!([])),
+    );
+    details.insert("pidsLimit".into(), Value::String(pids_limit));
+    details.insert("notes".into(), json!(cfg.discovered.notes));
+    NodeState {
+        node: cfg.discovered.node.clone(),
+        details,
+    }
+}
