@@ -89,10 +89,7 @@ impl LocalEngine {
     }
 
     /// The rendezvous port and every task's port list, all or none.
-    fn allocate_ports(
-        &mut self,
-        a: &AttemptSpec,
-    ) -> Result<(u16, Vec<PortLists>), String> {
+    fn allocate_ports(&mut self, a: &AttemptSpec) -> Result<(u16, Vec<PortLists>), String> {
         let mut all: Vec<u16> = Vec::new();
         let ports = &mut self.ports;
         let result = (|| {
