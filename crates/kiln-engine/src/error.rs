@@ -68,6 +68,10 @@ pub enum EngineError {
     #[error("Slurm job {job} is in state {state}, which kiln does not know")]
     SlurmUnknownState { job: String, state: String },
 
+    /// A Slurm command that could not run, failed, or did not answer in time.
+    #[error("Slurm's {command}: {why}")]
+    SlurmCommand { command: String, why: String },
+
     /// `gpuType` matches none, or several, of the GPU types Slurm has.
     #[error("{0}")]
     SlurmGpuType(String),

@@ -10,9 +10,11 @@
 //! - [`state`] puts Slurm job states in kiln's terms;
 //! - [`script`] writes the `sbatch` and `srun` argument lists, and matches `gpuType`;
 //! - [`alloc`] reads the allocation a launcher sees, and puts each task on a node;
-//! - [`reasons`] says why a job pends, in plain words.
+//! - [`reasons`] says why a job pends, in plain words;
+//! - [`cli`] is the shell: Slurm's commands run as processes, with deadlines.
 
 pub mod alloc;
+pub mod cli;
 pub mod gres;
 pub mod hostlist;
 pub mod parse;
@@ -21,6 +23,7 @@ pub mod script;
 pub mod state;
 
 pub use alloc::{place_tasks, Allocation, Component, Placement};
+pub use cli::{Cli, SlurmApi};
 pub use gres::{parse_gres, Gres};
 pub use hostlist::{
     compress_hostlist, compress_tasks_per_node, expand_hostlist, expand_tasks_per_node,
