@@ -61,6 +61,11 @@ mod stop;
 #[path = "view.rs"]
 mod view;
 
+/// The loop against a fake engine that places (docs/engines.md section 5).
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod engine_tests;
+
 struct Waiting {
     job: JobRecord,
     spec: Arc<JobSpec>,
