@@ -107,6 +107,9 @@ pub struct TaskShape {
     pub gpus: u32,
     pub pids: Option<u32>,
     pub ports: Vec<PortWant>,
+    /// kiln's `gpuType` (a substring of a GPU model), for engines that ask
+    /// for GPUs by type (Slurm's gres type).
+    pub gpu_type: Option<String>,
 }
 
 /// Phase 1 of the handshake: hold resources for an attempt.
@@ -117,6 +120,10 @@ pub struct AttemptSpec {
     /// Where kiln-sched placed each task: `Some` exactly when the engine's
     /// placement is [`Placement::Kiln`].
     pub placed: Option<Vec<Placed>>,
+    /// The job's queue, for engines that map queues (Slurm partitions).
+    pub queue: Option<String>,
+    /// The job's name (`alice~bert`), for the engine's own words.
+    pub name: String,
 }
 
 /// The engine's answer to `submit`.

@@ -29,6 +29,8 @@ fn launch(dir: &Path, command: &str, grace: u64) -> TaskDir {
         sandbox: None,
         container: None,
         run_as: None,
+        gpus_from_step: false,
+        stop_file: None,
     })
     .expect("launch.json");
     task
@@ -118,6 +120,8 @@ fn a_task_runs_as_its_uid_with_no_privileges_left() {
             sandbox: None,
             container: None,
             run_as: Some(RunAs { uid, gid: uid }),
+            gpus_from_step: false,
+            stop_file: None,
         })
         .expect("launch.json");
         let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
@@ -244,6 +248,8 @@ fn a_task_that_cannot_start_is_a_launch_error() {
         sandbox: None,
         container: None,
         run_as: None,
+        gpus_from_step: false,
+        stop_file: None,
     })
     .expect("launch.json");
     let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
@@ -283,6 +289,8 @@ fn limited(
         sandbox: None,
         container: None,
         run_as: None,
+        gpus_from_step: false,
+        stop_file: None,
     })
     .expect("launch.json");
     (

@@ -72,7 +72,7 @@ impl LocalEngine {
 
     /// A run's folder. Generation 0 is the task's first run in the
     /// attempt; restarts in place and relaunches get fresh folders.
-    pub(super) fn task_dir(&self, t: &TaskRef) -> TaskDir {
+    pub(crate) fn task_dir(&self, t: &TaskRef) -> TaskDir {
         let name = if t.gen == 0 {
             t.task.to_string()
         } else {
@@ -81,7 +81,7 @@ impl LocalEngine {
         TaskDir::new(self.attempt_dir(t.attempt).join(name))
     }
 
-    pub(super) fn attempt_dir(&self, a: AttemptRef) -> PathBuf {
+    pub(crate) fn attempt_dir(&self, a: AttemptRef) -> PathBuf {
         self.cfg
             .jobs
             .join(a.key.to_string())

@@ -37,6 +37,17 @@ pub struct LaunchSpec {
     /// as kiln's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<RunAs>,
+    /// The GPUs are the ones the engine bound to the step the supervisor
+    /// runs in (Slurm): `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES`
+    /// come from the supervisor's own environment, not from `env`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gpus_from_step: bool,
+    /// A file the engine creates to ask for a stop, for engines whose signal
+    /// reaches the task's processes as well as the supervisor (a Slurm step):
+    /// a task that ends while it exists was stopped, whichever process the
+    /// signal reached first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_file: Option<PathBuf>,
 }
 
 pub use crate::engine::RunAs;

@@ -113,7 +113,7 @@ fn sandbox(cfg: &LocalConfig, bwrap: &Path, t: &TaskLaunch, tmp: &Path) -> Sandb
 
 impl LocalEngine {
     /// Writes one run's folder and launch record.
-    pub(super) fn prepare_one(&self, t: &TaskLaunch) -> Result<Prepared, EngineError> {
+    pub(crate) fn prepare_one(&self, t: &TaskLaunch) -> Result<Prepared, EngineError> {
         let cfg = &self.cfg;
         let dir = self.task_dir(&t.task);
         let tmp = dir.path().join("tmp");
@@ -176,6 +176,8 @@ impl LocalEngine {
             sandbox,
             container,
             run_as: t.run_as,
+            gpus_from_step: false,
+            stop_file: None,
         };
         dir.write_launch(&launch)?;
         Ok(Prepared {
@@ -187,7 +189,7 @@ impl LocalEngine {
     /// A fresh folder for the next run of a task, with the launch of an
     /// earlier one and `run_as` as of now (a launch record from before kiln
     /// gave uids has none).
-    pub(super) fn prepare_next(
+    pub(crate) fn prepare_next(
         &self,
         from: &KnownTask,
         run_as: Option<RunAs>,

@@ -11,10 +11,10 @@ pub mod handle;
 mod launch;
 pub mod perms;
 mod ports;
-mod reattach;
+pub(crate) mod reattach;
 pub mod resources;
 pub mod sandbox;
-mod scratch;
+pub(crate) mod scratch;
 pub mod supervisor;
 pub mod usage;
 

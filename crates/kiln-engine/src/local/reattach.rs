@@ -14,7 +14,7 @@ use crate::engine::{AttemptRef, EngineEvent, ExitCause, KnownTask, TaskExit, Tas
 
 /// How a run ended, from its folder: `exit.json` (and `started.json`'s
 /// note on limits), or lost when its supervisor left no record.
-pub(super) fn end_of(task: TaskRef, dir: &TaskDir) -> EngineEvent {
+pub(crate) fn end_of(task: TaskRef, dir: &TaskDir) -> EngineEvent {
     let notes: Vec<String> = match dir.read_started() {
         Ok(Some(started)) => started.limits_note.into_iter().collect(),
         _ => Vec::new(),

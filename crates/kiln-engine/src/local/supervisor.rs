@@ -70,6 +70,15 @@ pub fn pid_supervises(dir: &TaskDir, pid: i32) -> bool {
     cmdline.split(|b| *b == 0).any(|arg| arg == want)
 }
 
+/// The GPUs the engine bound to this step (Slurm sets `CUDA_VISIBLE_DEVICES`
+/// in every step with GPUs; none set means none bound).
+fn gpus_from_step(env: &mut Vec<(String, String)>) {
+    let bound = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+    env.retain(|(k, _)| k != "CUDA_VISIBLE_DEVICES" && k != "NVIDIA_VISIBLE_DEVICES");
+    env.push(("CUDA_VISIBLE_DEVICES".into(), bound.clone()));
+    env.push(("NVIDIA_VISIBLE_DEVICES".into(), bound));
+}
+
 /// The signals that mean "stop" (or are ignored) to a supervisor.
 fn stop_signals() -> SigSet {
     let mut set = SigSet::empty();
@@ -103,6 +112,9 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         return Err(EngineError::AlreadyRan(dir.path().to_owned()));
     }
     let mut spec = dir.read_launch()?;
+    if spec.gpus_from_step {
+        gpus_from_step(&mut spec.env);
+    }
 
     // Logs are the user's own: no other uid on the machine may read them.
     let open = |path: std::path::PathBuf| {
@@ -316,7 +328,8 @@ pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
         }
     };
     task_done.store(true, Ordering::SeqCst);
-    let stopped = stop_requested.load(Ordering::SeqCst);
+    let stopped = stop_requested.load(Ordering::SeqCst)
+        || spec.stop_file.as_ref().is_some_and(|f| f.exists());
     // The task is its main process: whatever it left behind ends with it,
     // including what escaped the process group but not the cgroup.
     let _ = killpg(group, Signal::SIGKILL);

@@ -142,6 +142,8 @@ impl Loop {
                 attempt,
                 tasks,
                 placed,
+                queue: Some(w.job.queue.clone()).filter(|q| !q.is_empty()),
+                name: w.job.id.to_string(),
             })
             .map_err(|e| e.to_string())?;
         match submission {
@@ -688,6 +690,9 @@ fn shape_of(spec: &JobSpec, id: &TaskId) -> TaskShape {
         shm_mb: role.map_or(0, |r| r.shm_mb),
         gpus: role.map_or(0, |r| r.gpus),
         pids: role.and_then(|r| r.pids),
+        gpu_type: role
+            .and_then(|r| r.gpu_type.clone())
+            .or_else(|| spec.gpu_type.clone()),
         ports: role
             .map(|r| {
                 r.ports
