@@ -82,6 +82,19 @@ pub struct Config {
     /// to 30 times this and starts over after a run of 60 times this
     /// (default 10 s: 5 min and 10 min, as DESIGN.md says).
     pub restart_backoff_ms: u64,
+    /// `--engine slurm`: Slurm runs the tasks; None: this machine does.
+    pub slurm: Option<SlurmSettings>,
+}
+
+/// What `--engine slurm` needs (docs/engines.md section 3).
+#[derive(Debug, Clone)]
+pub struct SlurmSettings {
+    /// The same path on this machine and on every node.
+    pub shared: PathBuf,
+    /// kiln queue → Slurm partition.
+    pub partitions: std::collections::HashMap<String, String>,
+    /// Between polls of squeue and sinfo.
+    pub poll: std::time::Duration,
 }
 
 /// Reads this installation's id, making one on first start.
@@ -227,15 +240,12 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         identities: Arc::clone(&identities),
         restart_backoff: control::backoff::Backoff::from_first(config.restart_backoff_ms),
     };
+    let engine = choose_engine(&config, local).await?;
     let control = {
         let store = Arc::clone(&store);
-        tokio::task::spawn_blocking(move || {
-            control::start(store, cfg, |events| {
-                Box::new(kiln_engine::local::LocalEngine::new(local, events))
-            })
-        })
-        .await
-        .map_err(|e| ServerError::Random(e.to_string()))??
+        tokio::task::spawn_blocking(move || control::start(store, cfg, engine))
+            .await
+            .map_err(|e| ServerError::Random(e.to_string()))??
     };
     let spaces = Arc::new(
         spaces::Spaces::new(layout.spaces(), config.quota_bytes)
@@ -336,6 +346,59 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     control.shutdown();
     info!("kiln server stopped; running tasks continue under their supervisors");
     Ok(())
+}
+
+type MakeEngine =
+    Box<dyn FnOnce(kiln_engine::engine::EventSink) -> Box<dyn kiln_engine::Engine> + Send>;
+
+/// The engine `--engine` names. Only here (and in main.rs) is an engine
+/// named; the loop sees the trait.
+async fn choose_engine(
+    config: &Config,
+    local: kiln_engine::local::LocalConfig,
+) -> Result<MakeEngine, ServerError> {
+    let Some(slurm) = config.slurm.clone() else {
+        return Ok(Box::new(move |events| {
+            Box::new(kiln_engine::local::LocalEngine::new(local, events))
+        }));
+    };
+    use kiln_engine::slurm::{Cli, SlurmApi, SlurmConfig, SlurmEngine};
+    std::fs::create_dir_all(slurm.shared.join("jobs"))
+        .map_err(|e| ServerError::io("create", &slurm.shared, e))?;
+    let shared = std::fs::canonicalize(&slurm.shared)
+        .map_err(|e| ServerError::io("resolve", &slurm.shared, e))?;
+    let conf = std::env::var_os("SLURM_CONF").map(PathBuf::from);
+    let api: Arc<dyn SlurmApi> = Arc::new(Cli::new(
+        conf.as_deref(),
+        kiln_engine::slurm::cli::DEFAULT_TIMEOUT,
+    ));
+    let nodes = {
+        let api = Arc::clone(&api);
+        tokio::task::spawn_blocking(move || api.nodes())
+            .await
+            .map_err(|e| ServerError::Random(e.to_string()))?
+            .map_err(|e| ServerError::Config(format!("--engine slurm: {e}")))?
+    };
+    info!(nodes = nodes.len(), shared = %shared.display(), "tasks run on Slurm");
+    let mut local = local;
+    // Slurm's task plugin limits CPUs, memory and devices; kiln's cgroups
+    // are off, and task folders live on the shared path.
+    local.jobs = shared.join("jobs");
+    local.discovered.cgroups.version = None;
+    local.containers = None;
+    let cfg = SlurmConfig {
+        exe: config.exe.clone(),
+        instance: local.instance.clone(),
+        shared,
+        partitions: slurm.partitions,
+        poll: slurm.poll,
+        launch_idle: std::time::Duration::from_secs(600),
+        ports: (20_000, 29_999),
+        local,
+    };
+    Ok(Box::new(move |events| {
+        Box::new(SlurmEngine::new(cfg, api, nodes, events))
+    }))
 }
 
 /// The listeners' limits, with the open-files limit raised for them.

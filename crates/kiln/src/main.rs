@@ -279,6 +279,15 @@ enum Command {
         /// The task's run folder, holding launch.json.
         dir: std::path::PathBuf,
     },
+    /// The batch script of a Slurm attempt: starts its tasks' steps.
+    #[command(name = "__slurm-launch", hide = true)]
+    SlurmLaunch {
+        /// The attempt's folder on the shared path.
+        dir: std::path::PathBuf,
+        /// End the allocation after this many seconds with nothing running.
+        #[arg(long, default_value = "600")]
+        idle_secs: u64,
+    },
     /// Show the canonical job and each task's environment under an example
     /// placement; `-o yaml` / `-o openpai-v1` print the job converted instead.
     Render {
@@ -403,6 +412,21 @@ struct ServerArgs {
     /// account (never root) instead of an allocated uid.
     #[arg(long)]
     map_unix_users: bool,
+    /// What runs tasks: `local` (this machine) or `slurm` (the Slurm cluster
+    /// whose commands are on PATH; needs --shared).
+    #[arg(long, value_name = "ENGINE", default_value = "local")]
+    engine: String,
+    /// With --engine slurm: a folder at the same path on this machine and on
+    /// every Slurm node (task folders, logs and launch records live there).
+    #[arg(long, value_name = "DIR")]
+    shared: Option<std::path::PathBuf>,
+    /// With --engine slurm: the Slurm partition of a kiln queue (repeatable);
+    /// an unmapped queue uses the partition of its name, else the default.
+    #[arg(long, value_name = "QUEUE=PARTITION")]
+    slurm_partition: Vec<String>,
+    /// With --engine slurm: between polls of squeue and sinfo.
+    #[arg(long, value_name = "DURATION", default_value = "1s", hide = true)]
+    slurm_poll: String,
 }
 
 /// A duration flag, or None for "off".
@@ -434,6 +458,48 @@ fn log_colours() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// `--engine`, `--shared`, `--slurm-partition` and `--slurm-poll` together.
+fn slurm_settings(
+    engine: &str,
+    shared: Option<std::path::PathBuf>,
+    partitions: &[String],
+    poll: &str,
+) -> anyhow::Result<Option<kiln_server::SlurmSettings>> {
+    match engine {
+        "local" => {
+            if shared.is_some() || !partitions.is_empty() {
+                anyhow::bail!("--shared and --slurm-partition are for --engine slurm");
+            }
+            Ok(None)
+        }
+        "slurm" => {
+            let Some(shared) = shared else {
+                anyhow::bail!(
+                    "--engine slurm needs --shared DIR: a folder at the same path on this \
+                     machine and on every Slurm node"
+                );
+            };
+            let mut map = std::collections::HashMap::new();
+            for p in partitions {
+                let Some((q, part)) = p.split_once('=') else {
+                    anyhow::bail!("--slurm-partition {p:?}: expected QUEUE=PARTITION");
+                };
+                map.insert(q.to_owned(), part.to_owned());
+            }
+            let poll = match kiln_spec::quantity::parse_duration_secs(poll) {
+                Ok(s) => std::time::Duration::from_secs(s.max(1)),
+                Err(e) => anyhow::bail!("--slurm-poll: {e}"),
+            };
+            Ok(Some(kiln_server::SlurmSettings {
+                shared,
+                partitions: map,
+                poll,
+            }))
+        }
+        other => anyhow::bail!("--engine {other:?}: expected local or slurm"),
+    }
+}
+
 fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
     let ServerArgs {
         listen,
@@ -463,7 +529,12 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         tensorboard_url,
         task_uids,
         map_unix_users,
+        engine,
+        shared,
+        slurm_partition,
+        slurm_poll,
     } = a;
+    let slurm = slurm_settings(&engine, shared, &slurm_partition, &slurm_poll)?;
     use kiln_engine::local::resources::{parse_fake_gpus, Overrides};
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -541,6 +612,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         tensorboard_listen,
         task_uids,
         map_unix_users,
+        slurm,
         tensorboard_url: match tensorboard_url {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
             Some(u) => anyhow::bail!("--tensorboard-url: {u:?} is not an http:// or https:// URL"),
@@ -558,7 +630,10 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Server(_) | Command::Supervise { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Server(_) | Command::Supervise { .. } | Command::SlurmLaunch { .. }
+    ) {
         // A client printing into `| head` should end quietly when the reader
         // goes away, as other command-line tools do, not panic on EPIPE.
         // SAFETY: restoring a default signal disposition at start-up, before
@@ -648,6 +723,23 @@ fn main() -> ExitCode {
             kiln_engine::local::supervise(&dir)
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(anyhow::Error::from)
+        }
+        Command::SlurmLaunch { dir, idle_secs } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            std::env::current_exe()
+                .map_err(anyhow::Error::from)
+                .and_then(|exe| {
+                    kiln_engine::slurm::launcher::run(
+                        &dir,
+                        &exe,
+                        std::time::Duration::from_secs(idle_secs),
+                    )
+                    .map_err(anyhow::Error::from)
+                })
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Validate { file } => spec_cmds::validate(&file),
         Command::Render { file, output, user } => match output {

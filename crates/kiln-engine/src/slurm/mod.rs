@@ -11,19 +11,27 @@
 //! - [`script`] writes the `sbatch` and `srun` argument lists, and matches `gpuType`;
 //! - [`alloc`] reads the allocation a launcher sees, and puts each task on a node;
 //! - [`reasons`] says why a job pends, in plain words;
-//! - [`cli`] is the shell: Slurm's commands run as processes, with deadlines.
+//! - [`cli`] is the shell: Slurm's commands run as processes, with deadlines;
+//! - `engine` (with `poll`, [`files`], [`book`]) is the engine behind the
+//!   `Engine` trait, and [`launcher`] the batch script of every attempt.
 
 pub mod alloc;
+pub mod book;
 pub mod cli;
+mod engine;
+pub mod files;
 pub mod gres;
 pub mod hostlist;
+pub mod launcher;
 pub mod parse;
+mod poll;
 pub mod reasons;
 pub mod script;
 pub mod state;
 
 pub use alloc::{place_tasks, Allocation, Component, Placement};
 pub use cli::{Cli, SlurmApi};
+pub use engine::{SlurmConfig, SlurmEngine};
 pub use gres::{parse_gres, Gres};
 pub use hostlist::{
     compress_hostlist, compress_tasks_per_node, expand_hostlist, expand_tasks_per_node,

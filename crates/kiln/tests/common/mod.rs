@@ -62,6 +62,21 @@ impl Server {
         Self::launch(args, &[], true)
     }
 
+    /// A server on a data folder the test made (and may have put things in).
+    pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Server {
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            data,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            envs: Vec::new(),
+            relative: false,
+            token: String::new(),
+        };
+        s.boot();
+        s
+    }
+
     fn launch(args: &[&str], envs: &[(&str, &str)], relative: bool) -> Server {
         let mut s = Server {
             child: None,
