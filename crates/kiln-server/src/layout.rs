@@ -13,6 +13,13 @@
 //! <data>/staging/                codeDir copies not yet given to a job
 //! <data>/jobs/<key>/attempt-<n>/<task>[.<gen>]/   one task run (TaskDir)
 //! ```
+//!
+//! With `--engine slurm --shared DIR`, what tasks on other nodes reach lives
+//! under DIR instead (the same path on the server and every node): `spaces/`,
+//! `datasets/`, `jobs/` and `staging/` (beside `jobs/`, so a codeDir copy is
+//! renamed into its job on one file system). The store, the tokens, the
+//! instance id and the boards' folders stay in the data folder, on local
+//! disk: SQLite must not live on NFS.
 
 use std::path::{Path, PathBuf};
 
@@ -38,15 +45,39 @@ pub const SPACE_INSIDE: &str = "/mnt";
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    /// Where spaces, datasets and jobs live: the data folder, or the
+    /// shared path every node sees.
+    files: PathBuf,
 }
 
 impl Layout {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        Self {
+            files: root.clone(),
+            root,
+        }
+    }
+
+    /// Spaces, datasets and jobs under `shared` (absolute, the same on every
+    /// node); the store and tokens stay in the data folder.
+    pub fn with_shared(mut self, shared: impl Into<PathBuf>) -> Self {
+        self.files = shared.into();
+        self
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The shared path, when spaces and jobs live on one.
+    pub fn shared(&self) -> Option<&Path> {
+        (self.files != self.root).then_some(self.files.as_path())
+    }
+
+    /// Every job's folder (`jobs/`).
+    pub fn jobs(&self) -> PathBuf {
+        self.files.join("jobs")
     }
 
     /// Closes the data folder to the uids tasks run as: they may pass
@@ -55,11 +86,14 @@ impl Layout {
     /// spaces are their own (see `identity`).
     pub fn restrict(&self) {
         let mode = crate::identity::set_mode;
-        for dir in [self.spaces(), self.root.join("jobs")] {
+        for dir in [self.spaces(), self.jobs()] {
             let _ = std::fs::create_dir_all(&dir);
             mode(&dir, 0o711);
         }
         mode(&self.root, 0o711);
+        if let Some(shared) = self.shared() {
+            mode(shared, 0o711);
+        }
         for f in ["kiln.db", "kiln.db-wal", "kiln.db-shm", "admin.token"] {
             mode(&self.root.join(f), 0o600);
         }
@@ -86,15 +120,15 @@ impl Layout {
     }
 
     pub fn datasets(&self) -> PathBuf {
-        self.root.join("datasets")
+        self.files.join("datasets")
     }
 
     pub fn spaces(&self) -> PathBuf {
-        self.root.join("spaces")
+        self.files.join("spaces")
     }
 
     pub fn job(&self, key: i64) -> PathBuf {
-        self.root.join("jobs").join(key.to_string())
+        self.jobs().join(key.to_string())
     }
 
     pub fn code(&self, key: i64) -> PathBuf {
@@ -102,7 +136,7 @@ impl Layout {
     }
 
     pub fn staging(&self) -> PathBuf {
-        self.root.join("staging")
+        self.files.join("staging")
     }
 
     pub fn output(&self, key: i64) -> PathBuf {
@@ -168,6 +202,20 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_a_shared_path_files_go_there_and_the_store_stays() {
+        let l = Layout::new("/var/lib/kiln").with_shared("/nfs/kiln");
+        assert_eq!(l.db(), Path::new("/var/lib/kiln/kiln.db"));
+        assert_eq!(l.admin_token(), Path::new("/var/lib/kiln/admin.token"));
+        assert_eq!(l.board(3), Path::new("/var/lib/kiln/tensorboard/3"));
+        assert_eq!(l.spaces(), Path::new("/nfs/kiln/spaces"));
+        assert_eq!(l.datasets(), Path::new("/nfs/kiln/datasets"));
+        assert_eq!(l.staging(), Path::new("/nfs/kiln/staging"));
+        assert_eq!(l.output(3), Path::new("/nfs/kiln/jobs/3/output"));
+        assert_eq!(l.shared(), Some(Path::new("/nfs/kiln")));
+        assert_eq!(Layout::new("/var/lib/kiln").shared(), None);
+    }
 
     #[test]
     fn a_folder_others_cannot_pass_on_the_way_is_found() {

@@ -14,7 +14,7 @@ pub mod spaces;
 pub mod tensorboard;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_engine::local::resources::{discover, Overrides};
@@ -123,7 +123,18 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     // they must be absolute.
     let root = std::fs::canonicalize(&config.data)
         .map_err(|e| ServerError::io("resolve", &config.data, e))?;
-    let layout = Layout::new(&root);
+    // With `--engine slurm`, spaces, datasets and jobs live on the shared
+    // path every node sees; the store stays here, on local disk.
+    let layout = match &config.slurm {
+        None => Layout::new(&root),
+        Some(slurm) => {
+            std::fs::create_dir_all(slurm.shared.join("jobs"))
+                .map_err(|e| ServerError::io("create", &slurm.shared, e))?;
+            let shared = std::fs::canonicalize(&slurm.shared)
+                .map_err(|e| ServerError::io("resolve", &slurm.shared, e))?;
+            Layout::new(&root).with_shared(shared)
+        }
+    };
     // codeDir copies of submissions that never reached the store.
     let _ = std::fs::remove_dir_all(layout.staging());
     let db = layout.db();
@@ -220,7 +231,8 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
     let local = kiln_engine::local::LocalConfig {
         exe: config.exe.clone(),
         data: layout.root().to_owned(),
-        jobs: layout.root().join("jobs"),
+        shared: layout.shared().map(Path::to_owned),
+        jobs: layout.jobs(),
         discovered,
         instance: instance_id(&layout)?,
         stop_grace_secs: config.stop_grace_secs,
@@ -240,7 +252,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         identities: Arc::clone(&identities),
         restart_backoff: control::backoff::Backoff::from_first(config.restart_backoff_ms),
     };
-    let engine = choose_engine(&config, local).await?;
+    let engine = choose_engine(&config, &layout, local).await?;
     let control = {
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || control::start(store, cfg, engine))
@@ -355,18 +367,16 @@ type MakeEngine =
 /// named; the loop sees the trait.
 async fn choose_engine(
     config: &Config,
+    layout: &Layout,
     local: kiln_engine::local::LocalConfig,
 ) -> Result<MakeEngine, ServerError> {
-    let Some(slurm) = config.slurm.clone() else {
+    let (Some(slurm), Some(shared)) = (config.slurm.clone(), layout.shared()) else {
         return Ok(Box::new(move |events| {
             Box::new(kiln_engine::local::LocalEngine::new(local, events))
         }));
     };
     use kiln_engine::slurm::{Cli, SlurmApi, SlurmConfig, SlurmEngine};
-    std::fs::create_dir_all(slurm.shared.join("jobs"))
-        .map_err(|e| ServerError::io("create", &slurm.shared, e))?;
-    let shared = std::fs::canonicalize(&slurm.shared)
-        .map_err(|e| ServerError::io("resolve", &slurm.shared, e))?;
+    let shared = shared.to_owned();
     let conf = std::env::var_os("SLURM_CONF").map(PathBuf::from);
     let api: Arc<dyn SlurmApi> = Arc::new(Cli::new(
         conf.as_deref(),
@@ -383,11 +393,20 @@ async fn choose_engine(
     let mut local = local;
     // Slurm's task plugin limits CPUs, memory and devices; kiln's cgroups
     // are off, and task folders live on the shared path.
-    local.jobs = shared.join("jobs");
     local.discovered.cgroups.version = None;
     local.containers = None;
+    // The nodes run this server's own binary from the shared path.
+    let exe = {
+        let (exe, shared) = (config.exe.clone(), shared.clone());
+        tokio::task::spawn_blocking(move || kiln_engine::slurm::binary::place(&exe, &shared))
+            .await
+            .map_err(|e| ServerError::Random(e.to_string()))?
+            .map_err(|e| ServerError::Config(format!("--engine slurm: {e}")))?
+    };
+    info!(exe = %exe.display(), "nodes run kiln from the shared path");
+    local.exe = exe.clone();
     let cfg = SlurmConfig {
-        exe: config.exe.clone(),
+        exe,
         instance: local.instance.clone(),
         shared,
         partitions: slurm.partitions,

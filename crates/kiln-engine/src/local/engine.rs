@@ -30,6 +30,9 @@ pub struct LocalConfig {
     pub exe: PathBuf,
     /// The data folder: hidden from sandboxed tasks.
     pub data: PathBuf,
+    /// The shared path spaces and jobs live on (`--engine slurm`): hidden
+    /// from sandboxed tasks too.
+    pub shared: Option<PathBuf>,
     /// Where task runs live: `<jobs>/<key>/attempt-<n>/<task>[.<gen>]`.
     pub jobs: PathBuf,
     pub discovered: Discovered,

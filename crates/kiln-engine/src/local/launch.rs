@@ -99,7 +99,9 @@ fn sandbox(cfg: &LocalConfig, bwrap: &Path, t: &TaskLaunch, tmp: &Path) -> Sandb
     Sandbox {
         bwrap: bwrap.to_owned(),
         root: cfg.host_root.clone(),
-        hide: vec![cfg.data.clone()],
+        hide: std::iter::once(cfg.data.clone())
+            .chain(cfg.shared.clone())
+            .collect(),
         dirs: Vec::new(),
         binds,
         tmp: tmp.to_owned(),

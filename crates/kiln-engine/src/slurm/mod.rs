@@ -16,6 +16,7 @@
 //!   `Engine` trait, and [`launcher`] the batch script of every attempt.
 
 pub mod alloc;
+pub mod binary;
 pub mod book;
 pub mod cli;
 mod engine;

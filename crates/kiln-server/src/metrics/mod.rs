@@ -488,7 +488,7 @@ impl Hub {
         let root = if self.sandboxed {
             self.layout.spaces().join(job.user())
         } else {
-            self.layout.root().join("jobs")
+            self.layout.jobs()
         };
         let Ok(root) = std::fs::canonicalize(root) else {
             return Vec::new();
