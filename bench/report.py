@@ -67,7 +67,7 @@ def load_note(d):
 # --- sections ---------------------------------------------------------------
 
 ALL_STEPS = ["build", "sched", "spec", "robustness", "latency", "throughput", "gpu", "mnist",
-             "logs", "footprint", "sampling"]
+             "logs", "footprint", "sampling", "slurm"]
 
 
 def s_machine():
@@ -408,11 +408,33 @@ def s_sampling():
                    "series of the last job"], rows))
 
 
+def s_slurm_engine():
+    d = load("slurm_engine")
+    if not d:
+        return missing("slurm_engine")
+    sb, kn = d["sbatch"], d["kiln"]
+    rows = []
+    for name, how, v in (("Slurm", "`sbatch --wrap`", sb),
+                         ("kiln --engine slurm", "`kiln run -d`", kn)):
+        xs = v["latency_ms"]
+        rows.append([name, how, ms(pct(xs, 50)), ms(pct(xs, 99)),
+                     f"{v['n'] / v['total_s']:.1f}"])
+    lat_ratio = ratio(pct(kn["latency_ms"], 50), pct(sb["latency_ms"], 50))
+    tp_ratio = ratio(kn["n"] / kn["total_s"], sb["n"] / sb["total_s"])
+    return (f"{d['latency_n']} jobs one at a time, then {d['throughput_n']} at once, on "
+            f"{d['cluster']}{quick_note(d)}; kiln's jobs: {kn.get('ok', '?')} succeeded, "
+            f"{kn.get('failed', '?')} failed.\n\n" +
+            table(["system", "submitted with", "submit → running, p50", "p99",
+                   "throughput, jobs/s"], rows) +
+            f"\n\nkiln / Slurm: submit → running p50 **{lat_ratio}**, throughput **{tp_ratio}**.")
+
+
 SECTIONS = {
     "machine": s_machine, "headline": s_headline, "latency": s_latency,
     "kiln-latency": s_kiln_latency, "throughput": s_throughput, "gpu": s_gpu,
     "sched": s_sched, "spec": s_spec, "robustness": s_robustness, "mnist": s_mnist,
     "logs": s_logs, "footprint": s_footprint, "sampling": s_sampling,
+    "slurm-engine": s_slurm_engine,
 }
 
 
