@@ -124,6 +124,9 @@ pub struct AttemptSpec {
     pub queue: Option<String>,
     /// The job's name (`alice~bert`), for the engine's own words.
     pub name: String,
+    /// The job's max duration: kiln's own timer ends it; an engine with a
+    /// time limit of its own (Slurm's `--time`) sets a backstop past it.
+    pub max_duration_secs: Option<u64>,
 }
 
 /// The engine's answer to `submit`.
@@ -231,6 +234,9 @@ pub enum ExitCause {
     /// It never started. `refused`: for what the user's files hold (the
     /// user's failure); otherwise the platform's (retried for free).
     LaunchFailed { message: String, refused: bool },
+    /// The engine's own time limit ended it (Slurm's TIMEOUT): read as the
+    /// job's deadline, not the user's code failing.
+    TimeLimit,
 }
 
 /// What the engine reports, on its own threads, about attempts and tasks.
@@ -317,6 +323,10 @@ pub trait Engine: Send {
     fn ended(&mut self, task: &TaskRef, keep: bool);
     /// The store has ended the attempt: give back what it held.
     fn release(&mut self, attempt: AttemptRef);
+    /// `kiln extend`: the attempt's max duration is now `max_duration_secs`
+    /// from its start. kiln's timer stays the authority; an engine with a
+    /// time limit of its own moves it (in the background, never blocking).
+    fn set_deadline(&mut self, _attempt: AttemptRef, _max_duration_secs: Option<u64>) {}
     /// After a restart of kiln: find these runs again and report what
     /// became of them as events (exits while kiln was down included), then
     /// forget whatever of this installation's is not among them.

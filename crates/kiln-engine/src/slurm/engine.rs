@@ -86,6 +86,8 @@ pub(super) struct State {
     pub book: Book,
     /// Slurm jobs to cancel (attempts given up while their job may live).
     pub cancels: Vec<u64>,
+    /// New Slurm time limits in minutes (`kiln extend`), not yet set.
+    pub time_limits: HashMap<AttemptRef, u64>,
 }
 
 pub(super) type Shared = Arc<Mutex<State>>;
@@ -103,6 +105,8 @@ pub struct SlurmEngine {
     exe: PathBuf,
     partitions: HashMap<String, String>,
     launch_idle: Duration,
+    /// The stop grace period: Slurm's time limit leaves room for two.
+    grace: Duration,
 }
 
 impl SlurmEngine {
@@ -121,8 +125,10 @@ impl SlurmEngine {
             jobs: Vec::new(),
             book: Book::new(cfg.ports.0, cfg.ports.1),
             cancels: Vec::new(),
+            time_limits: HashMap::new(),
         }));
         let wake = super::poll::spawn(Arc::clone(&shared), api, Arc::clone(&events), cfg.poll);
+        let grace = Duration::from_secs(cfg.local.stop_grace_secs);
         SlurmEngine {
             local: LocalEngine::new(cfg.local, Arc::clone(&events)),
             events,
@@ -132,6 +138,7 @@ impl SlurmEngine {
             exe: cfg.exe,
             partitions: cfg.partitions,
             launch_idle: cfg.launch_idle,
+            grace,
         }
     }
 
@@ -192,8 +199,8 @@ impl SlurmEngine {
                 partition_nodes: in_partition,
                 output: &output,
                 launcher: &launcher,
-                max_duration: None,
-                grace: Duration::ZERO,
+                max_duration: a.max_duration_secs.map(Duration::from_secs),
+                grace: self.grace,
                 priority: 0,
                 extra_args: &[],
                 gpu_types: &types,
@@ -392,8 +399,18 @@ impl Engine for SlurmEngine {
         self.poke();
     }
 
+    fn set_deadline(&mut self, attempt: AttemptRef, max_duration_secs: Option<u64>) {
+        // Slurm's limit stays a backstop past kiln's own deadline.
+        let Some(secs) = max_duration_secs else {
+            return;
+        };
+        let minutes = super::script::time_limit_minutes(Duration::from_secs(secs), self.grace);
+        lock(&self.shared).time_limits.insert(attempt, minutes);
+        self.poke();
+    }
+
     fn reattach(&mut self, known: &[(AttemptRef, Vec<KnownTask>)]) {
-        super::poll::reattach(self, known);
+        super::reattach::reattach(self, known);
         self.poke();
     }
 }

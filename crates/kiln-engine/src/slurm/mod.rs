@@ -27,6 +27,7 @@ pub mod launcher;
 pub mod parse;
 mod poll;
 pub mod reasons;
+mod reattach;
 pub mod script;
 pub mod state;
 
@@ -43,4 +44,4 @@ pub use script::{
     group_by_shape, match_gpu_type, sbatch_args, srun_args, time_limit_minutes, Shape, ShapeGroup,
     StepRequest, SubmitRequest, TaskRequest,
 };
-pub use state::{job_view, EndKind, JobView};
+pub use state::{job_view, unrecorded_end, EndKind, JobView, UnrecordedEnd};

@@ -12,12 +12,12 @@ use tracing::{info, warn};
 
 use super::alloc::{place_tasks, Allocation as SlurmAllocation};
 use super::cli::SlurmApi;
-use super::engine::{lock, slurm_gpu_type, Shared, SlurmEngine, State, TaskWatch, Watch};
+use super::engine::{lock, slurm_gpu_type, Shared, State, TaskWatch, Watch};
 use super::files::{self, SrunEnd, StepSpec};
 use super::reasons::{pending_words, Ask, PendingFacts};
-use super::state::{job_view, JobView};
+use super::state::{job_view, unrecorded_end, JobView, UnrecordedEnd};
 use crate::engine::{
-    Allocation, AttemptRef, EngineEvent, EventSink, KnownTask, TaskAllocation, TaskRef, WaitReason,
+    Allocation, AttemptRef, EngineEvent, EventSink, TaskAllocation, TaskExit, TaskRef, WaitReason,
 };
 use crate::error::EngineError;
 use crate::local::reattach::end_of;
@@ -147,6 +147,7 @@ fn poll_slurm(shared: &Shared, api: &dyn SlurmApi, events: &EventSink) {
             warn!(slurm_job = job, error = %e, "scancel failed");
         }
     }
+    move_time_limits(shared, api);
     let (jobs, nodes) = match (api.jobs(), api.nodes()) {
         (Ok(j), Ok(n)) => (j, n),
         (Err(e), _) | (_, Err(e)) => {
@@ -324,25 +325,34 @@ fn task_news(
         return (out, true);
     }
     let srun_end = t.dir.path().join(files::SRUN_END);
-    let why = match files::read_json::<SrunEnd>(&srun_end) {
-        Ok(Some(end)) => Some(srun_words(&end, &t.dir)),
-        _ => ended.map(|word| {
-            format!(
-                "its Slurm job {} ended ({word}) without recording how the task ended",
-                job.unwrap_or_default()
-            )
-        }),
+    let end = match files::read_json::<SrunEnd>(&srun_end) {
+        Ok(Some(end)) => Some(UnrecordedEnd::Lost(srun_words(&end, &t.dir))),
+        _ => ended.map(|word| unrecorded_end(job.unwrap_or_default(), word)),
     };
-    match why {
+    match end {
         // One more look: the exit record may have landed just now.
         Some(_) if t.dir.exit().exists() => {
             out.push(end_of(task.clone(), &t.dir));
             (out, true)
         }
-        Some(why) => {
+        Some(UnrecordedEnd::Lost(why)) => {
             out.push(EngineEvent::Lost {
                 task: task.clone(),
                 why,
+                notes: Vec::new(),
+            });
+            (out, true)
+        }
+        Some(UnrecordedEnd::Exited(cause)) => {
+            out.push(EngineEvent::Exited {
+                task: task.clone(),
+                exit: TaskExit {
+                    exit_code: None,
+                    signal: None,
+                    stop_requested: t.dir.path().join(files::STOP).exists(),
+                    cause: Some(cause),
+                    finished_at_ms: crate::local::files::now_ms(),
+                },
                 notes: Vec::new(),
             });
             (out, true)
@@ -462,70 +472,35 @@ fn allocated(
     }
 }
 
-/// After a restart of kiln: the attempts of running jobs, from their folders.
-pub(super) fn reattach(engine: &mut SlurmEngine, known: &[(AttemptRef, Vec<KnownTask>)]) {
-    let mut events = Vec::new();
-    for (attempt, tasks) in known {
-        let dir = engine.local.attempt_dir(*attempt);
-        let job = files::read_job_id(&dir);
-        let mut held: Vec<u16> = tasks.iter().flat_map(|t| t.ports.clone()).collect();
-        let master_port = tasks
-            .iter()
-            .filter_map(|t| TaskDir::new(&t.dir).read_launch().ok())
-            .find_map(|l| {
-                l.env
-                    .iter()
-                    .find(|(k, _)| k == "MASTER_PORT")
-                    .and_then(|(_, v)| v.parse::<u16>().ok())
-            });
-        held.extend(master_port);
-        let mut watched = HashMap::new();
-        for t in tasks.iter().filter(|t| !t.settled) {
-            let td = TaskDir::new(&t.dir);
-            if !td.path().join(files::GO).exists() && !td.exit().exists() {
-                // Recorded, never marked to go: no launcher will start it.
-                events.push(EngineEvent::Unstarted {
-                    task: t.task.clone(),
-                });
-                continue;
-            }
-            watched.insert(
-                t.task.clone(),
-                TaskWatch {
-                    dir: td,
-                    started: false,
-                },
-            );
-        }
-        let mut st = lock(&engine.shared);
-        st.book.hold(held.iter().copied());
-        st.attempts.insert(
-            *attempt,
-            Watch {
-                dir,
-                name: String::new(),
-                shapes: Vec::new(),
-                groups: Vec::new(),
-                args: Vec::new(),
-                job,
-                submit_at: None,
-                submitted_at: Instant::now(),
-                steps: Some(HashMap::new()),
-                reason: None,
-                released_at: None,
-                ports: held,
-                tasks: watched,
-                ended: None,
+/// `kiln extend`'s new Slurm time limits, once each attempt's job id is known
+/// (an attempt given up meanwhile drops its own).
+fn move_time_limits(shared: &Shared, api: &dyn SlurmApi) {
+    let due: Vec<(u64, u64)> = {
+        let mut st = lock(shared);
+        let State {
+            attempts,
+            time_limits,
+            ..
+        } = &mut *st;
+        let mut due = Vec::new();
+        time_limits.retain(|attempt, minutes| match attempts.get(attempt) {
+            Some(w) if w.released_at.is_none() => match w.job {
+                Some(job) => {
+                    due.push((job, *minutes));
+                    false
+                }
+                None => true,
             },
-        );
-        if job.is_none() {
-            warn!(
-                job_key = attempt.key,
-                "a running attempt has no recorded Slurm job id"
-            );
+            _ => false,
+        });
+        due
+    };
+    for (job, minutes) in due {
+        match api.set_time_limit(job, minutes) {
+            Ok(()) => info!(slurm_job = job, minutes, "moved the Slurm time limit"),
+            // Only Slurm's operators may raise a limit: kiln's own timer
+            // still ends the job at its new deadline.
+            Err(e) => warn!(slurm_job = job, error = %e, "cannot move the Slurm time limit"),
         }
-    }
-    for ev in events {
-        (engine.events)(ev);
     }
 }

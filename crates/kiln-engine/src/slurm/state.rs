@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::ExitCause;
 use crate::EngineError;
 
 /// How a Slurm job ended.
@@ -94,6 +95,40 @@ pub fn job_view(job: &str, states: &[String]) -> Result<JobView, EngineError> {
     base.ok_or_else(|| unknown(&states.join(",")))
 }
 
+/// How a launched task ended when it left no exit record and its Slurm job
+/// is over: from how the job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnrecordedEnd {
+    /// An end with a known cause: Slurm's time limit, its memory limit.
+    Exited(ExitCause),
+    /// A platform failure, retried without using up retryCount.
+    Lost(String),
+}
+
+/// Maps the end of a task's Slurm job (Slurm's word, or kiln's "gone from
+/// squeue") for a task that recorded no exit: TIMEOUT and DEADLINE are the
+/// time limit, OUT_OF_MEMORY is OOMKilled, node failures and preemption are
+/// the platform's, said plainly; the rest is a lost task naming the state.
+pub fn unrecorded_end(job: u64, word: &str) -> UnrecordedEnd {
+    use UnrecordedEnd::{Exited, Lost};
+    match end_kind(word) {
+        Some(EndKind::Timeout | EndKind::Deadline) => Exited(ExitCause::TimeLimit),
+        Some(EndKind::OutOfMemory) => Exited(ExitCause::OomKilled),
+        Some(EndKind::NodeFail) => Lost(format!(
+            "its node failed: Slurm job {job} ended NODE_FAIL before the task recorded how it ended"
+        )),
+        Some(EndKind::BootFail) => Lost(format!(
+            "its node failed to boot: Slurm job {job} ended BOOT_FAIL"
+        )),
+        Some(EndKind::Preempted) => Lost(format!(
+            "Slurm preempted its job {job} (PREEMPTED) for another job"
+        )),
+        _ => Lost(format!(
+            "its Slurm job {job} ended ({word}) without recording how the task ended"
+        )),
+    }
+}
+
 fn end_kind(state: &str) -> Option<EndKind> {
     Some(match state {
         "COMPLETED" => EndKind::Completed,
@@ -157,6 +192,33 @@ mod tests {
             "Slurm job 7 is in state WIBBLING, which kiln does not know"
         );
         assert!(view(&[]).is_err());
+    }
+
+    #[test]
+    fn a_task_without_an_exit_record_ends_as_its_slurm_job_did() {
+        use UnrecordedEnd::*;
+        assert_eq!(unrecorded_end(7, "TIMEOUT"), Exited(ExitCause::TimeLimit));
+        assert_eq!(unrecorded_end(7, "DEADLINE"), Exited(ExitCause::TimeLimit));
+        assert_eq!(
+            unrecorded_end(7, "OUT_OF_MEMORY"),
+            Exited(ExitCause::OomKilled)
+        );
+        let lost = |word: &str| match unrecorded_end(7, word) {
+            Lost(why) => why,
+            other => panic!("{word}: {other:?}"),
+        };
+        assert_eq!(
+            lost("NODE_FAIL"),
+            "its node failed: Slurm job 7 ended NODE_FAIL before the task recorded how it ended"
+        );
+        assert!(lost("BOOT_FAIL").contains("failed to boot"));
+        assert!(lost("PREEMPTED").contains("Slurm preempted its job 7"));
+        for word in ["COMPLETED", "CANCELLED", "FAILED", "gone from squeue"] {
+            assert_eq!(
+                lost(word),
+                format!("its Slurm job 7 ended ({word}) without recording how the task ended")
+            );
+        }
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub fn task_end(exit: &TaskExit) -> TaskEnd {
     } else if exit.stop_requested {
         end.state = TaskState::Stopped;
         end.reason = Some("Stopped".into());
+    } else if exit.cause == Some(ExitCause::TimeLimit) {
+        // The engine's own limit, a backstop past kiln's deadline.
+        end.reason = Some("DeadlineExceeded: the engine's time limit ended it".into());
     } else if exit.cause == Some(ExitCause::OomKilled) {
         end.reason = Some("OOMKilled".into());
     } else if exit.cause == Some(ExitCause::PidsLimitReached) && exit.exit_code != Some(0) {
@@ -316,6 +319,16 @@ mod tests {
         let mut oom = exit(None, Some(9));
         oom.cause = Some(ExitCause::OomKilled);
         assert_eq!(task_end(&oom).reason.as_deref(), Some("OOMKilled"));
+        // The engine's own time limit (Slurm's TIMEOUT) reads as the deadline,
+        // the user's to fix, not a platform failure retried for free.
+        let mut timeout = exit(None, None);
+        timeout.cause = Some(ExitCause::TimeLimit);
+        let end = task_end(&timeout);
+        assert!(end
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("DeadlineExceeded")));
+        assert!(!end.platform && end.state == TaskState::Failed);
         // A fork refused for the pids limit explains a failure, not a success.
         let mut forks = exit(Some(1), None);
         forks.cause = Some(ExitCause::PidsLimitReached);

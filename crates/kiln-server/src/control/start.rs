@@ -144,6 +144,7 @@ impl Loop {
                 placed,
                 queue: Some(w.job.queue.clone()).filter(|q| !q.is_empty()),
                 name: w.job.id.to_string(),
+                max_duration_secs: spec.max_duration_secs,
             })
             .map_err(|e| e.to_string())?;
         match submission {

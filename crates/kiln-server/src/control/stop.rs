@@ -126,6 +126,13 @@ impl Loop {
         if let Some(a) = self.active.get_mut(&key) {
             a.job = job.clone();
         }
+        // An engine's own time limit, if it has one, follows kiln's.
+        let attempt = AttemptRef {
+            key,
+            attempt: job.attempt,
+        };
+        let total = deadline.saturating_sub(started).div_ceil(1000);
+        self.engine.set_deadline(attempt, Some(total));
         self.dirty = true;
         Ok(job)
     }
