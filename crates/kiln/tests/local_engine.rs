@@ -2,190 +2,12 @@
 //! under real supervisors, 4 fake GPUs (`--fake-gpus 4`).
 
 mod common;
+#[macro_use]
+mod cases;
 
 use std::collections::BTreeSet;
 
-use common::{env_of, events, task, Server};
-
-#[test]
-fn a_two_role_openpai_job_with_ports_gets_the_exact_environment() {
-    let s = Server::start();
-    let id = s.submit(
-        "ports",
-        r#"{
-          "jobName": "ports",
-          "image": "ubuntu",
-          "jobEnvs": {"LR": "0.1"},
-          "taskRoles": [
-            {"name": "master", "taskNumber": 1, "cpuNumber": 1, "memoryMB": 256, "gpuNumber": 1,
-             "portList": [{"label": "http", "beginAt": 0, "portNumber": 2}],
-             "command": "env | sort"},
-            {"name": "worker", "taskNumber": 2, "cpuNumber": 1, "memoryMB": 256, "gpuNumber": 1,
-             "portList": [{"label": "ssh", "beginAt": 0, "portNumber": 1}],
-             "command": "env | sort"}
-          ]
-        }"#,
-    );
-    assert_eq!(id, "admin~ports");
-    let job = s.wait_state(&id, "SUCCEEDED", 30);
-    let mut gpus = BTreeSet::new();
-    let mut master_ports = BTreeSet::new();
-    for (t, rank) in [("master-0", "0"), ("worker-0", "1"), ("worker-1", "2")] {
-        let env = env_of(&s.logs(&id, t));
-        let (role, index) = t.split_once('-').expect("task id");
-        assert_eq!(env["PAI_JOB_NAME"], "admin~ports");
-        assert_eq!(env["PAI_USER_NAME"], "admin");
-        assert_eq!(env["PAI_TASK_ROLE_COUNT"], "2");
-        assert_eq!(env["PAI_TASK_ROLE_LIST"], "master,worker");
-        assert_eq!(env["PAI_TASK_ROLE_TASK_COUNT_worker"], "2");
-        assert_eq!(env["PAI_RESOURCE_worker"], "1,1,256,64");
-        assert_eq!(env["PAI_MIN_FAILED_TASK_COUNT_worker"], "1");
-        assert_eq!(env["PAI_CURRENT_TASK_ROLE_NAME"], role);
-        assert_eq!(env["PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX"], index);
-        assert_eq!(env["PAI_HOST_IP_worker_1"], "127.0.0.1");
-        assert_eq!(env["LR"], "0.1");
-        assert_eq!(env["RANK"], rank);
-        assert_eq!(env["WORLD_SIZE"], "3");
-        assert_eq!(env["MASTER_ADDR"], "127.0.0.1");
-        assert_eq!(env["PET_MASTER_PORT"], env["MASTER_PORT"]);
-        assert_eq!(env["PYTHONUNBUFFERED"], "1");
-        assert_eq!(env["CUDA_DEVICE_ORDER"], "PCI_BUS_ID");
-        assert_eq!(env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]);
-        assert_eq!(env["KILN_JOB_ID"], "admin~ports");
-        assert_eq!(env["KILN_TASK_ID"], t);
-        assert_eq!(env["KILN_ATTEMPT"], "0");
-        assert!(env["KILN_TENSORBOARD_DIR"].starts_with(&env["KILN_OUTPUT_DIR"]));
-        // The ports in the environment are the ones the API reports.
-        let label = if role == "master" { "http" } else { "ssh" };
-        let listed = &task(&job, t)["ports"][label];
-        let from_env: Vec<String> = env[&format!("PAI_PORT_LIST_{role}_{index}_{label}")]
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        let from_api: Vec<String> = listed
-            .as_array()
-            .expect("ports")
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        assert_eq!(from_env, from_api);
-        assert_eq!(from_env.len(), if role == "master" { 2 } else { 1 });
-        gpus.insert(env["CUDA_VISIBLE_DEVICES"].clone());
-        assert_eq!(
-            task(&job, t)["gpus"][0].to_string(),
-            env["CUDA_VISIBLE_DEVICES"]
-        );
-        master_ports.insert(env["MASTER_PORT"].clone());
-    }
-    assert_eq!(gpus.len(), 3, "one distinct GPU per task: {gpus:?}");
-    assert_eq!(master_ports.len(), 1, "one rendezvous port per job");
-    // Nothing of the server's own environment leaks in beyond the basics.
-    let env = env_of(&s.logs(&id, "master-0"));
-    assert!(!env.contains_key("KILN_URL") && !env.contains_key("RUST_LOG"));
-}
-
-fn role_job(name: &str, replicas: u32, extra: &str, command: &str) -> String {
-    format!(
-        r#"name: {name}
-{extra}
-roles:
-  - name: w
-    replicas: {replicas}
-    cpus: 1
-    memory: 128Mi
-    command: {command}
-"#
-    )
-}
-
-#[test]
-fn completion_policy_rules_hold_on_real_processes() {
-    let s = Server::start();
-    let first_fails =
-        "'if [ $PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX = 0 ]; then exit 3; fi; sleep 300'";
-    let first_succeeds =
-        "'if [ $PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX = 0 ]; then exit 0; fi; sleep 300'";
-    let first_fails_rest_succeed =
-        "'if [ $PAI_CURRENT_TASK_ROLE_CURRENT_TASK_INDEX = 0 ]; then exit 3; fi; sleep 0.5'";
-    // Rule 2: minFailed 1 (default): the first failure fails the attempt, the rest are stopped.
-    let failfast = s.submit("failfast", &role_job("failfast", 3, "", first_fails));
-    // minFailed null: failures never fail the job; it succeeds when all finish.
-    let tolerant = s.submit(
-        "tolerant",
-        &role_job("tolerant", 3, "", first_fails_rest_succeed)
-            .replace("command:", "minFailed: null\n    command:"),
-    );
-    // Rule 3: minSucceeded 1: the first success succeeds the attempt, the rest are stopped.
-    let quorum = s.submit(
-        "quorum",
-        &role_job("quorum", 3, "", first_succeeds)
-            .replace("command:", "minSucceeded: 1\n    command:"),
-    );
-    // Rule 4: everything finished.
-    let all = s.submit("all", &role_job("all", 2, "", "'exit 0'"));
-
-    let j = s.wait_state(&failfast, "FAILED", 30);
-    assert_eq!(task(&j, "w-0")["exitCode"], 3);
-    assert_eq!(task(&j, "w-1")["state"], "STOPPED");
-    assert_eq!(task(&j, "w-2")["state"], "STOPPED");
-    assert!(
-        j["reason"]
-            .as_str()
-            .expect("reason")
-            .contains("w-0 exited with code 3"),
-        "{j}"
-    );
-
-    let j = s.wait_state(&tolerant, "SUCCEEDED", 30);
-    assert_eq!(task(&j, "w-0")["state"], "FAILED");
-    assert_eq!(task(&j, "w-1")["state"], "SUCCEEDED");
-
-    let j = s.wait_state(&quorum, "SUCCEEDED", 30);
-    assert_eq!(task(&j, "w-0")["state"], "SUCCEEDED");
-    assert_eq!(task(&j, "w-1")["state"], "STOPPED");
-    assert!(
-        j["reason"]
-            .as_str()
-            .expect("reason")
-            .contains("minSucceeded 1"),
-        "{j}"
-    );
-
-    s.wait_state(&all, "SUCCEEDED", 30);
-}
-
-#[test]
-fn retry_count_retries_until_the_third_attempt_succeeds() {
-    let s = Server::start();
-    let id = s.submit(
-        "retry",
-        "name: retry\nretryCount: 2\ncommand: 'echo attempt $KILN_ATTEMPT; [ $KILN_ATTEMPT -ge 2 ] || exit 1'\n",
-    );
-    let j = s.wait_state(&id, "SUCCEEDED", 30);
-    assert_eq!(j["attempt"], 2);
-    assert_eq!(j["failedAttempts"], 2);
-    assert_eq!(s.logs(&id, "main-0"), "attempt 2\n");
-    // Earlier attempts stay visible, with how their tasks ended.
-    let earlier = j["attempts"].as_array().expect("attempts");
-    assert_eq!(earlier.len(), 2);
-    assert_eq!(earlier[1]["attempt"], 1);
-    assert_eq!(earlier[1]["tasks"][0]["exitCode"], 1);
-    let (_, log) = s.api(
-        "GET",
-        &format!("/jobs/{id}/tasks/main-0/logs?attempt=0"),
-        None,
-    );
-    assert_eq!(log.as_str(), Some("attempt 0\n"));
-    let retried = events(&j).iter().filter(|(k, _)| k == "retried").count();
-    assert_eq!(retried, 2);
-    // Without enough retries, the job fails on its last attempt.
-    let id = s.submit(
-        "noretry",
-        "name: noretry\nretryCount: 1\ncommand: '[ $KILN_ATTEMPT -ge 2 ] || exit 1'\n",
-    );
-    let j = s.wait_state(&id, "FAILED", 30);
-    assert_eq!(j["attempt"], 1);
-}
+use common::{events, task, Server};
 
 /// A job's events tell its story in order, with times: submitted, placed
 /// (where, which GPUs), started, how each task ended (here a signal), and
@@ -297,101 +119,6 @@ fn stop_ends_a_running_and_a_waiting_job() {
     s.wait_state(&id, "STOPPED", 10);
     s.ok(&["stop", &holder]);
     s.wait_state(&holder, "STOPPED", 30);
-}
-
-#[test]
-fn max_duration_fails_the_job_and_extend_lengthens_it() {
-    let s = Server::start();
-    let short = s.submit(
-        "short",
-        "name: short\nmaxDuration: 2s\ncommand: 'sleep 300'\n",
-    );
-    let long = s.submit("long", "name: long\nmaxDuration: 3s\ncommand: 'sleep 5'\n");
-    s.wait_state(&long, "RUNNING", 30);
-    let out = s.ok(&["extend", &long, "1m"]);
-    assert!(out.contains("now ends in"), "{out}");
-    let j = s.wait_state(&short, "FAILED", 30);
-    assert!(
-        j["reason"]
-            .as_str()
-            .expect("reason")
-            .starts_with("DeadlineExceeded"),
-        "{j}"
-    );
-    assert!(events(&j).iter().any(|(k, _)| k == "deadline"));
-    let j = s.wait_state(&long, "SUCCEEDED", 30);
-    assert!(
-        events(&j)
-            .iter()
-            .any(|(k, m)| k == "extended" && m.contains("by admin")),
-        "{j}"
-    );
-    // A finished job cannot be extended; a bad duration names the field.
-    let (status, p) = s.api(
-        "PATCH",
-        &format!("/jobs/{long}"),
-        Some(r#"{"extendBy": "1h"}"#),
-    );
-    assert_eq!(status, 409, "{p}");
-    let (status, p) = s.api(
-        "PATCH",
-        &format!("/jobs/{long}"),
-        Some(r#"{"extendBy": "soon"}"#),
-    );
-    assert_eq!(status, 422, "{p}");
-    assert_eq!(p["errors"][0]["path"], "extendBy");
-}
-
-#[test]
-fn is_debug_keeps_a_failed_tasks_folder_and_says_where() {
-    let s = Server::start();
-    let debug = s.submit(
-        "debug",
-        "name: debug\njobEnvs:\n  isDebug: true\ncommand: 'echo scratch > $TMPDIR/left.txt; exit 1'\n",
-    );
-    let plain = s.submit(
-        "plain",
-        "name: plain\ncommand: 'echo scratch > $TMPDIR/left.txt; exit 1'\n",
-    );
-    let j = s.wait_state(&debug, "FAILED", 30);
-    let (_, msg) = events(&j)
-        .into_iter()
-        .find(|(k, _)| k == "debug")
-        .expect("a debug event");
-    let path = msg
-        .split(" at ")
-        .nth(1)
-        .expect("a path")
-        .split(' ')
-        .next()
-        .expect("path");
-    assert!(
-        std::path::Path::new(path).join("tmp/left.txt").exists(),
-        "{msg}"
-    );
-    let j = s.wait_state(&plain, "FAILED", 30);
-    assert!(!events(&j).iter().any(|(k, _)| k == "debug"));
-    // Without isDebug the scratch folder is emptied; the folder stays.
-    let jobs = s.data.path().join("jobs");
-    let left = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&jobs)
-            .expect("jobs folder")
-            .flatten()
-            .map(|e| e.path().join("attempt-0/main-0/tmp/left.txt"))
-            .filter(|p| p.exists())
-            .collect()
-    };
-    common::until(10, "only the debug task keeps its scratch files", || {
-        let n = left().len();
-        (n == 1).then_some(()).ok_or(format!("{n} keep them"))
-    });
-    let scratch: Vec<_> = std::fs::read_dir(&jobs)
-        .expect("jobs folder")
-        .flatten()
-        .map(|e| e.path().join("attempt-0/main-0/tmp"))
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(scratch.len(), 2, "{scratch:?}");
 }
 
 #[test]
@@ -599,6 +326,20 @@ fn the_readme_examples_run_on_a_two_core_machine() {
 }
 
 /// `kiln logs -f` on a job, and its output to read line by line.
+fn role_job(name: &str, replicas: u32, extra: &str, command: &str) -> String {
+    format!(
+        r#"name: {name}
+{extra}
+roles:
+  - name: w
+    replicas: {replicas}
+    cpus: 1
+    memory: 128Mi
+    command: {command}
+"#
+    )
+}
+
 fn follow_logs(
     s: &Server,
     id: &str,
@@ -953,4 +694,17 @@ fn a_follower_ends_when_the_task_is_lost_without_an_exit_record() {
     );
     s.ok(&["stop", &id]);
     s.wait_state(&id, "STOPPED", 30);
+}
+
+/// The cases every engine passes (tests/cases), here on the local engine;
+/// tests/slurm_engine.rs runs them on Slurm.
+mod local {
+    engine_cases!(
+        Local: openpai_ports,
+        completion_rules,
+        retry_count,
+        max_duration_and_extend,
+        is_debug,
+        never_fits,
+    );
 }

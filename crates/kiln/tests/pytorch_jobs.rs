@@ -5,11 +5,15 @@
 //! that a failure instead.
 
 mod common;
+#[macro_use]
+mod cases;
+
+use cases::seeds::make_dataset;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::{env_of, task, torch_bin, Server};
+use common::{env_of, torch_bin, Server};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -34,49 +38,6 @@ fn torch_server(bin: &Path) -> Server {
         ],
         &[("PATH", &path)],
     )
-}
-
-fn make_dataset(bin: &Path, data: &Path, name: &str) {
-    let status = std::process::Command::new(bin.join("python3"))
-        .arg(examples().join("mnist/make_mnist.py"))
-        .arg(data)
-        .args(["--name", name])
-        .status()
-        .expect("generator ran");
-    assert!(status.success());
-}
-
-#[test]
-fn crater_mnist_training_saves_its_model() {
-    let Some(bin) = torch_bin() else { return };
-    let s = torch_server(&bin);
-    // The seed's layout: the code in a folder `mnist`, the data in ../data.
-    let work = tempfile::tempdir().expect("tmp");
-    let mnist = work.path().join("mnist");
-    std::fs::create_dir(&mnist).expect("mkdir");
-    std::fs::copy(examples().join("mnist/train.py"), mnist.join("train.py")).expect("copy");
-    make_dataset(&bin, &work.path().join("data"), "MNIST");
-    common::open_tree(work.path());
-    let id = s.submit(
-        "crater",
-        &format!(
-            "name: crater-mnist\ncpus: 2\nmemory: 4Gi\ncommand: |\n  cd {}; python3 train.py --epochs 1\n",
-            mnist.display()
-        ),
-    );
-    let j = s.wait_state(&id, "SUCCEEDED", 600);
-    assert_eq!(task(&j, "main-0")["exitCode"], 0);
-    let log = s.logs(&id, "main-0");
-    assert!(log.contains("Train Epoch: 1"), "{log}");
-    assert!(log.contains("Test set: Average loss"), "{log}");
-    assert!(
-        mnist
-            .join("mnist_cnn.pt")
-            .metadata()
-            .expect("model saved")
-            .len()
-            > 100_000
-    );
 }
 
 /// Crater's workflow as the seed describes it: upload the code into the
@@ -128,122 +89,6 @@ fn crater_workflow_in_the_sandbox_leaves_the_model_in_the_space() {
         back.to_str().expect("utf8"),
     ]);
     assert!(back.metadata().expect("downloaded").len() > 100_000);
-}
-
-#[test]
-fn kubeflow_pytorchjob_trains_with_ddp_over_gloo() {
-    let Some(bin) = torch_bin() else { return };
-    let s = torch_server(&bin);
-    let work = tempfile::tempdir().expect("tmp");
-    let kf = work.path().join("kf");
-    std::fs::create_dir(&kf).expect("mkdir");
-    make_dataset(&bin, &work.path().join("data"), "FashionMNIST");
-    // The manifest as the seed has it, with the image's script path pointed
-    // at a copy of examples/kubeflow/mnist.py and a working folder (no containers on
-    // the local engine).
-    // The script from a folder every uid can read: tasks run as their
-    // user's uid, and the checkout may be in a folder only root can enter.
-    let script = work.path().join("mnist.py");
-    std::fs::copy(examples().join("kubeflow/mnist.py"), &script).expect("copy");
-    let manifest = std::fs::read_to_string(examples().join("kubeflow/pytorch-simple.yaml"))
-        .expect("manifest")
-        .replace("/opt/pytorch-mnist/mnist.py", &script.display().to_string())
-        .replace(
-            "imagePullPolicy: Always",
-            &format!(
-                "imagePullPolicy: Always\n              workingDir: {}",
-                kf.display()
-            ),
-        )
-        .replace(
-            "\"--epochs=1\"",
-            "\"--epochs=1\"\n                - \"--save-model\"",
-        );
-    common::open_tree(work.path());
-    let id = s.submit("kubeflow", &manifest);
-    assert_eq!(id, "admin~pytorch-simple");
-    let j = s.wait_state(&id, "SUCCEEDED", 600);
-    assert_eq!(task(&j, "master-0")["state"], "SUCCEEDED");
-    let master = s.logs(&id, "master-0");
-    let worker = s.logs(&id, "worker-0");
-    assert!(master.contains("World Size: 2. Rank: 0"), "{master}");
-    assert!(worker.contains("World Size: 2. Rank: 1"), "{worker}");
-    assert!(master.contains("accuracy="), "{master}");
-    assert!(kf.join("mnist_cnn.pt").exists());
-
-    // The example's loss and accuracy, as series: from what the master
-    // printed (`loss=…`, `accuracy=…`) and from the TensorBoard files both
-    // ranks wrote to KILN_TENSORBOARD_DIR.
-    let printed = |key: &str| -> Vec<f64> {
-        master
-            .lines()
-            .filter_map(|l| l.split(key).nth(1))
-            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
-            .collect()
-    };
-    let (losses, accs) = (printed("loss="), printed("accuracy="));
-    assert!(!losses.is_empty() && accs.len() == 1, "{master}");
-    let (status, v) = s.api("GET", &format!("/jobs/{id}/metrics"), None);
-    assert_eq!(status, 200, "{v}");
-    let values = |task: &str, name: &str| -> Vec<f64> {
-        v["series"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["task"] == task && s["name"] == name))
-            .and_then(|s| s["points"].as_array())
-            .map(|p| p.iter().filter_map(|p| p["value"].as_f64()).collect())
-            .unwrap_or_else(|| panic!("no {task}/{name} series: {v}"))
-    };
-    assert_eq!(values("master-0", "loss"), losses);
-    assert_eq!(values("master-0", "accuracy"), accs);
-    let tb_acc = values("tensorboard", "accuracy");
-    assert!(
-        tb_acc.iter().any(|a| (a - accs[0]).abs() < 1e-4),
-        "{tb_acc:?} vs {accs:?}"
-    );
-    let tb_loss = values("tensorboard", "loss");
-    for l in &losses {
-        assert!(
-            tb_loss.iter().any(|t| (t - l).abs() < 1e-4),
-            "{l} not in {tb_loss:?}"
-        );
-    }
-}
-
-#[test]
-fn ailab_distributed_job_forms_a_group_of_three() {
-    let Some(bin) = torch_bin() else { return };
-    let s = torch_server(&bin);
-    let path = examples().join("ailab/pytorch-distributed.yaml");
-    let out = s.cli(&["submit", path.to_str().expect("utf8"), "--wait"]);
-    let id = "admin~ailab-pytorch-distributed";
-    if !out.status.success() {
-        // Every task's log, to tell a gloo abort from a kiln fault.
-        let logs: Vec<String> = ["master-0", "worker-0", "worker-1"]
-            .iter()
-            .map(|t| format!("== {t}\n{}", s.logs(id, t)))
-            .collect();
-        panic!(
-            "{}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            logs.join("\n")
-        );
-    }
-    let master = s.logs(id, "master-0");
-    assert!(master.contains("Rank: 0, World Size: 3"), "{master}");
-    assert!(
-        master.contains("Distributed process group initialized successfully"),
-        "{master}"
-    );
-    assert!(master.contains("Epoch 9, Loss:"), "{master}");
-    for w in ["worker-0", "worker-1"] {
-        let log = s.logs(id, w);
-        assert!(
-            log.contains("Distributed process group initialized successfully"),
-            "{w}: {log}"
-        );
-        assert!(log.contains("DDP model created successfully"), "{w}: {log}");
-    }
 }
 
 /// A master and a worker that join one gloo group and all-reduce their ranks.
@@ -425,4 +270,9 @@ writer.close()
             assert!((got.1 - want).abs() < 1e-4, "{name}: {got:?} vs {want}");
         }
     }
+}
+
+/// The seed jobs, shared with the Slurm engine (tests/slurm_seeds.rs).
+mod local {
+    engine_cases!(Local: crater_mnist, kubeflow_ddp, ailab_distributed);
 }

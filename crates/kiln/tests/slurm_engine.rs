@@ -5,55 +5,32 @@
 //!
 //! One cluster for the whole binary; one server per test, with its own data
 //! folder and shared folder (inside the data folder, so a dropped server's
-//! launchers and steps are killed with it).
+//! launchers and steps are killed with it). The cases every engine passes
+//! (tests/cases) run here in `mod slurm`, on the local engine in
+//! tests/local_engine.rs; the seeds with PyTorch are in tests/slurm_seeds.rs.
 
 mod common;
+#[macro_use]
+mod cases;
 
 use std::path::{Path, PathBuf};
 
 use common::{env_of, task, until, Server};
 
-/// Held by the tests that need the whole cluster.
-static WHOLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn whole_cluster() -> std::sync::MutexGuard<'static, ()> {
-    WHOLE.lock().unwrap_or_else(|p| p.into_inner())
+    cases::Eng {
+        kind: cases::Kind::Slurm,
+    }
+    .whole()
+    .expect("the cluster's lock")
 }
 
 fn have_cluster() -> bool {
-    if std::env::var_os("SLURM_CONF").is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("KILN_REQUIRE_SLURM").is_none(),
-        "KILN_REQUIRE_SLURM is set but SLURM_CONF is not"
-    );
-    eprintln!("SKIPPED: no Slurm cluster (scripts/slurm-cluster up DIR sets SLURM_CONF)");
-    false
+    cases::have_cluster()
 }
 
-/// A server on the Slurm engine, its shared folder beside its store.
 fn slurm_server() -> Server {
-    let data = tempfile::tempdir().expect("tmp");
-    common::open_tree(data.path());
-    let shared = data.path().join("shared");
-    std::fs::create_dir_all(&shared).expect("shared");
-    common::open_tree(&shared);
-    let shared = shared.display().to_string();
-    Server::start_in(
-        data,
-        &[
-            "--engine",
-            "slurm",
-            "--shared",
-            &shared,
-            "--stop-grace",
-            "1",
-            "--no-sandbox",
-            "--restart-backoff",
-            "100ms",
-        ],
-    )
+    cases::slurm_server(&[])
 }
 
 fn squeue_ids() -> String {
@@ -209,4 +186,15 @@ fn a_killed_server_comes_back_and_nothing_runs_twice() {
     assert_eq!(runs("w-0").lines().count(), 1, "{j:#}");
     assert_eq!(runs("w-1").lines().count(), 1, "{j:#}");
     assert!(s.logs(&id, "w-1").contains("done"));
+}
+
+mod slurm {
+    engine_cases!(
+        Slurm: openpai_ports,
+        completion_rules,
+        retry_count,
+        max_duration_and_extend,
+        is_debug,
+        never_fits,
+    );
 }

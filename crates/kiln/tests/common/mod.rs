@@ -64,12 +64,20 @@ impl Server {
 
     /// A server on a data folder the test made (and may have put things in).
     pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Server {
+        Self::start_in_env(data, args, &[])
+    }
+
+    /// The same, with extra environment for the server (and its tasks).
+    pub fn start_in_env(data: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut s = Server {
             child: None,
             url: String::new(),
             data,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
-            envs: Vec::new(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             relative: false,
             token: String::new(),
         };
