@@ -702,6 +702,7 @@ mod local {
     engine_cases!(
         Local: openpai_ports,
         completion_rules,
+        logs_followed_live_and_stop,
         retry_count,
         max_duration_and_extend,
         is_debug,

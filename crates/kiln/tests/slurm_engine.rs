@@ -192,6 +192,7 @@ mod slurm {
     engine_cases!(
         Slurm: openpai_ports,
         completion_rules,
+        logs_followed_live_and_stop,
         retry_count,
         max_duration_and_extend,
         is_debug,

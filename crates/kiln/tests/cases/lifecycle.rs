@@ -250,3 +250,51 @@ pub fn never_fits(e: &Eng) {
         assert!(nodes.contains("n1") && nodes.contains("n2"), "{nodes}");
     }
 }
+
+/// `kiln logs -f` follows a running task's output as it is written (on
+/// Slurm, by a supervisor on a node, into the shared path), ends with the
+/// task, and a stopped job tells its story in events.
+pub fn logs_followed_live_and_stop(e: &Eng) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let s = e.server();
+    let marks = common::shared_tempdir();
+    let go = marks.path().join("go");
+    let id = s.submit(
+        "chatty",
+        &format!(
+            "name: chatty\ncommand: 'echo first; while [ ! -e {} ]; do sleep 0.05; done; echo second'\n",
+            go.display()
+        ),
+    );
+    s.wait_state(&id, "RUNNING", e.secs(30));
+    let mut follow = Command::new(common::kiln_exe())
+        .args(["logs", &id, "-f"])
+        .env("KILN_URL", &s.url)
+        .env("KILN_DATA", s.data.path())
+        .env_remove("KILN_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("kiln logs -f");
+    let mut lines = BufReader::new(follow.stdout.take().expect("stdout")).lines();
+    // Only the first line exists until the test lets the task go on.
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("first"));
+    std::fs::write(&go, "").expect("go");
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("second"));
+    // The follower ends with the task.
+    let status = follow.wait().expect("follower ended");
+    assert!(status.success(), "{status:?}");
+    s.wait_state(&id, "SUCCEEDED", e.secs(30));
+
+    // A running job stopped: STOPPED, with its story.
+    let id = s.submit("held", "name: held\ncommand: 'sleep 300'\n");
+    s.wait_state(&id, "RUNNING", e.secs(30));
+    s.ok(&["stop", &id]);
+    let j = s.wait_state(&id, "STOPPED", e.secs(30));
+    assert_eq!(task(&j, "main-0")["state"], "STOPPED", "{j:#}");
+    let kinds: Vec<String> = events(&j).into_iter().map(|(k, _)| k).collect();
+    for k in ["submitted", "placed", "started", "finished"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing: {kinds:?}");
+    }
+}

@@ -31,7 +31,10 @@ macro_rules! engine_cases {
 
 // Each test binary instantiates some of them.
 #[allow(unused_imports)]
-pub use lifecycle::{completion_rules, is_debug, max_duration_and_extend, never_fits, retry_count};
+pub use lifecycle::{
+    completion_rules, is_debug, logs_followed_live_and_stop, max_duration_and_extend, never_fits,
+    retry_count,
+};
 #[allow(unused_imports)]
 pub use seeds::{ailab_distributed, crater_mnist, kubeflow_ddp, openpai_ports};
 
