@@ -82,7 +82,7 @@ fn prometheus_reads_kiln_s_own_numbers() {
     let s = Server::start();
     let ok = s.submit("ok", "name: ok\ncommand: 'true'\n");
     s.wait_state(&ok, "SUCCEEDED", 30);
-    let hold = s.submit("hold", "name: hold\ngpus: 3\ncommand: sleep 30\n");
+    let hold = s.submit("hold", "name: hold\ngpus: 3\ncommand: sleep 300\n");
     s.wait_state(&hold, "RUNNING", 30);
     let wait = s.submit("wait", "name: wait\ngpus: 2\ncommand: 'true'\n");
     // Until the scheduler has looked at it, it is not in the queue yet.
@@ -141,8 +141,10 @@ fn prometheus_reads_kiln_s_own_numbers() {
     );
     assert!(histogram_count("kiln_api_request_seconds") >= 3.0, "{text}");
     assert!(text.contains("route=\"/api/v1/jobs\""), "{text}");
-    s.ok(&["stop", &hold]);
+    // The waiting job first: once the holder stops, it would start and end
+    // before a stop could reach it.
     s.ok(&["stop", &wait]);
+    s.ok(&["stop", &hold]);
 }
 
 /// The GPU path end to end with a stand-in for NVML: the server reads its
