@@ -58,21 +58,27 @@ pub(crate) fn end_of(task: TaskRef, dir: &TaskDir) -> EngineEvent {
     }
 }
 
+/// The ports an attempt's recorded tasks hold: their own, and the
+/// rendezvous port, which lives only in the tasks' environment.
+pub(crate) fn held_ports(tasks: &[KnownTask]) -> Vec<u16> {
+    let mut held: Vec<u16> = tasks.iter().flat_map(|t| t.ports.clone()).collect();
+    let master_port = tasks
+        .iter()
+        .filter_map(|t| TaskDir::new(&t.dir).read_launch().ok())
+        .find_map(|l| {
+            l.env
+                .iter()
+                .find(|(k, _)| k == "MASTER_PORT")
+                .and_then(|(_, v)| v.parse::<u16>().ok())
+        });
+    held.extend(master_port);
+    held
+}
+
 impl LocalEngine {
     pub(super) fn reattach_all(&mut self, known: &[(AttemptRef, Vec<KnownTask>)]) {
         for (attempt, tasks) in known {
-            let mut held: Vec<u16> = tasks.iter().flat_map(|t| t.ports.clone()).collect();
-            // The rendezvous port lives in the tasks' environment.
-            let master_port = tasks
-                .iter()
-                .filter_map(|t| TaskDir::new(&t.dir).read_launch().ok())
-                .find_map(|l| {
-                    l.env
-                        .iter()
-                        .find(|(k, _)| k == "MASTER_PORT")
-                        .and_then(|(_, v)| v.parse::<u16>().ok())
-                });
-            held.extend(master_port);
+            let held = held_ports(tasks);
             self.ports.hold(held.iter().copied());
             self.held.insert(*attempt, held);
             for t in tasks.iter().filter(|t| !t.settled) {

@@ -17,17 +17,7 @@ pub(super) fn reattach(engine: &mut SlurmEngine, known: &[(AttemptRef, Vec<Known
     for (attempt, tasks) in known {
         let dir = engine.local.attempt_dir(*attempt);
         let job = files::read_job_id(&dir);
-        let mut held: Vec<u16> = tasks.iter().flat_map(|t| t.ports.clone()).collect();
-        let master_port = tasks
-            .iter()
-            .filter_map(|t| TaskDir::new(&t.dir).read_launch().ok())
-            .find_map(|l| {
-                l.env
-                    .iter()
-                    .find(|(k, _)| k == "MASTER_PORT")
-                    .and_then(|(_, v)| v.parse::<u16>().ok())
-            });
-        held.extend(master_port);
+        let held = crate::local::reattach::held_ports(tasks);
         let mut watched = HashMap::new();
         for t in tasks.iter().filter(|t| !t.settled) {
             let td = TaskDir::new(&t.dir);
