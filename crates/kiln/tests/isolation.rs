@@ -40,25 +40,9 @@ fn token(s: &Server, name: &str) -> String {
     v["token"].as_str().expect("token").to_owned()
 }
 
-fn submit_as(s: &Server, token: &str, name: &str, text: &str) -> String {
-    let spec = s.write_spec(name, text);
-    let out = s.cli_as(token, &["submit", spec.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn put_as(s: &Server, token: &str, path: &str, body: &str) {
     let (status, v) = s.api_as(token, "PUT", &format!("/files/{path}"), Some(body));
     assert_eq!(status, 201, "{v}");
-}
-
-fn ended(s: &Server, id: &str, secs: u64) -> Value {
-    s.wait_job(id, secs, "the job to end", |j| {
-        matches!(
-            j["state"].as_str(),
-            Some("SUCCEEDED" | "FAILED" | "STOPPED")
-        )
-    })
 }
 
 /// Finding 1: a failing attempt swaps its mounted folder for a link (to
@@ -84,9 +68,7 @@ fn links_planted_by_a_failing_attempt_are_not_followed_by_the_retry() {
     let mut ids = Vec::new();
     for (name, link, payload) in attacks {
         put_as(&s, &alice, &format!("{name}/a.txt"), "alice");
-        ids.push(submit_as(
-            &s,
-            &alice,
+        ids.push(s.submit_as(&alice,
             name,
             &format!(
                 "name: {name}\nretryCount: 1\nmounts:\n  - {{space: {name}, target: /d}}\ncommand: |\n  if [ \"$KILN_ATTEMPT\" = 0 ]; then\n    cd /; rm -rf /mnt/{name}; ln -s {link} /mnt/{name}; exit 1\n  fi\n  {payload}\n"
@@ -94,7 +76,7 @@ fn links_planted_by_a_failing_attempt_are_not_followed_by_the_retry() {
         ));
     }
     for id in &ids {
-        let j = ended(&s, id, 60);
+        let j = s.ended(id, 60);
         assert_eq!(j["state"], "FAILED", "{j}");
         let t = task(&j, "main-0");
         assert_eq!(t["attempt"], 1, "{j}");
@@ -126,20 +108,17 @@ fn a_link_at_a_mount_point_in_the_space_makes_nothing_on_the_host() {
     };
     let mark = format!("kiln-target-{}", std::process::id());
     put_as(&s, &alice, "data/a.txt", "alice");
-    let plant = submit_as(
-        &s,
+    let plant = s.submit_as(
         &alice,
         "plant",
         &format!("name: plant\ncommand: 'ln -s ../../oldroot/etc/{mark} /mnt/victim'\n"),
     );
-    assert_eq!(ended(&s, &plant, 30)["state"], "SUCCEEDED");
-    let id = submit_as(
-        &s,
-        &alice,
+    assert_eq!(s.ended(&plant, 30)["state"], "SUCCEEDED");
+    let id = s.submit_as(&alice,
         "victim",
         "name: victim\nmounts:\n  - {space: data, target: /mnt/victim}\ncommand: 'ls /mnt/victim'\n",
     );
-    let j = ended(&s, &id, 30);
+    let j = s.ended(&id, 30);
     let reason = task(&j, "main-0")["reason"]
         .as_str()
         .unwrap_or_default()
@@ -147,9 +126,7 @@ fn a_link_at_a_mount_point_in_the_space_makes_nothing_on_the_host() {
     assert!(reason.contains("leads out of it"), "{j}");
     assert!(!Path::new("/etc").join(&mark).exists());
     // The legitimate case: a mount point made in the space, read-only.
-    let id = submit_as(
-        &s,
-        &alice,
+    let id = s.submit_as(&alice,
         "inside",
         "name: inside\nmounts:\n  - {space: data, target: /mnt/deep/ro, readOnly: true}\ncommand: 'cat /mnt/deep/ro/a.txt; echo; touch /mnt/deep/ro/b 2>/dev/null || echo read-only'\n",
     );
@@ -162,8 +139,7 @@ fn a_link_at_a_mount_point_in_the_space_makes_nothing_on_the_host() {
 #[test]
 fn a_task_sees_and_signals_only_its_own_processes() {
     let Some((s, alice, bob)) = lab() else { return };
-    let bobs = submit_as(
-        &s,
+    let bobs = s.submit_as(
         &bob,
         "victim",
         "name: victim\nenv: {BOB_SECRET: hunter2-bob}\ncommand: 'echo up; sleep 300'\n",
@@ -173,15 +149,13 @@ fn a_task_sees_and_signals_only_its_own_processes() {
     });
     let victim = host_pid_of("hunter2-bob");
     let server = s.child.as_ref().expect("server").id();
-    let id = submit_as(
-        &s,
-        &alice,
+    let id = s.submit_as(&alice,
         "snoop",
         &format!(
             "name: snoop\ncommand: |\n  id -u\n  grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status | tr -d '\\t'\n  ps -e -o pid= | wc -l | sed 's/^ */procs=/'\n  cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep BOB_SECRET || echo no-secret\n  ls /proc/{victim}/root/mnt 2>/dev/null && echo saw-bobs-space || echo no-root\n  kill -9 {victim} 2>/dev/null && echo killed-bob || echo bob-unreachable\n  kill -9 {server} 2>/dev/null && echo killed-server || echo server-unreachable\n  kill -9 1 2>/dev/null && echo killed-init || echo init-unreachable\n"
         ),
     );
-    let j = ended(&s, &id, 30);
+    let j = s.ended(&id, 30);
     let log = s.logs(&id, "main-0");
     let uid: u32 = log
         .lines()
@@ -263,8 +237,7 @@ fn the_server_creates_nothing_where_an_output_link_points() {
         .prefix("kiln-output-link")
         .tempdir_in("/var/tmp")
         .expect("tmp");
-    let first = submit_as(
-        &s,
+    let first = s.submit_as(
         &alice,
         "plant",
         &format!(
@@ -272,8 +245,8 @@ fn the_server_creates_nothing_where_an_output_link_points() {
             target.path().display()
         ),
     );
-    ended(&s, &first, 30);
-    let second = submit_as(&s, &alice, "after", "name: after\ncommand: 'echo ok'\n");
+    s.ended(&first, 30);
+    let second = s.submit_as(&alice, "after", "name: after\ncommand: 'echo ok'\n");
     // The job waits, saying why; nothing appears where the link points.
     let j = s.wait_job(&second, 30, "a reason to wait", |j| {
         j["pendingReason"]
@@ -298,13 +271,12 @@ fn a_task_is_held_to_its_process_limit() {
     };
     let bomb = "import os, sys\nn = 0\ntry:\n    for i in range(5000):\n        os.posix_spawn('/bin/sleep', ['sleep', '120'], {})\n        n += 1\nexcept OSError as e:\n    print('refused after', n, e.errno)\n    sys.exit(3)\nprint('started', n)\n";
     put_as(&s, &alice, "bomb.py", bomb);
-    let id = submit_as(
-        &s,
+    let id = s.submit_as(
         &alice,
         "bomb",
         "name: bomb\ncommand: 'python3 /mnt/bomb.py'\n",
     );
-    let j = ended(&s, &id, 120);
+    let j = s.ended(&id, 120);
     let log = s.logs(&id, "main-0");
     assert!(log.starts_with("refused after"), "{log}");
     let n: u32 = log
@@ -315,13 +287,12 @@ fn a_task_is_held_to_its_process_limit() {
     assert!((4000..4096).contains(&n), "default limit 4096: {log}");
     assert_eq!(task(&j, "main-0")["reason"], "PidsLimitReached", "{j}");
     // Per job.
-    let id = submit_as(
-        &s,
+    let id = s.submit_as(
         &alice,
         "small",
         "name: small\npids: 50\ncommand: 'python3 /mnt/bomb.py'\n",
     );
-    let j = ended(&s, &id, 60);
+    let j = s.ended(&id, 60);
     let log = s.logs(&id, "main-0");
     let n: u32 = log
         .split_whitespace()
@@ -351,13 +322,11 @@ fn without_the_sandbox_permissions_keep_users_apart() {
     let alice = token(&s, "alice");
     let bob = token(&s, "bob");
     put_as(&s, &bob, "private/secret.txt", "bob-secret-1234");
-    let bobs = submit_as(
-        &s,
-        &bob,
+    let bobs = s.submit_as(&bob,
         "bobs",
         "name: bobs\ncommand: 'echo bob-log-secret; echo bob-out-secret > out.txt; echo bob-err >&2'\n",
     );
-    let bj = ended(&s, &bobs, 30);
+    let bj = s.ended(&bobs, 30);
     assert_eq!(bj["state"], "SUCCEEDED", "{bj}");
     let bkey = bj["tasks"][0]["dir"]
         .as_str()
@@ -366,15 +335,13 @@ fn without_the_sandbox_permissions_keep_users_apart() {
         .unwrap_or("1")
         .to_owned();
     let data = s.data.path().display().to_string();
-    let id = submit_as(
-        &s,
-        &alice,
+    let id = s.submit_as(&alice,
         "peek",
         &format!(
             "name: peek\ncommand: |\n  id -u\n  cat {data}/admin.token 2>/dev/null || echo no-token\n  cat {data}/kiln.db >/dev/null 2>&1 || echo no-store\n  cat {data}/spaces/bob/private/secret.txt 2>/dev/null || echo no-bob\n  ls {data}/jobs >/dev/null 2>&1 || echo no-jobs-list\n  cat {data}/jobs/{bkey}/attempt-0/main-0/stdout.log {data}/jobs/{bkey}/attempt-0/main-0/output.log {data}/jobs/{bkey}/attempt-0/main-0/stderr.log {data}/jobs/{bkey}/attempt-0/main-0/launch.json 2>/dev/null || echo no-bob-logs\n  cat {data}/jobs/{bkey}/output/out.txt 2>/dev/null || echo no-bob-output\n  ls {data}/jobs/{bkey} >/dev/null 2>&1 || echo no-bob-job-list\n  echo mine > out.txt && echo wrote\n"
         ),
     );
-    let j = ended(&s, &id, 30);
+    let j = s.ended(&id, 30);
     let log = s.logs(&id, "main-0");
     assert_eq!(j["state"], "SUCCEEDED", "{j}\n{log}");
     assert!(!log.lines().next().unwrap_or("0").starts_with('0'), "{log}");
@@ -404,9 +371,7 @@ fn the_space_belongs_to_its_user_and_the_seed_flow_runs() {
         return;
     };
     put_as(&s, &alice, "mnist/train.py", "print('training')\n");
-    let id = submit_as(
-        &s,
-        &alice,
+    let id = s.submit_as(&alice,
         "seed",
         "name: seed\ncommand: 'cd /mnt/mnist; python3 train.py; echo w > /mnt/mnist/written; id -un 2>/dev/null; echo $USER $HOME'\n",
     );

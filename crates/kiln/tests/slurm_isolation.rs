@@ -84,22 +84,6 @@ fn user(s: &Server, name: &str, unix: Option<&str>) -> String {
     v["token"].as_str().expect("token").to_owned()
 }
 
-fn submit_as(s: &Server, token: &str, name: &str, text: &str) -> String {
-    let spec = s.write_spec(name, text);
-    let out = s.cli_as(token, &["submit", spec.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn ended(s: &Server, id: &str, secs: u64) -> Value {
-    s.wait_job(id, secs, "the job to end", |j| {
-        matches!(
-            j["state"].as_str(),
-            Some("SUCCEEDED" | "FAILED" | "STOPPED")
-        )
-    })
-}
-
 /// `scontrol show job -o` for the Slurm jobs of the attempts under `shared`
 /// (their output is in there), one line each.
 fn slurm_jobs_under(shared: &Path) -> Vec<String> {
@@ -165,13 +149,12 @@ fn a_space_on_the_shared_path_is_its_users_at_mnt_and_no_one_elses() {
     assert_eq!(mode(&shared.join("jobs")), Some(0o711));
 
     // Her sandboxed job reads it at /mnt and writes its output there.
-    let id = submit_as(
-        &s,
+    let id = s.submit_as(
         &alice,
         "reader",
         "name: reader\ncommand: 'cat /mnt/secret.txt > /mnt/copy.txt && id -u && echo read-ok'\n",
     );
-    let j = ended(&s, &id, 90);
+    let j = s.ended(&id, 90);
     let log = s.logs(&id, "main-0");
     assert_eq!(j["state"], "SUCCEEDED", "{j:#}\n{log}");
     assert!(log.contains("read-ok"), "{log}");
@@ -218,8 +201,8 @@ fn a_space_on_the_shared_path_is_its_users_at_mnt_and_no_one_elses() {
         sp = space.display(),
         sh = shared.display(),
     );
-    let id = submit_as(&s, &bob, "peek", &attack);
-    let j = ended(&s, &id, 90);
+    let id = s.submit_as(&bob, "peek", &attack);
+    let j = s.ended(&id, 90);
     let log = s.logs(&id, "main-0");
     assert!(log.contains("peek-done"), "{j:#}\n{log}");
     assert!(

@@ -161,7 +161,13 @@ impl SlurmEngine {
         String::new()
     }
 
-    fn sbatch(&self, a: &AttemptSpec, dir: &std::path::Path) -> Result<Vec<String>, EngineError> {
+    /// The attempt's `sbatch` arguments, and its tasks grouped by shape (the
+    /// components the launcher's allocation is read against).
+    fn sbatch(
+        &self,
+        a: &AttemptSpec,
+        dir: &std::path::Path,
+    ) -> Result<(Vec<String>, Vec<ShapeGroup>), EngineError> {
         let st = lock(&self.shared);
         let requests: Vec<TaskRequest> = a
             .tasks
@@ -210,7 +216,7 @@ impl SlurmEngine {
         if partition.is_empty() {
             args.retain(|a| a != "--partition=");
         }
-        Ok(args)
+        Ok((args, groups))
     }
 }
 
@@ -271,18 +277,7 @@ impl Engine for SlurmEngine {
             }
         }
         std::fs::create_dir_all(&dir).map_err(EngineError::io("create", &dir))?;
-        let args = self.sbatch(a, &dir)?;
-        let requests: Vec<TaskRequest> = a
-            .tasks
-            .iter()
-            .map(|t| TaskRequest {
-                task: t.task.to_string(),
-                cpus: t.cpus,
-                memory_mb: t.memory_mb,
-                gpus: t.gpus,
-                gpu_type: t.gpu_type.clone(),
-            })
-            .collect();
+        let (args, groups) = self.sbatch(a, &dir)?;
         let now = Instant::now();
         lock(&self.shared).attempts.insert(
             a.attempt,
@@ -290,7 +285,7 @@ impl Engine for SlurmEngine {
                 dir,
                 name: a.name.clone(),
                 shapes: a.tasks.clone(),
-                groups: group_by_shape(&requests, false),
+                groups,
                 args,
                 job: None,
                 submit_at: Some(now),

@@ -78,22 +78,7 @@ impl Eng {
 
     pub fn server_env(&self, envs: &[(&str, &str)]) -> Server {
         match self.kind {
-            Kind::Local => Server::start_env(
-                &[
-                    "--fake-gpus",
-                    "4",
-                    "--cpus",
-                    "16",
-                    "--memory",
-                    "64Gi",
-                    "--stop-grace",
-                    "1",
-                    "--no-sandbox",
-                    "--restart-backoff",
-                    "100ms",
-                ],
-                envs,
-            ),
+            Kind::Local => Server::start_env(common::DEFAULT_ARGS, envs),
             Kind::Slurm => slurm_server(envs),
         }
     }

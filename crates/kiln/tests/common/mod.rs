@@ -15,6 +15,21 @@ pub fn kiln_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
 }
 
+/// What `Server::start` passes: see there.
+pub const DEFAULT_ARGS: &[&str] = &[
+    "--fake-gpus",
+    "4",
+    "--cpus",
+    "16",
+    "--memory",
+    "64Gi",
+    "--stop-grace",
+    "1",
+    "--no-sandbox",
+    "--restart-backoff",
+    "100ms",
+];
+
 pub struct Server {
     pub child: Option<Child>,
     pub url: String,
@@ -35,19 +50,7 @@ impl Server {
     /// marker files tests keep in the host's /tmp (tests/sandbox.rs covers
     /// the sandbox). Restarts in place first wait 100 ms, not 10 s.
     pub fn start() -> Server {
-        Self::start_with(&[
-            "--fake-gpus",
-            "4",
-            "--cpus",
-            "16",
-            "--memory",
-            "64Gi",
-            "--stop-grace",
-            "1",
-            "--no-sandbox",
-            "--restart-backoff",
-            "100ms",
-        ])
+        Self::start_env(DEFAULT_ARGS, &[])
     }
 
     pub fn start_with(args: &[&str]) -> Server {
@@ -157,6 +160,24 @@ impl Server {
             .env("KILN_TOKEN", token)
             .output()
             .expect("cli ran")
+    }
+
+    /// Submits a spec with another user's token; returns the job's id.
+    pub fn submit_as(&self, token: &str, name: &str, text: &str) -> String {
+        let spec = self.write_spec(name, text);
+        let out = self.cli_as(token, &["submit", spec.to_str().expect("utf8")]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Waits for the job to end, however it ends.
+    pub fn ended(&self, id: &str, secs: u64) -> Value {
+        self.wait_job(id, secs, "the job to end", |j| {
+            matches!(
+                j["state"].as_str(),
+                Some("SUCCEEDED" | "FAILED" | "STOPPED")
+            )
+        })
     }
 
     /// Runs the CLI, expecting success; returns stdout.
