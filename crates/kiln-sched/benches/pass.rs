@@ -43,6 +43,7 @@ fn queue(n: usize) -> Vec<JobRequest> {
                 queue: "default".into(),
                 priority: 0,
                 seq: i as u64,
+                user: format!("u{}", i % 7),
                 tasks: vec![
                     TaskRequest {
                         id: "main-0".into(),
@@ -54,6 +55,7 @@ fn queue(n: usize) -> Vec<JobRequest> {
                     tasks
                 ],
                 max_duration_secs: (i % 3 != 0).then_some(3600 + (i as u64 % 7200)),
+                preemptible: true,
             }
         })
         .collect()
@@ -68,6 +70,7 @@ fn busy(nodes: &[Node], jobs: &[JobRequest]) -> Vec<RunningJob> {
             key: s.key,
             tasks: s.tasks,
             ends_at: Some(1000 + s.key % 5000),
+            ..Default::default()
         })
         .collect()
 }

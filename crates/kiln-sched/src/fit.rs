@@ -325,13 +325,8 @@ pub fn never_fits(spec: &JobSpec, cap: Capacity<'_>) -> Vec<TooBig> {
         return out;
     }
     let job = JobRequest {
-        key: 0,
-        label: String::new(),
-        queue: String::new(),
-        priority: 0,
-        seq: 0,
         tasks,
-        max_duration_secs: None,
+        ..Default::default()
     };
     // Only a search that proved there is no placement refuses the job; one
     // that ran out of budget lets it wait.

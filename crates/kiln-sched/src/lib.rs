@@ -2,20 +2,26 @@
 //! what waits, decide which jobs start now, on which nodes and GPUs, and why
 //! every other job waits. No I/O, no clocks: time comes in as an argument.
 //!
-//! Policy: strict queue order (priority, then submission); a job's tasks are
-//! placed all together or not at all (gang); the first job that cannot start
-//! holds a reservation, and later jobs may start ahead of it only when they
-//! have a `maxDuration` and either end before it could start or leave it
-//! everything it needs at that time (EASY backfilling). Jobs without a
-//! `maxDuration` never start ahead of a blocked job.
+//! Policy (docs/scheduling.md): queues with guaranteed quotas lend what
+//! they do not use; jobs go in order of quota room, fair share (decayed
+//! usage), priority and age; a job's tasks are placed all together or not at
+//! all (gang). The first job that cannot start holds a reservation: later
+//! jobs start ahead of it with a promise not to delay it (a `maxDuration`
+//! that ends in time, EASY backfilling), or without one when they may be
+//! preempted. A blocked job of higher standing, or one whose queue takes
+//! back its quota, preempts such jobs.
 
+pub mod fair;
 mod fit;
 mod model;
 mod place;
 mod plan;
+mod preempt;
+pub mod quota;
 mod reason;
 
 pub use fit::{never_fits, task_requests, Capacity, TooBig};
-pub use model::{Gpu, JobRequest, Node, Placed, RunningJob, TaskRequest};
-pub use plan::{schedule, Plan, Start, Waiting};
-pub use reason::{Missing, Place, Reason};
+pub use model::{model_matches, Gpu, GpuQuota, JobRequest, Node, Placed, Queue, Quota, RunningJob, TaskRequest};
+pub use plan::{plan, schedule, Pass, Plan, Preempt, Start, Waiting};
+pub use quota::{Held, QueueUse, DEFAULT_QUEUE};
+pub use reason::{Missing, Place, Reason, Share};

@@ -1,12 +1,15 @@
-//! One scheduling pass: who starts, who waits and why.
+//! One scheduling pass: who starts, who is preempted, who waits and why.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::model::{JobRequest, Node, Placed, RunningJob, TaskRequest};
+use crate::model::{JobRequest, Node, Placed, Queue, RunningJob, TaskRequest};
 use crate::place::{totals, Free};
-use crate::reason::{Missing, Place, Reason};
+use crate::preempt::{find_victims, Candidate};
+use crate::quota::{borrowers, queue_index, queue_use, with_default, Held, QueueUse};
+use crate::reason::{Missing, Place, Reason, Share};
 
 /// A job to start now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -15,8 +18,29 @@ pub struct Start {
     pub key: u64,
     /// One entry per task, in the order of `JobRequest::tasks`.
     pub tasks: Vec<Placed>,
-    /// Started ahead of a job that came first, under the backfill rule.
+    /// Started ahead of a blocked job with the promise not to delay it
+    /// (EASY backfilling: it ends in time, or leaves the head its room).
     pub backfilled: bool,
+    /// Started ahead of a blocked job without that promise: a job of higher
+    /// standing may preempt it.
+    pub opportunistic: bool,
+    /// Takes its queue past its quota, on resources others do not use: the
+    /// owners may take them back.
+    pub borrowing: bool,
+}
+
+/// A running job to stop so that a waiting one can start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Preempt {
+    pub key: u64,
+    pub label: String,
+    /// The waiting job that needs its resources.
+    pub for_key: u64,
+    pub for_label: String,
+    /// The waiting job's queue takes back its quota; otherwise the victim
+    /// had started ahead of a job of higher standing.
+    pub reclaim: bool,
 }
 
 /// A job that keeps waiting, with the reason people are shown.
@@ -27,12 +51,33 @@ pub struct Waiting {
     pub reason: Reason,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plan {
     pub start: Vec<Start>,
+    pub preempt: Vec<Preempt>,
     /// Every job not started, in queue order.
     pub waiting: Vec<Waiting>,
+    /// Every queue's use before this pass's starts.
+    pub queues: Vec<QueueUse>,
 }
+
+/// Everything one pass looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass<'a> {
+    pub nodes: &'a [Node],
+    pub running: &'a [RunningJob],
+    pub waiting: &'a [JobRequest],
+    /// Seconds, the clock of `ends_at` and `max_duration_secs`.
+    pub now: u64,
+    /// The admin's queues; `default` is added with the rest unless given.
+    pub queues: &'a [Queue],
+    /// Each user's decayed usage (see `fair`); absent is 0.
+    pub usage: &'a HashMap<String, f64>,
+}
+
+/// Preemption searches per pass: each copies what is free, so a long queue
+/// of blocked jobs must not make a pass slow.
+const PREEMPT_TRIES: usize = 16;
 
 /// The first blocked job's claim on the future.
 struct Reservation<'j> {
@@ -44,38 +89,128 @@ struct Reservation<'j> {
     world: Free,
 }
 
-/// Queue order: higher priority first, then earlier submission.
-fn in_queue_order(waiting: &[JobRequest]) -> Vec<&JobRequest> {
-    let mut order: Vec<&JobRequest> = waiting.iter().collect();
-    order.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
-    order
+/// One pass with a single queue that owns everything: the plain case.
+pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], now: u64) -> Plan {
+    plan(&Pass {
+        nodes,
+        running,
+        waiting,
+        now,
+        queues: &[],
+        usage: &HashMap::new(),
+    })
 }
 
-pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], now: u64) -> Plan {
+/// Standing among jobs: lower usage first (fair share), then higher
+/// priority, then earlier submission.
+fn standing(usage: &HashMap<String, f64>, user: &str, priority: i32, seq: u64) -> (f64, i32, u64) {
+    (usage.get(user).copied().unwrap_or(0.0), -priority, seq)
+}
+
+fn cmp_standing(a: &(f64, i32, u64), b: &(f64, i32, u64)) -> Ordering {
+    a.0.total_cmp(&b.0)
+        .then(a.1.cmp(&b.1))
+        .then(a.2.cmp(&b.2))
+}
+
+/// A job's shape: jobs of one shape fit or fail alike.
+type Shape = Vec<(u32, u64, u32, Option<String>)>;
+
+fn shape(job: &JobRequest) -> Shape {
+    job.tasks
+        .iter()
+        .map(|t| (t.cpus, t.memory_mb, t.gpus, t.gpu_type.clone()))
+        .collect()
+}
+
+pub fn plan(pass: &Pass<'_>) -> Plan {
+    let Pass {
+        nodes,
+        running,
+        waiting,
+        now,
+        usage,
+        ..
+    } = *pass;
+    let queues = with_default(nodes, pass.queues);
+    let qi = |name: &str| queue_index(&queues, name);
+    let borrowing = borrowers(nodes, &queues, running);
+    let uses = queue_use(nodes, &queues, running);
+    // Per queue, what its jobs hold within the quota; per queue and user,
+    // the GPUs running.
+    let mut own: Vec<Held> = vec![Held::default(); queues.len()];
+    let mut user_gpus: HashMap<(usize, &str), u64> = HashMap::new();
     let mut free = Free::new(nodes);
-    // Holders of resources with their end times, for the reservation.
     let mut holders: Vec<(Option<u64>, Vec<Placed>)> = Vec::new();
     for r in running {
         for p in &r.tasks {
             free.take(nodes, p);
         }
-        holders.push((r.ends_at, r.tasks.clone()));
+        let held = Held::of(nodes, &r.tasks);
+        let q = qi(&r.queue);
+        *user_gpus.entry((q, r.user.as_str())).or_insert(0) += held.gpu_count();
+        if !borrowing.get(&r.key).copied().unwrap_or(true) {
+            own[q].add(&held);
+        }
+        let ends = if r.stopping { Some(now) } else { r.ends_at };
+        holders.push((ends, r.tasks.clone()));
     }
 
-    let order = in_queue_order(waiting);
+    // Jobs of queues that use less than their quota go first (one tier
+    // per queue, so a queue's own order stands); then fair share,
+    // priority, age.
+    let room: Vec<bool> = queues
+        .iter()
+        .zip(&own)
+        .map(|(q, own)| {
+            own.gpu_count() < q.quota.gpu_count()
+                || own.cpus < q.quota.cpus
+                || own.memory_mb < q.quota.memory_mb
+        })
+        .collect();
+    let mut order: Vec<(bool, (f64, i32, u64), &JobRequest)> = waiting
+        .iter()
+        .map(|j| {
+            (
+                !room[qi(&j.queue)],
+                standing(usage, &j.user, j.priority, j.seq),
+                j,
+            )
+        })
+        .collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0).then(cmp_standing(&a.1, &b.1)));
+
     let mut ahead_in_queue: HashMap<&str, usize> = HashMap::new();
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        queues: uses.clone(),
+        ..Default::default()
+    };
     let mut reservation: Option<Reservation> = None;
     // Whether a job can ever run depends only on the shape of its tasks, and
     // a queue holds few shapes: each is searched once per pass.
     let mut never: HashMap<&[TaskRequest], Option<Reason>> = HashMap::new();
+    // Free only shrinks during a pass: a shape that found no room now will
+    // not find it later in the same pass.
+    let mut no_room: HashSet<Shape> = HashSet::new();
     // Free GPUs per wanted model, for pending reasons; valid until the next
     // start changes what is free.
     let mut free_of_type: HashMap<Option<&str>, u64> = HashMap::new();
+    let mut claimed: HashSet<u64> = HashSet::new();
+    let mut tries = PREEMPT_TRIES;
 
-    for job in order {
+    for (_, my_standing, job) in order {
         let ahead = ahead_in_queue.entry(job.queue.as_str()).or_insert(0);
         let position = *ahead;
+        let q = qi(&job.queue);
+        // A lab without queues of its own has nothing to say about shares.
+        let share = Some(q)
+            .filter(|_| !pass.queues.is_empty())
+            .and_then(|q| Share::of(&uses[q]));
+        let place_in = |share: &Option<Share>| Place {
+            ahead: position,
+            queue: job.queue.clone(),
+            share: share.clone(),
+        };
         let ends_at = job.max_duration_secs.map(|d| now.saturating_add(d));
 
         let never_why = never
@@ -88,66 +223,163 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
             });
             continue;
         }
-
-        let Some(res) = &mut reservation else {
-            // Nobody blocked yet: plain queue order.
-            if let Some(tasks) = free.place(nodes, job) {
-                free_of_type.clear();
-                holders.push((ends_at, tasks.clone()));
-                plan.start.push(Start {
-                    key: job.key,
-                    tasks,
-                    backfilled: false,
-                });
-            } else {
-                let reason = shortage(nodes, &free, job, &mut free_of_type, place(position, job));
-                reservation = Some(reserve(nodes, &free, &holders, job));
-                plan.waiting.push(Waiting {
-                    key: job.key,
-                    reason,
-                });
-                *ahead += 1;
+        let need_gpus = totals(job).2;
+        {
+            if let Some(max) = queues[q].user_max_gpus {
+                let has = user_gpus.get(&(q, job.user.as_str())).copied().unwrap_or(0);
+                if need_gpus > 0 && has + need_gpus > max {
+                    plan.waiting.push(Waiting {
+                        key: job.key,
+                        reason: Reason::UserLimit {
+                            user: job.user.clone(),
+                            limit: max,
+                            running: has,
+                            need: need_gpus,
+                            queue: place_in(&None),
+                        },
+                    });
+                    *ahead += 1;
+                    continue;
+                }
             }
-            continue;
+        }
+        let within = |held: &Held| {
+            let mut next = own[q].clone();
+            next.add(held);
+            queues[q].quota.holds(&next)
         };
 
-        // Behind a blocked job: start only without delaying it.
-        let started = match ends_at {
-            // Ends before the head could start: anything free will do.
-            Some(end) if res.at.is_some_and(|at| end <= at) => free.place(nodes, job),
-            // Still runs then: only if the head starts at `at` all the same.
-            // The check replays the placement the pass at `at` will run on
-            // the state it will see when every job runs to its bound. Jobs
-            // that end early change that state, and placement is a
-            // heuristic, so the head's start time is a bound under those
-            // assumptions rather than a guarantee.
-            Some(_) => backfill_beside(nodes, &mut free, res, job),
-            None => None,
+        let job_shape = shape(job);
+        let placed = if no_room.contains(&job_shape) {
+            None
+        } else {
+            let p = free.place(nodes, job);
+            if p.is_none() {
+                no_room.insert(job_shape);
+            }
+            p
         };
-        if let Some(tasks) = started {
-            free_of_type.clear();
-            holders.push((ends_at, tasks.clone()));
-            plan.start.push(Start {
-                key: job.key,
-                tasks,
-                backfilled: true,
-            });
+        if let Some(tasks) = placed {
+            let outcome = if !job.preemptible && !within(&Held::of(nodes, &tasks)) {
+                free_back(nodes, &mut free, &tasks);
+                Err(Reason::OverQuota {
+                    need: need_gpus,
+                    queue: place_in(&share),
+                })
+            } else if let Some(res) = &mut reservation {
+                behind_head(nodes, &mut free, res, job, tasks, ends_at)
+                    .map_err(|head| match (head, ends_at) {
+                        (head, None) => Reason::BehindHead {
+                            head,
+                            queue: place_in(&share),
+                        },
+                        (head, Some(_)) => Reason::WouldDelay {
+                            head,
+                            queue: place_in(&share),
+                        },
+                    })
+            } else {
+                Ok((tasks, false, false))
+            };
+            match outcome {
+                Ok((tasks, backfilled, opportunistic)) => {
+                    free_of_type.clear();
+                    let held = Held::of(nodes, &tasks);
+                    let borrowing = !within(&held);
+                    *user_gpus.entry((q, job.user.as_str())).or_insert(0) += held.gpu_count();
+                    if !borrowing {
+                        own[q].add(&held);
+                    }
+                    holders.push((ends_at, tasks.clone()));
+                    plan.start.push(Start {
+                        key: job.key,
+                        tasks,
+                        backfilled,
+                        opportunistic,
+                        borrowing,
+                    });
+                }
+                Err(reason) => {
+                    plan.waiting.push(Waiting {
+                        key: job.key,
+                        reason,
+                    });
+                    *ahead += 1;
+                }
+            }
             continue;
         }
-        let queue = place(position, job);
-        let reason = if !free.fits(nodes, job) {
-            shortage(nodes, &free, job, &mut free_of_type, queue)
-        } else if ends_at.is_none() {
-            Reason::BehindHead {
-                head: res.head.label.clone(),
-                queue,
+
+        // No room now: take it from jobs of lower standing, or back from
+        // queues that borrow it.
+        if tries > 0 {
+            let candidates: Vec<Candidate> = running
+                .iter()
+                .filter(|r| !claimed.contains(&r.key))
+                .filter_map(|r| {
+                    if r.stopping {
+                        return Some(Candidate::stopping(r));
+                    }
+                    if !r.preemptible {
+                        return None;
+                    }
+                    let borrows = borrowing.get(&r.key).copied().unwrap_or(true);
+                    let lower = r.opportunistic
+                        && cmp_standing(&standing(usage, &r.user, r.priority, r.seq), &my_standing)
+                            == Ordering::Greater
+                        && (qi(&r.queue) == q || borrows);
+                    let reclaim = borrows && qi(&r.queue) != q;
+                    (lower || reclaim).then(|| Candidate::victim(r, reclaim && !lower))
+                })
+                .collect();
+            if !candidates.is_empty() {
+                tries -= 1;
+                if let Some((victims, tasks)) = find_victims(nodes, &free, job, &candidates) {
+                    let held = Held::of(nodes, &tasks);
+                    let in_quota = within(&held);
+                    // Taking quota back is for jobs within their own; nor
+                    // may a job that cannot be preempted run beyond it.
+                    let allowed = in_quota
+                        || (job.preemptible && victims.iter().all(|v| !v.reclaim_only));
+                    if allowed {
+                        for v in &victims {
+                            claimed.insert(v.job.key);
+                            if !v.job.stopping {
+                                plan.preempt.push(Preempt {
+                                    key: v.job.key,
+                                    label: v.job.label.clone(),
+                                    for_key: job.key,
+                                    for_label: job.label.clone(),
+                                    reclaim: v.reclaim_only,
+                                });
+                            }
+                        }
+                        // Hold what is free of its placement for it.
+                        for p in &tasks {
+                            free.take(nodes, p);
+                        }
+                        free_of_type.clear();
+                        no_room.clear();
+                        plan.waiting.push(Waiting {
+                            key: job.key,
+                            reason: Reason::Preempting {
+                                jobs: victims.iter().map(|v| v.job.label.clone()).collect(),
+                                queue: place_in(&share),
+                            },
+                        });
+                        *ahead += 1;
+                        continue;
+                    }
+                }
             }
-        } else {
-            Reason::WouldDelay {
-                head: res.head.label.clone(),
-                queue,
-            }
-        };
+        }
+
+        // Blocked for room, whatever its quota: the first such job holds
+        // the reservation.
+        if reservation.is_none() {
+            reservation = Some(reserve(nodes, &free, &holders, job));
+        }
+        let reason = shortage(nodes, &free, job, &mut free_of_type, place_in(&share));
         plan.waiting.push(Waiting {
             key: job.key,
             reason,
@@ -155,6 +387,42 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
         *ahead += 1;
     }
     plan
+}
+
+/// A job that fits what is free, behind a blocked head: it starts with a
+/// promise not to delay the head (backfilled), or without one when it may
+/// be preempted (opportunistic); otherwise it gives `tasks` back and waits,
+/// `Err` naming the head. `Ok` is (placement, backfilled, opportunistic).
+fn behind_head(
+    nodes: &[Node],
+    free: &mut Free,
+    res: &mut Reservation<'_>,
+    job: &JobRequest,
+    tasks: Vec<Placed>,
+    ends_at: Option<u64>,
+) -> Result<(Vec<Placed>, bool, bool), String> {
+    if ends_at.is_some_and(|end| res.at.is_some_and(|at| end <= at)) {
+        // Ends before the head could start: anything free will do.
+        return Ok((tasks, true, false));
+    }
+    free_back(nodes, free, &tasks);
+    if ends_at.is_some() {
+        // Still runs then: only if the head starts at `at` all the same.
+        // The check replays the placement the pass at `at` will run on the
+        // state it will see when every job runs to its bound; jobs that end
+        // early change that state, and placement is a heuristic, so the
+        // head's start time is a bound under those assumptions.
+        if let Some(t) = backfill_beside(nodes, free, res, job) {
+            return Ok((t, true, false));
+        }
+    }
+    if job.preemptible {
+        for p in &tasks {
+            free.take(nodes, p);
+        }
+        return Ok((tasks, false, true));
+    }
+    Err(res.head.label.clone())
 }
 
 fn free_back(nodes: &[Node], free: &mut Free, tasks: &[Placed]) {
@@ -336,12 +604,5 @@ fn shortage<'j>(
         Reason::Scattered { queue }
     } else {
         Reason::Short { missing, queue }
-    }
-}
-
-fn place(ahead: usize, job: &JobRequest) -> Place {
-    Place {
-        ahead,
-        queue: job.queue.clone(),
     }
 }

@@ -50,6 +50,30 @@ pub enum Reason {
         #[serde(flatten)]
         queue: Place,
     },
+    /// Its user runs as many GPUs in the queue as the queue allows one user.
+    UserLimit {
+        user: String,
+        limit: u64,
+        running: u64,
+        need: u64,
+        #[serde(flatten)]
+        queue: Place,
+    },
+    /// It asks not to be preempted, so it runs only within its queue's
+    /// quota, and the quota is in use.
+    OverQuota {
+        /// GPUs it needs.
+        need: u64,
+        #[serde(flatten)]
+        queue: Place,
+    },
+    /// Jobs are being stopped to make room for it (or it waits for jobs
+    /// already stopping).
+    Preempting {
+        jobs: Vec<String>,
+        #[serde(flatten)]
+        queue: Place,
+    },
 }
 
 /// Where a job stands in its queue.
@@ -59,6 +83,35 @@ pub struct Place {
     /// Waiting jobs ahead of it in the same queue.
     pub ahead: usize,
     pub queue: String,
+    /// The queue's GPUs: its quota, its use, and what it lends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<Share>,
+}
+
+/// A queue's GPUs, for reasons: "queue vision uses 6 of its 8 GPUs, 2 lent
+/// to nlp until it needs them".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Share {
+    pub quota_gpus: u64,
+    pub used_gpus: u64,
+    pub borrowed_gpus: u64,
+    pub lent_gpus: u64,
+    pub lent_to: Vec<String>,
+}
+
+impl Share {
+    /// None for a queue without GPUs in its quota or use: nothing to say.
+    pub fn of(u: &crate::quota::QueueUse) -> Option<Share> {
+        let s = Share {
+            quota_gpus: u.quota.gpu_count(),
+            used_gpus: u.used.gpu_count(),
+            borrowed_gpus: u.borrowed.gpu_count(),
+            lent_gpus: u.lent_gpus,
+            lent_to: u.lent_to.clone(),
+        };
+        (s.quota_gpus > 0 || s.used_gpus > 0).then_some(s)
+    }
 }
 
 /// One resource a job needs more of than is free.
@@ -113,7 +166,34 @@ impl fmt::Display for Missing {
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let jobs = if self.ahead == 1 { "job" } else { "jobs" };
-        write!(f, "{} {jobs} ahead in queue {}", self.ahead, self.queue)
+        write!(f, "{} {jobs} ahead in queue {}", self.ahead, self.queue)?;
+        if let Some(s) = &self.share {
+            write!(f, "; {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the queue uses {} of its {}",
+            self.used_gpus,
+            count(self.quota_gpus, "GPU")
+        )?;
+        if self.borrowed_gpus > 0 {
+            write!(f, " ({} borrowed)", self.borrowed_gpus)?;
+        }
+        if self.lent_gpus > 0 {
+            write!(
+                f,
+                ", {} lent to {} until it needs them",
+                self.lent_gpus,
+                self.lent_to.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -157,11 +237,35 @@ impl fmt::Display for Reason {
             ),
             Reason::BehindHead { head, queue } => write!(
                 f,
-                "waiting behind {head}, first in line; only jobs with a maxDuration that ends in time may start ahead of it; {queue}"
+                "waiting behind {head}, first in line; it asks not to be preempted, so it may start ahead only with a maxDuration that ends in time; {queue}"
             ),
             Reason::WouldDelay { head, queue } => write!(
                 f,
                 "would delay {head}, which is first in line for the same resources; {queue}"
+            ),
+            Reason::UserLimit {
+                user,
+                limit,
+                running,
+                need,
+                queue,
+            } => write!(
+                f,
+                "{user} may run at most {} in queue {} and runs {running}; this job needs {need} more; {queue}",
+                count(*limit, "GPU"),
+                queue.queue
+            ),
+            Reason::OverQuota { need, queue } => write!(
+                f,
+                "asks not to be preempted, so it runs only within queue {}'s quota, which has no room for {} now; {queue}",
+                queue.queue,
+                count(*need, "GPU")
+            ),
+            Reason::Preempting { jobs, queue } => write!(
+                f,
+                "making room: {} {} stopping for it; {queue}",
+                jobs.join(", "),
+                if jobs.len() == 1 { "is" } else { "are" }
             ),
         }
     }
@@ -188,6 +292,7 @@ mod tests {
             queue: Place {
                 ahead: 1,
                 queue: "default".into(),
+                share: None,
             },
         };
         assert_eq!(

@@ -73,6 +73,7 @@ fn jobs(from: u64) -> impl Strategy<Value = Vec<JobRequest>> {
                 seq: from + i as u64,
                 tasks,
                 max_duration_secs: max,
+                ..Default::default()
             })
             .collect()
     })
@@ -89,8 +90,16 @@ fn run(plan_starts: &[kiln_sched::Start], waiting: &[JobRequest], now: u64) -> V
                 .expect("started job was waiting");
             RunningJob {
                 key: s.key,
+                preemptible: j.preemptible,
+                queue: j.queue.clone(),
+                user: j.user.clone(),
+                label: j.label.clone(),
+                seq: j.seq,
+                priority: j.priority,
+                opportunistic: s.opportunistic,
                 tasks: s.tasks.clone(),
                 ends_at: j.max_duration_secs.map(|d| now + d),
+                ..Default::default()
             }
         })
         .collect()
@@ -207,6 +216,13 @@ proptest! {
 
     #[test]
     fn backfill_never_delays_the_head_job(nodes in nodes(), busy in jobs(0), queue in jobs(100)) {
+        // Jobs that may not be preempted start ahead of a blocked job only
+        // with the promise not to delay it (opportunistic starts are
+        // preempted instead: tests/preemption.rs).
+        let pinned = |js: Vec<JobRequest>| -> Vec<JobRequest> {
+            js.into_iter().map(|j| JobRequest { preemptible: false, ..j }).collect()
+        };
+        let (busy, queue) = (pinned(busy), pinned(queue));
         let requests: HashMap<u64, JobRequest> = busy.iter().chain(&queue).map(|j| (j.key, j.clone())).collect();
         let plan = schedule(&nodes, &[], &busy, 0);
         let running = run(&plan.start, &busy, 0);

@@ -42,12 +42,17 @@ fn job(key: u64, tasks: Vec<TaskRequest>, max: Option<u64>) -> JobRequest {
         seq: key,
         tasks,
         max_duration_secs: max,
+        ..Default::default()
     }
 }
 
 fn running(key: u64, gpus: &[u32], ends_at: Option<u64>) -> RunningJob {
     RunningJob {
         key,
+        label: format!("bob~run{key}"),
+        queue: "default".into(),
+        user: "bob".into(),
+        seq: key,
         tasks: vec![Placed {
             node: 0,
             cpus: 1,
@@ -55,6 +60,7 @@ fn running(key: u64, gpus: &[u32], ends_at: Option<u64>) -> RunningJob {
             gpus: gpus.to_vec(),
         }],
         ends_at,
+        ..Default::default()
     }
 }
 
@@ -161,8 +167,13 @@ fn backfill_only_when_it_cannot_delay_the_head() {
     let busy = running(9, &[0, 1, 2], Some(100));
     let head = job(1, vec![task(4)], None);
     let short = job(2, vec![task(1)], Some(50)); // ends at 50 < 100: may go first
-    let long = job(3, vec![task(1)], Some(500)); // would still hold a GPU at 100
-    let unbounded = job(4, vec![task(1)], None); // no bound: never jumps
+    // Jobs that may not be preempted start ahead only with that promise.
+    let pinned = |mut j: JobRequest| {
+        j.preemptible = false;
+        j
+    };
+    let long = pinned(job(3, vec![task(1)], Some(500))); // would still hold a GPU at 100
+    let unbounded = pinned(job(4, vec![task(1)], None)); // no bound: never jumps
 
     let plan = schedule(
         &nodes,

@@ -203,6 +203,8 @@ fn request_of(job: &JobRecord, spec: &JobSpec) -> JobRequest {
         seq: job.key as u64,
         tasks,
         max_duration_secs: spec.max_duration_secs,
+        user: job.id.user().to_string(),
+        ..Default::default()
     }
 }
 

@@ -66,8 +66,15 @@ impl Loop {
             .values()
             .map(|a| RunningJob {
                 key: a.job.key as u64,
+                label: a.job.id.to_string(),
                 tasks: a.slots.iter().map(|s| s.placed.clone()).collect(),
                 ends_at: a.job.deadline_at_ms.map(|d| d / 1000),
+                queue: a.job.queue.clone(),
+                user: a.job.id.user().to_string(),
+                priority: a.job.priority,
+                seq: a.job.key as u64,
+                stopping: a.ending.is_some() || a.job.stop_requested,
+                ..Default::default()
             })
             .collect();
         let waiting: Vec<JobRequest> = self.waiting.values().map(|w| w.request.clone()).collect();
