@@ -106,6 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ),
                     event(started, "started", "1 task started".into()),
                 ],
+                usage: None,
             },
         )?;
         rec.state = TaskState::Succeeded;
@@ -125,6 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     event(finished, "exited", "main-0 exited with code 0".into()),
                     event(finished, "finished", "SUCCEEDED: all tasks finished".into()),
                 ],
+                usage: None,
             },
         )?;
     }

@@ -14,7 +14,7 @@ mod sqlite;
 pub use error::StoreError;
 pub use records::{
     Change, Event, Identity, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, Revoke, TaskRecord,
-    TokenLife, User,
+    TokenLife, Usage, User,
 };
 pub use sqlite::SqliteStore;
 
@@ -75,4 +75,7 @@ pub trait Store: Send + Sync {
 
     /// Forgets tokens that expired by `now_ms`; returns how many.
     fn purge_expired_tokens(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// Every user's fair-share usage as last recorded.
+    fn usage(&self) -> Result<Vec<Usage>, StoreError>;
 }

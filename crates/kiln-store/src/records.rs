@@ -44,6 +44,14 @@ pub struct JobRecord {
     /// When the max duration runs out (extendable).
     pub deadline_at_ms: Option<u64>,
     pub stop_requested: bool,
+    /// The current attempt started ahead of a blocked job without a promise
+    /// not to delay it: jobs of higher standing may preempt it.
+    pub opportunistic: bool,
+    /// The job whose need preempted the last attempt; set while that
+    /// attempt stops and through the next (`KILN_PREEMPTED=1`).
+    pub preempted_by: Option<String>,
+    /// Attempts ended by preemption (they do not count against retryCount).
+    pub preemptions: u32,
 }
 
 /// Fields to change; `None` leaves a field as it is.
@@ -58,6 +66,9 @@ pub struct JobPatch {
     pub finished_at_ms: Option<Option<u64>>,
     pub deadline_at_ms: Option<Option<u64>>,
     pub stop_requested: Option<bool>,
+    pub opportunistic: Option<bool>,
+    pub preempted_by: Option<Option<String>>,
+    pub preemptions: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -109,12 +120,23 @@ pub struct NewEvent {
 }
 
 /// One atomic step of a job's life.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Change {
     pub job: JobPatch,
     /// Inserted, or replaced when (attempt, task) exists.
     pub tasks: Vec<TaskRecord>,
     pub events: Vec<NewEvent>,
+    /// A user's fair-share usage after this change (decayed to `at_ms`).
+    pub usage: Option<Usage>,
+}
+
+/// A user's decayed usage (GPU-seconds, see kiln-sched's `fair`) as of a
+/// moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage {
+    pub user: String,
+    pub value: f64,
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

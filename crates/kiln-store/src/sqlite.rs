@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use crate::error::StoreError;
 use crate::records::{
-    Change, Event, Identity, JobFilter, JobRecord, NewJob, Revoke, TaskRecord, TokenLife, User,
+    Change, Event, Identity, JobFilter, JobRecord, NewJob, Revoke, TaskRecord, TokenLife, Usage, User,
 };
 use crate::Store;
 
@@ -100,6 +100,28 @@ ALTER TABLE tasks ADD COLUMN restart_at_ms INTEGER;
 ALTER TABLE tasks ADD COLUMN restart_streak INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN line TEXT;
 CREATE INDEX events_line ON events(job_key, line) WHERE line IS NOT NULL;
+"#,
+    // Queues with quotas, fair share and preemption (issue 18).
+    r#"
+ALTER TABLE jobs ADD COLUMN opportunistic INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN preempted_by TEXT;
+ALTER TABLE jobs ADD COLUMN preemptions INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE queues (
+    name          TEXT PRIMARY KEY,
+    quota_json    TEXT NOT NULL,
+    user_max_gpus INTEGER,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE queue_users (
+    queue TEXT NOT NULL REFERENCES queues(name) ON DELETE CASCADE,
+    user  TEXT NOT NULL,
+    PRIMARY KEY (queue, user)
+);
+CREATE TABLE usage (
+    user  TEXT PRIMARY KEY,
+    value REAL NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -193,7 +215,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 const JOB_COLUMNS: &str = "key, user_name, name, state, pending_reason, reason, attempt, \
     failed_attempts, queue, priority, format, spec_json, submitted_at_ms, started_at_ms, \
-    finished_at_ms, deadline_at_ms, stop_requested";
+    finished_at_ms, deadline_at_ms, stop_requested, opportunistic, preempted_by, preemptions";
 
 fn corrupt(what: &'static str, detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
@@ -221,6 +243,9 @@ struct RawJob {
     finished_at_ms: Option<i64>,
     deadline_at_ms: Option<i64>,
     stop_requested: bool,
+    opportunistic: bool,
+    preempted_by: Option<String>,
+    preemptions: u32,
 }
 
 fn raw_job(r: &Row<'_>) -> rusqlite::Result<RawJob> {
@@ -242,6 +267,9 @@ fn raw_job(r: &Row<'_>) -> rusqlite::Result<RawJob> {
         finished_at_ms: r.get(14)?,
         deadline_at_ms: r.get(15)?,
         stop_requested: r.get(16)?,
+        opportunistic: r.get(17)?,
+        preempted_by: r.get(18)?,
+        preemptions: r.get(19)?,
     })
 }
 
@@ -274,6 +302,9 @@ impl TryFrom<RawJob> for JobRecord {
             finished_at_ms: r.finished_at_ms.map(ms),
             deadline_at_ms: r.deadline_at_ms.map(ms),
             stop_requested: r.stop_requested,
+            opportunistic: r.opportunistic,
+            preempted_by: r.preempted_by,
+            preemptions: r.preemptions,
         })
     }
 }
@@ -539,10 +570,20 @@ impl Store for SqliteStore {
             if let Some(v) = p.stop_requested {
                 job.stop_requested = v;
             }
+            if let Some(v) = p.opportunistic {
+                job.opportunistic = v;
+            }
+            if let Some(v) = &p.preempted_by {
+                job.preempted_by = v.clone();
+            }
+            if let Some(v) = p.preemptions {
+                job.preemptions = v;
+            }
             tx.prepare_cached(
                 "UPDATE jobs SET state = ?2, pending_reason = ?3, reason = ?4, attempt = ?5,
                      failed_attempts = ?6, started_at_ms = ?7, finished_at_ms = ?8,
-                     deadline_at_ms = ?9, stop_requested = ?10
+                     deadline_at_ms = ?9, stop_requested = ?10, opportunistic = ?11,
+                     preempted_by = ?12, preemptions = ?13
                  WHERE key = ?1",
             )
             .and_then(|mut s| {
@@ -557,9 +598,20 @@ impl Store for SqliteStore {
                     job.finished_at_ms.map(to_i64),
                     job.deadline_at_ms.map(to_i64),
                     job.stop_requested,
+                    job.opportunistic,
+                    job.preempted_by,
+                    job.preemptions,
                 ])
             })
             .map_err(StoreError::sql("updating a job"))?;
+            if let Some(u) = &c.usage {
+                tx.prepare_cached(
+                    "INSERT INTO usage (user, value, at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(user) DO UPDATE SET value = excluded.value, at_ms = excluded.at_ms",
+                )
+                .and_then(|mut s| s.execute(params![u.user, u.value, to_i64(u.at_ms)]))
+                .map_err(StoreError::sql("recording usage"))?;
+            }
             for t in &c.tasks {
                 put_task(&tx, key, t)?;
             }
@@ -844,6 +896,25 @@ impl Store for SqliteStore {
                 [now_ms as i64],
             )
             .map_err(StoreError::sql("removing expired tokens"))
+        })
+    }
+
+    fn usage(&self) -> Result<Vec<Usage>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT user, value, at_ms FROM usage ORDER BY user")
+                .map_err(StoreError::sql("reading usage"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Usage {
+                        user: r.get(0)?,
+                        value: r.get(1)?,
+                        at_ms: ms(r.get(2)?),
+                    })
+                })
+                .map_err(StoreError::sql("reading usage"))?;
+            rows.map(|r| r.map_err(StoreError::sql("reading usage")))
+                .collect()
         })
     }
 }

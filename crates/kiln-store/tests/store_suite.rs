@@ -9,7 +9,7 @@ use kiln_spec::completion::{JobState, TaskState};
 use kiln_spec::{JobId, TaskId};
 use kiln_store::{
     Change, Identity, JobFilter, JobPatch, NewEvent, NewJob, Revoke, SqliteStore, Store,
-    StoreError, TaskRecord, TokenLife, User,
+    StoreError, TaskRecord, TokenLife, Usage, User,
 };
 
 fn new_job(user: &str, name: &str, at: u64) -> NewJob {
@@ -95,6 +95,7 @@ fn suite(store: &dyn Store) {
             event("placed", "on 127.0.0.1 GPUs 0,1"),
             event("started", "2 tasks"),
         ],
+        usage: None,
     };
     let running = store.apply(a.key, &change).expect("applied");
     assert_eq!(running.state, JobState::Running);
@@ -145,6 +146,46 @@ fn suite(store: &dyn Store) {
     assert_eq!(tasks.len(), 2);
     assert_eq!(tasks[1], done);
     assert_eq!(store.tasks(a.key, 1).expect("tasks").len(), 1);
+
+    // Preemption marks and a user's usage land with the change.
+    let preempted = store
+        .apply(
+            a.key,
+            &Change {
+                job: JobPatch {
+                    opportunistic: Some(true),
+                    preempted_by: Some(Some("bob~big".into())),
+                    preemptions: Some(2),
+                    ..Default::default()
+                },
+                usage: Some(Usage {
+                    user: "alice".into(),
+                    value: 7200.5,
+                    at_ms: 42,
+                }),
+                ..Default::default()
+            },
+        )
+        .expect("applied");
+    assert!(preempted.opportunistic);
+    assert_eq!(preempted.preempted_by.as_deref(), Some("bob~big"));
+    assert_eq!(preempted.preemptions, 2);
+    assert_eq!(store.job_by_key(a.key).expect("read"), Some(preempted));
+    let usage = Usage {
+        user: "alice".into(),
+        value: 10.0,
+        at_ms: 43,
+    };
+    store
+        .apply(
+            a.key,
+            &Change {
+                usage: Some(usage.clone()),
+                ..Default::default()
+            },
+        )
+        .expect("applied");
+    assert_eq!(store.usage().expect("usage"), vec![usage]);
 
     // Reads by id and by key agree; unknown jobs are None.
     assert_eq!(

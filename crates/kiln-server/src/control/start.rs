@@ -406,6 +406,7 @@ impl Loop {
             job: patch,
             tasks: slots.iter().map(|s| s.rec.clone()).collect(),
             events,
+            ..Default::default()
         };
         let attempt = AttemptRef {
             key,
