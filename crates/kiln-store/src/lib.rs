@@ -8,13 +8,14 @@
 //! together or not at all.
 
 mod error;
+mod queues;
 mod records;
 mod sqlite;
 
 pub use error::StoreError;
 pub use records::{
-    Change, Event, Identity, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, Revoke, TaskRecord,
-    TokenLife, Usage, User,
+    Change, Event, Identity, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, QueueRecord, Revoke,
+    TaskRecord, TokenLife, Usage, User,
 };
 pub use sqlite::SqliteStore;
 
@@ -78,4 +79,23 @@ pub trait Store: Send + Sync {
 
     /// Every user's fair-share usage as last recorded.
     fn usage(&self) -> Result<Vec<Usage>, StoreError>;
+
+    /// Creates a queue, or replaces an existing one's quota and user limit
+    /// (keeping its creation time and its users). The record's `users` are
+    /// granted as well, so a queue and its first users land together.
+    fn put_queue(&self, queue: &QueueRecord) -> Result<(), StoreError>;
+
+    /// Removes a queue and its grants; false when there was none. Jobs that
+    /// named it keep the name and count as `default` from then on.
+    fn remove_queue(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Every queue the admin made, by name, with its users.
+    fn queues(&self) -> Result<Vec<QueueRecord>, StoreError>;
+
+    /// Lets `user` submit to `queue`; granting twice is no error. Fails with
+    /// [`StoreError::NotFound`] when the queue does not exist.
+    fn grant_queue(&self, queue: &str, user: &str) -> Result<(), StoreError>;
+
+    /// Takes `queue` away from `user`; false when it was not granted.
+    fn revoke_queue(&self, queue: &str, user: &str) -> Result<bool, StoreError>;
 }

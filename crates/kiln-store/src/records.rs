@@ -213,3 +213,28 @@ pub enum Revoke {
     /// Only those with an expiry: the sign-ins (e.g. after a password change).
     Expiring,
 }
+
+/// A queue the admin made: its guaranteed share, its per-user GPU limit and
+/// who besides the admin may submit to it (everyone may use `default`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRecord {
+    pub name: String,
+    pub quota: kiln_sched::Quota,
+    pub user_max_gpus: Option<u64>,
+    /// Users granted this queue, sorted.
+    pub users: Vec<String>,
+    pub created_at_ms: u64,
+}
+
+impl QueueRecord {
+    /// The scheduler's view of it (without the users, which only admission
+    /// cares about).
+    pub fn to_queue(&self) -> kiln_sched::Queue {
+        kiln_sched::Queue {
+            name: self.name.clone(),
+            quota: self.quota.clone(),
+            user_max_gpus: self.user_max_gpus,
+        }
+    }
+}

@@ -14,9 +14,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use crate::error::StoreError;
 use crate::records::{
-    Change, Event, Identity, JobFilter, JobRecord, NewJob, Revoke, TaskRecord, TokenLife, Usage, User,
+    Change, Event, Identity, JobFilter, JobRecord, NewJob, QueueRecord, Revoke, TaskRecord,
+    TokenLife, Usage, User,
 };
-use crate::Store;
+use crate::{queues, Store};
 
 /// Schema versions, applied in order; `PRAGMA user_version` says how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -273,11 +274,11 @@ fn raw_job(r: &Row<'_>) -> rusqlite::Result<RawJob> {
     })
 }
 
-fn ms(v: i64) -> u64 {
+pub(crate) fn ms(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -916,5 +917,25 @@ impl Store for SqliteStore {
             rows.map(|r| r.map_err(StoreError::sql("reading usage")))
                 .collect()
         })
+    }
+
+    fn put_queue(&self, queue: &QueueRecord) -> Result<(), StoreError> {
+        self.with(|conn| queues::put(conn, queue))
+    }
+
+    fn remove_queue(&self, name: &str) -> Result<bool, StoreError> {
+        self.with(|conn| queues::remove(conn, name))
+    }
+
+    fn queues(&self) -> Result<Vec<QueueRecord>, StoreError> {
+        self.with(|conn| queues::all(conn))
+    }
+
+    fn grant_queue(&self, queue: &str, user: &str) -> Result<(), StoreError> {
+        self.with(|conn| queues::grant(conn, queue, user))
+    }
+
+    fn revoke_queue(&self, queue: &str, user: &str) -> Result<bool, StoreError> {
+        self.with(|conn| queues::revoke(conn, queue, user))
     }
 }
