@@ -30,6 +30,9 @@ pub fn to_openpai_v1(job: &JobSpec) -> Result<Value, SpecError> {
     if job.description.is_some() {
         lose("description", "description");
     }
+    if job.preemptible.is_some() {
+        lose("preemptible", "preemptible flag");
+    }
     if job.priority != 0 {
         lose("priority", "priority");
     }

@@ -28,6 +28,11 @@ pub struct JobSpec {
     /// OpenPAI's `virtualCluster`; None runs in [`DEFAULT_QUEUE`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// Whether the job may run on resources its queue borrowed (and be
+    /// preempted when their owner needs them back). None means yes; `false`
+    /// waits for its own queue's share instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preemptible: Option<bool>,
     /// Higher runs first; ties go to the earlier submission.
     #[serde(skip_serializing_if = "is_zero_i32")]
     pub priority: i32,

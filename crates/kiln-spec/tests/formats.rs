@@ -389,6 +389,19 @@ fn native_pids_limit_is_a_role_field_with_a_floor() {
 }
 
 #[test]
+fn native_preemptible_is_a_boolean_that_defaults_to_unset() {
+    assert_eq!(ok("name: x\ncommand: y\n").job.preemptible, None);
+    let p = ok("name: x\ncommand: y\npreemptible: false\n");
+    assert_eq!(p.job.preemptible, Some(false));
+    let back = kiln_spec::export::to_yaml(&p.job).expect("yaml");
+    assert!(back.contains("preemptible: false"), "{back}");
+    assert_eq!(ok(&back).job, p.job);
+    let e = errs("name: x\ncommand: y\npreemptible: \"no\"\n");
+    assert!(has(&e, "preemptible: "), "{e:?}");
+    assert!(has(&e, "true or false"), "{e:?}");
+}
+
+#[test]
 fn detection_is_by_content_not_by_syntax() {
     // OpenPAI v1 written as YAML, and kiln's format written as JSON.
     let v1 = "jobName: y\nimage: i\ntaskRoles:\n  - {name: a, taskNumber: 1, cpuNumber: 1, memoryMB: 200, gpuNumber: 0, command: x}\n";

@@ -152,6 +152,7 @@ fn job() -> impl Strategy<Value = JobSpec> {
             option::of("[a-z][a-z0-9]{0,7}"),
             option::of(text()),
             option::of(name()),
+            option::of(any::<bool>()),
         ),
         (
             -1000i32..=1000,
@@ -177,7 +178,7 @@ fn job() -> impl Strategy<Value = JobSpec> {
     )
         .prop_map(
             |(
-                (name, user, description, queue),
+                (name, user, description, queue, preemptible),
                 (priority, image, code_dir, output_dir),
                 (gpu_type, retry_count, max_restarts, max_duration_secs),
                 (working_dir, mounts),
@@ -188,6 +189,7 @@ fn job() -> impl Strategy<Value = JobSpec> {
                 user,
                 description,
                 queue,
+                preemptible,
                 priority,
                 image,
                 auth_file: None,
@@ -215,6 +217,7 @@ fn v1_job() -> impl Strategy<Value = JobSpec> {
         j.user = None;
         j.description = None;
         j.priority = 0;
+        j.preemptible = None;
         j.image = Some(image);
         j.max_restarts = None;
         j.max_duration_secs = None;

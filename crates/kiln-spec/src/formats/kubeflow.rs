@@ -327,6 +327,7 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
         user: None,
         description: None,
         queue,
+        preemptible: None,
         priority: 0,
         image,
         auth_file: None,

@@ -106,6 +106,7 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
         user: None,
         description: None,
         queue: r.opt_string(doc, "virtualCluster", ""),
+        preemptible: None,
         priority: 0,
         image: r.req_string(doc, "image", ""),
         auth_file: r.opt_string(doc, "authFile", ""),

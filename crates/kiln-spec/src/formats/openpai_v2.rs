@@ -222,6 +222,7 @@ pub(crate) fn read(doc: &Map<String, Value>, r: &mut Reader) -> (JobSpec, Box<dy
         user: None,
         description: r.opt_string(doc, "description", ""),
         queue,
+        preemptible: None,
         priority: 0,
         image,
         auth_file: None,
