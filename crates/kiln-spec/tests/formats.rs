@@ -540,3 +540,25 @@ fn names_refused_since_a_job_was_stored_still_load() {
     // Other rules still hold for stored jobs.
     assert!(kiln_spec::parse_stored(br#"{"name": "a b", "command": "x"}"#).is_err());
 }
+
+#[test]
+fn job_level_paths_are_each_formats_own() {
+    use kiln_spec::validate::Field;
+    let q = |f: Format| f.job_field_path(Field::Queue);
+    assert_eq!(q(Format::Kiln), "queue");
+    assert_eq!(q(Format::OpenpaiV1), "virtualCluster");
+    assert_eq!(q(Format::OpenpaiV2), "defaults.virtualCluster");
+    assert_eq!(
+        q(Format::KubeflowPytorchjob),
+        "spec.runPolicy.schedulingPolicy.queue"
+    );
+    for f in [
+        Format::Kiln,
+        Format::OpenpaiV1,
+        Format::OpenpaiV2,
+        Format::KubeflowPytorchjob,
+    ] {
+        assert_eq!(Format::from_name(f.as_str()), Some(f));
+    }
+    assert_eq!(Format::from_name("slurm"), None);
+}

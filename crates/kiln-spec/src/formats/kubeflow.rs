@@ -31,6 +31,7 @@ struct RoleSource {
     env: Vec<String>,
 }
 
+#[derive(Default)]
 pub struct KubeflowPaths {
     roles: Vec<RoleSource>,
 }

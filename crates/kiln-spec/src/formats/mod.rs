@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Issue, SpecError};
 use crate::model::{JobSpec, RestartPolicy};
-use crate::validate::{validate, Paths};
+use crate::validate::{validate, Field, Paths};
 use reader::Reader;
 
 pub mod kubeflow;
@@ -42,6 +42,32 @@ impl Format {
             Format::OpenpaiV2 => "openpai-v2",
             Format::KubeflowPytorchjob => "kubeflow-pytorchjob",
         }
+    }
+
+    /// The format [`Format::as_str`] names (as the store keeps it).
+    pub fn from_name(name: &str) -> Option<Format> {
+        [
+            Format::Kiln,
+            Format::OpenpaiV1,
+            Format::OpenpaiV2,
+            Format::KubeflowPytorchjob,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == name)
+    }
+
+    /// Where a job-level field (one outside any role, e.g. [`Field::Queue`])
+    /// sits in this format, for errors found after parsing, such as a queue
+    /// the user may not use. Role fields need the document's roles; ask the
+    /// parser for those.
+    pub fn job_field_path(self, f: Field<'_>) -> String {
+        let paths: Box<dyn Paths> = match self {
+            Format::Kiln => Box::new(native::NativePaths { single: false }),
+            Format::OpenpaiV1 => Box::new(openpai_v1::V1Paths),
+            Format::OpenpaiV2 => Box::new(openpai_v2::V2Paths::default()),
+            Format::KubeflowPytorchjob => Box::new(kubeflow::KubeflowPaths::default()),
+        };
+        paths.path(f)
     }
 }
 

@@ -39,6 +39,7 @@ const ROLE_KEYS: &[&str] = &[
     "commands",
 ];
 
+#[derive(Default)]
 pub struct V2Paths {
     roles: Vec<String>,
     /// Port labels per role, in order: v2 names ports by label.
