@@ -82,6 +82,8 @@ pub struct Config {
     /// to 30 times this and starts over after a run of 60 times this
     /// (default 10 s: 5 min and 10 min, as DESIGN.md says).
     pub restart_backoff_ms: u64,
+    /// Fair share forgets usage with this half-life.
+    pub fair_share_half_life_secs: u64,
     /// `--engine slurm`: Slurm runs the tasks; None: this machine does.
     pub slurm: Option<SlurmSettings>,
 }
@@ -251,6 +253,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         schedule_seconds: Some(prom.schedule.clone()),
         identities: Arc::clone(&identities),
         restart_backoff: control::backoff::Backoff::from_first(config.restart_backoff_ms),
+        fair_share_half_life_secs: config.fair_share_half_life_secs,
     };
     let engine = choose_engine(&config, &layout, local).await?;
     let control = {

@@ -344,6 +344,10 @@ struct ServerArgs {
     /// run of 60 times this (10s: 5 min and 10 min). Hidden: for tests.
     #[arg(long, value_name = "DURATION", default_value = "10s", hide = true)]
     restart_backoff: String,
+    /// Fair share: how fast past usage is forgotten (Slurm's
+    /// PriorityDecayHalfLife), e.g. 7d, 1d, 12h.
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    fair_share_half_life: String,
     /// Most one user's space may hold, e.g. 100Gi (default: no limit).
     #[arg(long)]
     quota: Option<String>,
@@ -515,6 +519,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         memory,
         stop_grace,
         restart_backoff,
+        fair_share_half_life,
         quota,
         no_sandbox,
         containers,
@@ -579,6 +584,8 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         stop_grace_secs: stop_grace,
         restart_backoff_ms: kiln_server::control::backoff::parse_first(&restart_backoff)
             .map_err(|e| anyhow::anyhow!("--restart-backoff: {e}"))?,
+        fair_share_half_life_secs: kiln_spec::quantity::parse_duration_secs(&fair_share_half_life)
+            .map_err(|e| anyhow::anyhow!("--fair-share-half-life: {e}"))?,
         quota_bytes: quota
             .as_deref()
             .map(|q| {

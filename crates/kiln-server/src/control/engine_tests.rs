@@ -180,6 +180,7 @@ fn world() -> World {
             schedule_seconds: None,
             identities,
             restart_backoff: Backoff::default(),
+            fair_share_half_life_secs: kiln_sched::fair::DEFAULT_HALF_LIFE_SECS,
         },
         move |sink| {
             if let Ok(mut s) = slot.lock() {

@@ -207,14 +207,25 @@ impl Loop {
         let Some(mut outcome) = a.ending.clone() else {
             return;
         };
-        // A stop request outranks a failure that would be retried.
+        // A stop request outranks a failure or a preemption that would be
+        // retried.
         if a.job.stop_requested {
-            if let Outcome::Failed { reason, .. } = &outcome {
-                outcome = Outcome::Stopped(format!(
-                    "stopped on request while the attempt was ending ({reason})"
-                ));
+            match &outcome {
+                Outcome::Failed { reason, .. } => {
+                    outcome = Outcome::Stopped(format!(
+                        "stopped on request while the attempt was ending ({reason})"
+                    ));
+                }
+                Outcome::Preempted { by } => {
+                    outcome = Outcome::Stopped(format!(
+                        "stopped on request while it was being preempted for {by}"
+                    ));
+                }
+                _ => {}
             }
         }
+        let preempted = matches!(outcome, Outcome::Preempted { .. });
+        change.usage = self.charge_attempt(&a.job, &a.slots);
         let next = after_attempt(&a.spec, a.job.attempt, a.job.failed_attempts, &outcome);
         let now = now_ms();
         let retry = match next {
@@ -223,6 +234,8 @@ impl Loop {
                     state: Some(state),
                     reason: Some(Some(reason.clone())),
                     finished_at_ms: Some(Some(now)),
+                    preempted_by: Some(None),
+                    opportunistic: Some(false),
                     ..Default::default()
                 };
                 change
@@ -243,6 +256,11 @@ impl Loop {
                     deadline_at_ms: Some(None),
                     stop_requested: Some(false),
                     pending_reason: Some(Some(format!("queued for attempt {attempt}"))),
+                    opportunistic: Some(false),
+                    // The next attempt learns it follows a preemption
+                    // (KILN_PREEMPTED=1); after any other end it does not.
+                    preempted_by: (!preempted).then_some(None),
+                    preemptions: preempted.then_some(a.job.preemptions + 1),
                     ..Default::default()
                 };
                 change.events.push(event("retried", reason));
@@ -255,6 +273,9 @@ impl Loop {
             self.later(key);
             return;
         };
+        if let Some(u) = change.usage {
+            self.usage.insert(u.user, (u.value, u.at_ms));
+        }
         let Some(a) = self.active.remove(&key) else {
             return;
         };
@@ -268,6 +289,7 @@ impl Loop {
                     job,
                     spec: a.spec,
                     request,
+                    opportunistic: false,
                     submitted: false,
                 },
             );

@@ -21,7 +21,7 @@ use kiln_sched::Node;
 use kiln_store::JobRecord;
 use serde::Serialize;
 
-pub use run::{start, ControlConfig};
+pub use run::{start, ControlConfig, QueuesLive};
 
 /// Why a job waits: the scheduler's reason as data, or a launch failure
 /// in words. Kept as data and put into words only when someone asks, so a
@@ -136,9 +136,16 @@ pub struct Control {
     tx: mpsc::Sender<Msg>,
     reasons: Arc<RwLock<HashMap<i64, Pending>>>,
     cluster: Arc<RwLock<ClusterView>>,
+    queues: Arc<RwLock<run::QueuesLive>>,
 }
 
 impl Control {
+    /// Queues' use, users' fair-share usage and the waiting order, as of
+    /// the last scheduling pass.
+    pub fn queues_live(&self) -> run::QueuesLive {
+        self.queues.read().map(|q| q.clone()).unwrap_or_default()
+    }
+
     pub fn submitted(&self, key: i64) {
         let _ = self.tx.send(Msg::Submitted(key));
     }

@@ -168,6 +168,11 @@ pub enum Outcome {
     DeadlineExceeded {
         max_secs: u64,
     },
+    /// Stopped to make room for the job `by`: requeued as a new attempt
+    /// that does not count against retryCount.
+    Preempted {
+        by: String,
+    },
 }
 
 /// What becomes of the job after an attempt.
@@ -206,6 +211,14 @@ pub fn after_attempt(
             reason: format!(
                 "DeadlineExceeded: ran past its max duration of {}",
                 format_duration_secs(*max_secs)
+            ),
+        },
+        Outcome::Preempted { by } => Next::Retry {
+            attempt: attempt + 1,
+            failed_attempts,
+            reason: format!(
+                "preempted to make room for {by}; requeued as attempt {} (not counted against retryCount)",
+                attempt + 1
             ),
         },
         Outcome::Failed { reason, platform } => {
@@ -356,6 +369,26 @@ mod tests {
         let mut both = exit(Some(0), None);
         both.stop_requested = true;
         assert_eq!(task_end(&both).state, TaskState::Stopped);
+    }
+
+    #[test]
+    fn a_preempted_attempt_is_retried_without_counting() {
+        let next = after_attempt(
+            &spec(0),
+            2,
+            1,
+            &Outcome::Preempted {
+                by: "bob~big".into(),
+            },
+        );
+        assert_eq!(
+            next,
+            Next::Retry {
+                attempt: 3,
+                failed_attempts: 1,
+                reason: "preempted to make room for bob~big; requeued as attempt 3 (not counted against retryCount)".into(),
+            }
+        );
     }
 
     #[test]

@@ -8,6 +8,13 @@ use super::*;
 
 impl Loop {
     pub(super) fn recover(&mut self) -> Result<(), ControlError> {
+        self.usage = self
+            .store
+            .usage()
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .into_iter()
+            .map(|u| (u.user, (u.value, u.at_ms)))
+            .collect();
         let jobs = self
             .store
             .unfinished_jobs()
@@ -37,6 +44,7 @@ impl Loop {
                             job,
                             spec,
                             request,
+                            opportunistic: false,
                             submitted: false,
                         },
                     );
@@ -146,7 +154,10 @@ impl Loop {
             .collect();
         // What was decided before the restart is in the store: a stop
         // request, or a deadline that has passed.
-        let ending = if job.stop_requested || job.state == JobState::Stopping {
+        let ending = if let (Some(by), false) = (&job.preempted_by, job.stop_requested) {
+            // Preempted before the restart: still requeued, not stopped.
+            (job.state == JobState::Stopping).then(|| Outcome::Preempted { by: by.clone() })
+        } else if job.stop_requested || job.state == JobState::Stopping {
             Some(Outcome::Stopped("stopped on request".into()))
         } else {
             match (job.deadline_at_ms, job.started_at_ms) {

@@ -35,6 +35,9 @@ pub struct ControlConfig {
     pub identities: Arc<crate::identity::Identities>,
     /// How long restarts in place wait (DESIGN: 10 s doubling to 5 min).
     pub restart_backoff: Backoff,
+    /// Fair share forgets usage with this half-life (Slurm's
+    /// PriorityDecayHalfLife; 7 days by default).
+    pub fair_share_half_life_secs: u64,
 }
 
 /// Restarts in place: back-off, one event line (issue 16).
@@ -61,6 +64,11 @@ mod stop;
 #[path = "view.rs"]
 mod view;
 
+/// Queues, fair share and preemption.
+#[path = "share.rs"]
+mod share;
+pub use share::QueuesLive;
+
 /// The loop against a fake engine that places (docs/engines.md section 5).
 #[cfg(test)]
 #[path = "engine_tests.rs"]
@@ -70,6 +78,9 @@ struct Waiting {
     job: JobRecord,
     spec: Arc<JobSpec>,
     request: JobRequest,
+    /// The pass that starts it starts it ahead of a blocked job without a
+    /// promise: jobs of higher standing may preempt it.
+    opportunistic: bool,
     /// Handed to an engine that places ([`Placement::Engine`]): its
     /// allocation comes as an event.
     submitted: bool,
@@ -134,6 +145,9 @@ struct Loop {
     recheck_at: Option<u64>,
     /// Jobs to come back to after a store failure.
     retry_later: std::collections::BTreeSet<i64>,
+    /// Each user's fair-share usage as recorded: (value, when).
+    usage: HashMap<String, (f64, u64)>,
+    queues_live: Arc<RwLock<QueuesLive>>,
 }
 
 /// How soon a job waiting on something outside kiln (a port) is retried.
@@ -175,7 +189,11 @@ pub fn start(
     lp.recover()?;
     lp.schedule();
     lp.publish();
-    let (reasons, cluster) = (Arc::clone(&lp.reasons), Arc::clone(&lp.cluster));
+    let (reasons, cluster, queues) = (
+        Arc::clone(&lp.reasons),
+        Arc::clone(&lp.cluster),
+        Arc::clone(&lp.queues_live),
+    );
     std::thread::Builder::new()
         .name("kiln-control".into())
         .spawn(move || lp.run(rx))
@@ -184,6 +202,7 @@ pub fn start(
         tx,
         reasons,
         cluster,
+        queues,
     })
 }
 
@@ -204,7 +223,7 @@ fn request_of(job: &JobRecord, spec: &JobSpec) -> JobRequest {
         tasks,
         max_duration_secs: spec.max_duration_secs,
         user: job.id.user().to_string(),
-        ..Default::default()
+        preemptible: spec.preemptible.unwrap_or(true),
     }
 }
 
@@ -222,6 +241,8 @@ impl Loop {
             dirty: true,
             recheck_at: None,
             retry_later: std::collections::BTreeSet::new(),
+            usage: HashMap::new(),
+            queues_live: Arc::new(RwLock::new(QueuesLive::default())),
         }
     }
 

@@ -11,6 +11,7 @@ use kiln_engine::engine::{
 use kiln_spec::env::{render_env, task_ids, RenderContext, TaskPlacement};
 use kiln_spec::model::MountSource;
 
+use super::share::QueuesLive;
 use super::*;
 use crate::identity::{chown_tree, give, set_mode};
 use crate::layout::SPACE_INSIDE;
@@ -41,6 +42,7 @@ impl Loop {
                 job,
                 spec,
                 request,
+                opportunistic: false,
                 submitted: false,
             },
         );
@@ -73,12 +75,33 @@ impl Loop {
                 user: a.job.id.user().to_string(),
                 priority: a.job.priority,
                 seq: a.job.key as u64,
+                preemptible: a.spec.preemptible.unwrap_or(true),
+                opportunistic: a.job.opportunistic,
                 stopping: a.ending.is_some() || a.job.stop_requested,
-                ..Default::default()
             })
             .collect();
         let waiting: Vec<JobRequest> = self.waiting.values().map(|w| w.request.clone()).collect();
-        let plan = kiln_sched::schedule(&nodes, &running, &waiting, now_ms() / 1000);
+        let queues = self.queues();
+        let usage = self.usage_now();
+        let plan = kiln_sched::plan(&kiln_sched::Pass {
+            nodes: &nodes,
+            running: &running,
+            waiting: &waiting,
+            now: now_ms() / 1000,
+            queues: &queues,
+            usage: &usage,
+        });
+        for p in &plan.preempt {
+            self.preempt(p);
+        }
+        let order: Vec<(i64, String)> = plan
+            .waiting
+            .iter()
+            .filter_map(|w| {
+                let key = w.key as i64;
+                self.waiting.get(&key).map(|j| (key, j.job.queue.clone()))
+            })
+            .collect();
         let mut reasons: HashMap<i64, Pending> = plan
             .waiting
             .into_iter()
@@ -86,6 +109,9 @@ impl Loop {
             .collect();
         for start in plan.start {
             let key = start.key as i64;
+            if let Some(w) = self.waiting.get_mut(&key) {
+                w.opportunistic = start.opportunistic;
+            }
             if let Err(reason) = self.start_job(key, Some(start.tasks)) {
                 reasons.insert(key, Pending::Text(reason));
                 self.recheck_at = Some(now_ms() + RECHECK_MS);
@@ -93,6 +119,13 @@ impl Loop {
         }
         if let Ok(mut r) = self.reasons.write() {
             *r = reasons;
+        }
+        if let Ok(mut q) = self.queues_live.write() {
+            *q = QueuesLive {
+                queues: plan.queues,
+                usage: usage.into_iter().collect(),
+                order,
+            };
         }
     }
 
@@ -252,7 +285,7 @@ impl Loop {
                 })
                 .collect(),
         };
-        let envs = match render_env(&spec, &ctx) {
+        let mut envs = match render_env(&spec, &ctx) {
             Ok(e) => e,
             Err(e) => {
                 self.engine.release(attempt);
@@ -265,6 +298,12 @@ impl Loop {
                 return Ok(());
             }
         };
+        // The attempt after a preemption can resume from a checkpoint.
+        if job.preempted_by.is_some() {
+            for e in &mut envs {
+                e.env.insert("KILN_PREEMPTED".into(), "1".into());
+            }
+        }
 
         let prepared = (|| -> Result<_, String> {
             if run_as.is_some() {
@@ -401,6 +440,14 @@ impl Loop {
         if started {
             events.push(started_event(slots.len()));
             patch = started_patch(now, &spec);
+        }
+        let opportunistic = self.waiting.get(&key).is_some_and(|w| w.opportunistic);
+        patch.opportunistic = Some(opportunistic);
+        if opportunistic {
+            events.push(event(
+                "opportunistic",
+                "started on idle resources ahead of a job that waits for more; it may be preempted when that job can start",
+            ));
         }
         let change = Change {
             job: patch,
