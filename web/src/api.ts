@@ -213,9 +213,19 @@ export type Missing =
   | { resource: 'cpus'; need: number; free: number }
   | { resource: 'memory'; needMb: number; freeMb: number };
 
+/** A queue's GPUs, when the admin made queues. */
+export interface Share {
+  quotaGpus: number;
+  usedGpus: number;
+  borrowedGpus: number;
+  lentGpus: number;
+  lentTo: string[];
+}
+
 interface InQueue {
   ahead: number;
   queue: string;
+  share?: Share | null;
 }
 
 /** Why a job waits (the scheduler's reason, as data). */
@@ -225,7 +235,10 @@ export type PendingDetail =
   | ({ code: 'short'; missing: Missing[] } & InQueue)
   | ({ code: 'scattered' } & InQueue)
   | ({ code: 'behindHead'; head: string } & InQueue)
-  | ({ code: 'wouldDelay'; head: string } & InQueue);
+  | ({ code: 'wouldDelay'; head: string } & InQueue)
+  | ({ code: 'userLimit'; user: string; limit: number; running: number; need: number } & InQueue)
+  | ({ code: 'overQuota'; need: number } & InQueue)
+  | ({ code: 'preempting'; jobs: string[] } & InQueue);
 
 export class ApiError extends Error {
   constructor(

@@ -1,6 +1,6 @@
 // Why a job waits, in the reader's language: the server sends the reason as
 // data (`pendingDetail`) beside its English words (`pendingReason`).
-import type { JobView, PendingDetail, Missing } from './api';
+import type { JobView, PendingDetail, Missing, Share } from './api';
 import { fmtBytes } from './format';
 import { t } from './i18n';
 
@@ -23,6 +23,14 @@ function missing(m: Missing): string {
   }
 }
 
+/** "the queue uses 6 of its 8 GPUs, 2 lent to nlp until it needs them". */
+function shareText(s: Share): string {
+  let text = t('pending.share', { used: s.usedGpus, quota: gpus(s.quotaGpus) });
+  if (s.borrowedGpus > 0) text += t('pending.shareBorrowed', { n: s.borrowedGpus });
+  if (s.lentGpus > 0) text += t('pending.shareLent', { n: s.lentGpus, to: s.lentTo.join(t('pending.listSep')) });
+  return text;
+}
+
 export function pendingDetailText(d: PendingDetail): string {
   switch (d.code) {
     case 'taskTooBig':
@@ -30,7 +38,8 @@ export function pendingDetailText(d: PendingDetail): string {
     case 'jobTooBig':
       return t('pending.jobTooBig', { gpuCount: gpus(d.gpus), cpuCount: cpus(d.cpus), memory: mib(d.memoryMb) });
     default: {
-      const place = t('pending.place', { ahead: d.ahead, queue: d.queue });
+      let place = t('pending.place', { ahead: d.ahead, queue: d.queue });
+      if (d.share) place += t('pending.listSep') + shareText(d.share);
       switch (d.code) {
         case 'short':
           return t('pending.short', { missing: d.missing.map(missing).join(t('pending.listSep')), place });
@@ -40,6 +49,12 @@ export function pendingDetailText(d: PendingDetail): string {
           return t('pending.behindHead', { head: d.head, place });
         case 'wouldDelay':
           return t('pending.wouldDelay', { head: d.head, place });
+        case 'userLimit':
+          return t('pending.userLimit', { user: d.user, limit: gpus(d.limit), queue: d.queue, running: d.running, need: d.need, place });
+        case 'overQuota':
+          return t('pending.overQuota', { queue: d.queue, need: gpus(d.need), place });
+        case 'preempting':
+          return t('pending.preempting', { jobs: d.jobs.join(t('pending.listSep')), place });
       }
     }
   }

@@ -263,9 +263,8 @@ impl fmt::Display for Reason {
             ),
             Reason::Preempting { jobs, queue } => write!(
                 f,
-                "making room: {} {} stopping for it; {queue}",
-                jobs.join(", "),
-                if jobs.len() == 1 { "is" } else { "are" }
+                "making room: waiting for {} to stop; {queue}",
+                jobs.join(", ")
             ),
         }
     }
