@@ -3,9 +3,11 @@
 //! not apply on this engine are accepted with a warning. Nothing is dropped
 //! silently.
 
-use kiln_sched::{Capacity, Node};
+use kiln_sched::{Capacity, Node, DEFAULT_QUEUE};
 use kiln_spec::model::MountSource;
-use kiln_spec::{Issue, JobSpec};
+use kiln_spec::validate::Field;
+use kiln_spec::{Format, Issue, JobSpec};
+use kiln_store::QueueRecord;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Admission {
@@ -119,6 +121,52 @@ pub fn admit(spec: &JobSpec, engine: Engine) -> Admission {
     a
 }
 
+/// Whether `user` may submit to `queue`: everyone may use `default`, the
+/// admin any queue, others the queues granted them.
+pub fn may_use(queue: &str, users: &[String], user: &str, is_admin: bool) -> bool {
+    queue == DEFAULT_QUEUE || is_admin || users.iter().any(|u| u == user)
+}
+
+/// The queues `user` may submit to, by name, `default` first.
+pub fn usable_queues(queues: &[QueueRecord], user: &str, is_admin: bool) -> Vec<String> {
+    let mut names = vec![DEFAULT_QUEUE.to_owned()];
+    names.extend(
+        queues
+            .iter()
+            .filter(|q| q.name != DEFAULT_QUEUE && may_use(&q.name, &q.users, user, is_admin))
+            .map(|q| q.name.clone()),
+    );
+    names
+}
+
+/// A job may only go to a queue that exists and that its user may use; the
+/// error names the queue field as the job's format spells it.
+pub fn admit_queue(
+    spec: &JobSpec,
+    format: Format,
+    user: &str,
+    is_admin: bool,
+    queues: &[QueueRecord],
+) -> Option<Issue> {
+    let name = spec.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+    if name == DEFAULT_QUEUE {
+        return None;
+    }
+    let usable = || usable_queues(queues, user, is_admin).join(", ");
+    let message = match queues.iter().find(|q| q.name == name) {
+        None => format!(
+            "queue \"{name}\" does not exist; queues you may use: {}",
+            usable()
+        ),
+        Some(q) if !may_use(name, &q.users, user, is_admin) => format!(
+            "you may not use queue \"{name}\"; queues you may use: {}",
+            usable()
+        ),
+        Some(_) => return None,
+    };
+    Some(Issue::new(format.job_field_path(Field::Queue), message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +267,43 @@ mod tests {
         let on = admit(&s, ON);
         assert!(on.errors.is_empty(), "{:?}", on.errors);
         assert!(!paths(&on.warnings).contains(&"outputDir".to_owned()));
+    }
+
+    fn queue(name: &str, users: &[&str]) -> QueueRecord {
+        QueueRecord {
+            name: name.into(),
+            quota: kiln_sched::Quota::default(),
+            user_max_gpus: None,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn queues_are_for_those_granted_them_and_default_for_everyone() {
+        let queues = [queue("nlp", &["bob"]), queue("vision", &["carol"])];
+        let kiln = |q: &str| spec(&format!("name: a\ncommand: x\nqueue: {q}\n"));
+        let check = |s: &JobSpec, f, user, admin| {
+            admit_queue(s, f, user, admin, &queues).map(|i| i.to_string())
+        };
+        assert_eq!(
+            check(&spec("name: a\ncommand: x\n"), Format::Kiln, "bob", false),
+            None
+        );
+        assert_eq!(check(&kiln("default"), Format::Kiln, "bob", false), None);
+        assert_eq!(check(&kiln("nlp"), Format::Kiln, "bob", false), None);
+        assert_eq!(check(&kiln("vision"), Format::Kiln, "root", true), None);
+        assert_eq!(
+            check(&kiln("vision"), Format::Kiln, "bob", false).as_deref(),
+            Some("queue: you may not use queue \"vision\"; queues you may use: default, nlp")
+        );
+        assert_eq!(
+            check(&kiln("speech"), Format::OpenpaiV1, "alice", false).as_deref(),
+            Some("virtualCluster: queue \"speech\" does not exist; queues you may use: default")
+        );
+        assert_eq!(
+            usable_queues(&queues, "root", true),
+            ["default", "nlp", "vision"]
+        );
     }
 }

@@ -30,6 +30,14 @@ pub fn check_job_name(name: &str) -> Result<(), String> {
     })
 }
 
+/// Queue names follow the job-name rule: they appear in the same places
+/// (OpenPAI's virtualCluster, URLs, table columns).
+pub fn check_queue_name(name: &str) -> Result<(), String> {
+    check_chars(name, "queue name", |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')
+    })
+}
+
 /// The rule for names of jobs already stored: before `~` was refused in new
 /// names, OpenPAI's rule allowed it, and such jobs must still load.
 pub fn check_stored_job_name(name: &str) -> Result<(), String> {

@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use crate::error::{Issue, SpecError};
-use crate::ids::{check_job_name, check_port_label, check_role_name, check_user_name, quoted};
+use crate::ids::{
+    check_job_name, check_port_label, check_queue_name, check_role_name, check_user_name, quoted,
+};
 use crate::model::{JobSpec, MountSource};
 
 /// Bounds that keep every sum the scheduler makes far from overflow and refuse
@@ -251,7 +253,7 @@ pub(crate) fn validate(
         c.name(Field::User, check_user_name(user));
     }
     if let Some(q) = &job.queue {
-        c.name(Field::Queue, check_job_name(q));
+        c.name(Field::Queue, check_queue_name(q));
     }
     c.text(Field::Image, &job.image);
     c.text(Field::GpuType, &job.gpu_type);

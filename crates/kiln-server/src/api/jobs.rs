@@ -110,6 +110,9 @@ pub async fn submit(
     // The caller owns what they submit, whatever the spec says.
     spec.user = Some(caller.name.clone());
     let mut admission = crate::admission::admit(&spec, state.engine);
+    admission
+        .errors
+        .extend(queue_refusal(&state, &caller, &spec, parsed.format).await?);
     // Only a dry run may skip it: nothing is stored that could never run.
     if admission.errors.is_empty() && (q.check_capacity || !q.dry_run) {
         admission.errors = fit(&state, &spec);
@@ -149,6 +152,32 @@ pub async fn submit(
         view["warnings"] = serde_json::Value::Array(warnings);
     }
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Why `spec` may not go to its queue (none, or a queue the caller was
+/// not granted), if it may not.
+async fn queue_refusal(
+    state: &AppState,
+    caller: &Caller,
+    spec: &JobSpec,
+    format: kiln_spec::Format,
+) -> Result<Option<kiln_spec::Issue>, Problem> {
+    if spec
+        .queue
+        .as_deref()
+        .is_none_or(|q| q == kiln_spec::model::DEFAULT_QUEUE)
+    {
+        return Ok(None);
+    }
+    let store = Arc::clone(&state.store);
+    let queues = blocking(move || store.queues()).await?;
+    Ok(crate::admission::admit_queue(
+        spec,
+        format,
+        &caller.name,
+        caller.is_admin,
+        &queues,
+    ))
 }
 
 /// What about `spec` no node of this cluster could ever hold.
@@ -372,6 +401,14 @@ pub async fn clone(
         None => free_clone_name(&state, &caller.name, source.id.name()).await?,
     };
     spec.name = name;
+    // The queue may be gone, or no longer granted, since the original.
+    let format = kiln_spec::Format::from_name(&source.format).unwrap_or(kiln_spec::Format::Kiln);
+    if let Some(refused) = queue_refusal(&state, &caller, &spec, format).await? {
+        let e = kiln_spec::SpecError::Invalid {
+            issues: vec![refused],
+        };
+        return Err(Problem::invalid_spec(&e));
+    }
     // The cluster may have shrunk since the original was submitted.
     let too_big = fit(&state, &spec);
     if !too_big.is_empty() {

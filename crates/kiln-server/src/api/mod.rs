@@ -12,6 +12,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod problem;
+pub mod queues;
 mod sources;
 mod tensorboard;
 mod ui;
@@ -107,6 +108,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/me", get(users::me))
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/users", get(users::list).post(users::add))
+        .route("/api/v1/queues", get(queues::list).post(queues::add))
+        .route(
+            "/api/v1/queues/{name}",
+            get(queues::show)
+                .patch(queues::patch)
+                .delete(queues::remove),
+        )
         .route("/api/v1/logout", post(users::logout))
         .route(
             "/api/v1/users/{name}/tokens",

@@ -36,6 +36,11 @@ use super::views::{AttemptView, EventView, JobList, JobView, TaskView};
         super::users::login,
         super::users::logout,
         super::users::revoke,
+        super::queues::list,
+        super::queues::show,
+        super::queues::add,
+        super::queues::patch,
+        super::queues::remove,
         super::files::usage,
         super::files::get,
         super::files::put,
@@ -48,7 +53,9 @@ use super::views::{AttemptView, EventView, JobList, JobView, TaskView};
     components(schemas(super::metrics::JobSeriesView, super::tensorboard::BoardView, super::metrics::SeriesView, JobView, TaskView, AttemptView, EventView, JobList, Problem, FieldError, UserView, TokenView, NewUser, Login, super::users::NewPassword, super::users::Revoked,
         super::jobs::PatchBody, super::jobs::CloneBody, super::jobs::StateName, super::logs::StreamName,
         super::files::Listing, super::files::Written, crate::spaces::Entry, crate::spaces::Usage,
-        crate::spaces::DatasetView, super::datasets::NewDataset)),
+        crate::spaces::DatasetView, super::datasets::NewDataset,
+        super::queues::QueueView, super::queues::QuotaView, super::queues::QuotaBody, super::queues::GpuQuotaView,
+        super::queues::NewQueue, super::queues::QueuePatch, super::queues::RemovedQueue)),
     modifiers(&BearerAuth),
     security(("token" = []))
 )]

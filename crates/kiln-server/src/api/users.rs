@@ -55,6 +55,9 @@ pub struct NewUser {
     /// Run the user's tasks as this Unix account (never root); default: a
     /// uid kiln allocates.
     unix_user: Option<String>,
+    /// Queues the user may submit to besides `default`; each must exist.
+    #[serde(default)]
+    queues: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -129,6 +132,7 @@ pub async fn add(
     if let Some(p) = req.password.as_deref() {
         check_password_length(p)?;
     }
+    super::queues::check_exist(&state, &req.queues, "queues").await?;
     if let Some(account) = &req.unix_user {
         let (uid, _) =
             crate::identity::unix_account(account).map_err(|m| Problem::field("unixUser", m))?;
@@ -157,6 +161,7 @@ pub async fn add(
     let store = Arc::clone(&state.store);
     let name = req.name.clone();
     let account = req.unix_user.clone();
+    let queues = req.queues.clone();
     let token_hash = hash_token(&token);
     blocking(move || {
         let password_hash = match &req.password {
@@ -199,6 +204,7 @@ pub async fn add(
             .map_err(kiln_store::StoreError::Conflict)
     })
     .await?;
+    super::queues::grant_all(&state, &name, queues).await?;
     Ok((StatusCode::CREATED, Json(TokenView { name, token })))
 }
 
