@@ -36,7 +36,7 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<ExitCode> {
 }
 
 /// Prints rows with columns padded to their widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

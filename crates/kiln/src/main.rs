@@ -10,6 +10,7 @@ mod client;
 mod files_cmds;
 mod job_cmds;
 mod progress;
+mod queue_cmds;
 mod run_cmd;
 mod spec_cmds;
 mod user_cmds;
@@ -115,6 +116,9 @@ enum UserCommand {
         /// root). Default: a uid kiln allocates for the user.
         #[arg(long, value_name = "ACCOUNT")]
         unix_user: Option<String>,
+        /// A queue the user may submit to besides `default` (repeatable).
+        #[arg(long = "queue", value_name = "QUEUE")]
+        queues: Vec<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
@@ -262,6 +266,12 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Queues: guaranteed shares of the cluster that lend what they do not
+    /// use; the admin makes them and grants them to users.
+    Queue {
+        #[command(subcommand)]
+        command: queue_cmds::QueueCommand,
     },
     /// The machine's CPUs, memory and GPUs, and who holds them.
     Nodes {
@@ -718,13 +728,22 @@ fn main() -> ExitCode {
                 password_stdin,
                 admin,
                 unix_user,
+                queues,
                 output,
-            } => user_cmds::add(&name, password_stdin, admin, unix_user, json(output)),
+            } => user_cmds::add(
+                &name,
+                password_stdin,
+                admin,
+                unix_user,
+                queues,
+                json(output),
+            ),
             UserCommand::Ls { output } => user_cmds::list(json(output)),
             UserCommand::Token { name, output } => user_cmds::token(name, json(output)),
             UserCommand::Passwd { name } => user_cmds::passwd(name),
             UserCommand::Revoke { name, output } => user_cmds::revoke(name, json(output)),
         },
+        Command::Queue { command } => queue_cmds::run(command),
         Command::Supervise { dir } => {
             let dir = kiln_engine::local::TaskDir::new(dir);
             kiln_engine::local::supervise(&dir)

@@ -89,6 +89,7 @@ pub fn add(
     password_stdin: bool,
     admin: bool,
     unix_user: Option<String>,
+    queues: Vec<String>,
     json: bool,
 ) -> Result<ExitCode> {
     let c = Client::from_env()?;
@@ -102,6 +103,7 @@ pub fn add(
         "password": password,
         "admin": admin,
         "unixUser": unix_user,
+        "queues": queues,
     }))?;
     let t: TokenView = c.json("POST", "/users", Some(body))?;
     print_token(&t, json)

@@ -36,7 +36,7 @@ pub struct GpuQuotaView {
     pub count: u64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaView {
     pub cpus: u64,
@@ -57,13 +57,13 @@ pub struct QuotaBody {
     pub gpus: Vec<GpuQuotaView>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueView {
     pub name: String,
     pub quota: QuotaView,
     /// At most this many GPUs running per user in this queue.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_max_gpus: Option<u64>,
     /// Users granted the queue (the admin may use every queue, everyone
     /// `default`).
@@ -73,7 +73,7 @@ pub struct QueueView {
     /// False for `default` while the admin has not given it a quota: then
     /// it is guaranteed what the other queues are not.
     pub explicit: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at_ms: Option<u64>,
 }
 
