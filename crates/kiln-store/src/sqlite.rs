@@ -928,7 +928,7 @@ impl Store for SqliteStore {
     }
 
     fn queues(&self) -> Result<Vec<QueueRecord>, StoreError> {
-        self.with(|conn| queues::all(conn))
+        self.with(queues::all)
     }
 
     fn grant_queue(&self, queue: &str, user: &str) -> Result<(), StoreError> {
