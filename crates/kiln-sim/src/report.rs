@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 pub struct JobOutcome {
     pub arrival: u64,
     pub first_start: Option<u64>,
+    pub last_start: Option<u64>,
     pub end: Option<u64>,
     /// Preempted attempts before the one that ended.
     pub attempts: u32,
@@ -17,10 +18,12 @@ pub struct JobOutcome {
 pub struct Outcome {
     pub policy: String,
     pub total_gpus: u64,
-    /// First and last arrival: allocation is averaged over this window,
-    /// where the workload is offered; the tail after the last arrival is
-    /// long-running pods draining and would say nothing about the policy.
+    /// First arrival and last start (see [`Outcome::close`]).
     pub window: (u64, u64),
+    /// (from, to, GPUs, CPUs) held, for every stretch between events.
+    pub steps: Vec<(u64, u64, u64, u64)>,
+    /// Seconds during which some job waited.
+    pub waiting_secs: f64,
     pub alloc_gpu_secs: f64,
     pub total_cpus: u64,
     pub alloc_cpu_secs: f64,
@@ -51,7 +54,6 @@ impl Outcome {
             total_gpus,
             total_cpus,
             window,
-            hourly: vec![0.0; (window.1.saturating_sub(window.0) / 3600 + 1) as usize],
             ..Default::default()
         }
     }
@@ -64,19 +66,32 @@ impl Outcome {
         }
         if waiting {
             self.idle_waiting_gpu_secs += self.total_gpus.saturating_sub(alloc) as f64 * (b - a) as f64;
+            self.waiting_secs += (b - a) as f64;
         }
-        let (lo, hi) = (a.max(self.window.0), b.min(self.window.1));
-        let mut t = lo;
-        while t < hi {
-            let hour = (t - self.window.0) / 3600;
-            let until = (self.window.0 + (hour + 1) * 3600).min(hi);
-            let g = alloc as f64 * (until - t) as f64;
-            self.alloc_gpu_secs += g;
-            self.alloc_cpu_secs += cpus as f64 * (until - t) as f64;
-            if let Some(h) = self.hourly.get_mut(hour as usize) {
-                *h += g;
+        self.steps.push((a, b, alloc, cpus));
+    }
+
+    /// Closes the books: allocation is averaged from the first arrival to
+    /// the last start (after it nothing waits, and what is left is the long
+    /// tail of month-long pods draining, which says nothing about a policy).
+    pub fn close(&mut self, last_start: u64) {
+        self.window.1 = last_start.max(self.window.0);
+        let (lo, hi) = self.window;
+        self.hourly = vec![0.0; ((hi - lo) / 3600 + 1) as usize];
+        for &(a, b, alloc, cpus) in &self.steps {
+            let (a, b) = (a.max(lo), b.min(hi));
+            let mut t = a;
+            while t < b {
+                let hour = (t - lo) / 3600;
+                let until = (lo + (hour + 1) * 3600).min(b);
+                let g = alloc as f64 * (until - t) as f64;
+                self.alloc_gpu_secs += g;
+                self.alloc_cpu_secs += cpus as f64 * (until - t) as f64;
+                if let Some(h) = self.hourly.get_mut(hour as usize) {
+                    *h += g;
+                }
+                t = until;
             }
-            t = until;
         }
     }
 
@@ -86,6 +101,7 @@ impl Outcome {
         let jcts: Vec<f64> = self.jobs.iter().filter_map(|j| Some((j.end? - j.arrival) as f64)).collect();
         Summary {
             allocation: self.alloc_gpu_secs / span / self.total_gpus.max(1) as f64,
+            waiting_allocation: 1.0 - self.idle_waiting_gpu_secs / (self.waiting_secs.max(1.0) * self.total_gpus.max(1) as f64),
             cpu_allocation: self.alloc_cpu_secs / span / self.total_cpus.max(1) as f64,
             delay_mean: mean(&delays),
             delay_p99: pct(&delays, 99.0),
@@ -114,6 +130,8 @@ impl Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub allocation: f64,
+    /// Allocation while some job waited: 1 − idle / available then.
+    pub waiting_allocation: f64,
     pub cpu_allocation: f64,
     pub delay_mean: f64,
     pub delay_p99: f64,
@@ -179,7 +197,14 @@ pub fn table(outcomes: &[Outcome]) -> String {
         let cells: Vec<String> = outcomes.iter().zip(&sums).map(|(o, m)| f(o, m)).collect();
         let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
     };
-    row("GPU allocation, time-weighted mean over the arrival window", &|_, m| format!("{:.1}%", m.allocation * 100.0));
+    row("GPU allocation, time-weighted mean, first arrival to last start", &|_, m| format!("{:.1}%", m.allocation * 100.0));
+    row("GPU allocation while a job waited", &|o, m| {
+        if o.waiting_secs > 0.0 {
+            format!("{:.1}%", m.waiting_allocation * 100.0)
+        } else {
+            "nothing waited".into()
+        }
+    });
     row("CPU allocation, same window", &|_, m| format!("{:.1}%", m.cpu_allocation * 100.0));
     row("queueing delay, mean", &|_, m| dur(m.delay_mean));
     row("queueing delay, p99", &|_, m| dur(m.delay_p99));
@@ -207,6 +232,7 @@ mod tests {
         o.integrate(0, 1800, 2, 8, false);
         o.integrate(1800, 5400, 4, 0, true);
         o.integrate(5400, 9000, 1, 0, true);
+        o.close(7200);
         assert_eq!(o.alloc_cpu_secs, 8.0 * 1800.0);
         // 2×1800 + 4×3600 + 1×1800 within the window.
         assert_eq!(o.alloc_gpu_secs, 3600.0 + 14400.0 + 1800.0);

@@ -143,6 +143,8 @@ pub fn run(nodes: &[Node], work: &Workload, cfg: Config) -> Outcome {
         }
     }
     st.out.end_time = last;
+    let last_start = st.out.jobs.iter().filter_map(|j| j.last_start).max().unwrap_or(window.0);
+    st.out.close(last_start);
     st.out.stuck = st.waiting.len();
     st.out
 }
@@ -286,6 +288,7 @@ impl State<'_> {
         });
         let o = &mut self.out.jobs[key as usize];
         o.first_start.get_or_insert(now);
+        o.last_start = Some(now);
         self.events.push(Reverse((now + job.duration, END, key, attempt)));
     }
 }
@@ -331,9 +334,12 @@ mod tests {
         let starts: Vec<Option<u64>> = fifo.jobs.iter().map(|j| j.first_start).collect();
         assert_eq!(starts, vec![Some(0), Some(100), Some(150)]);
         assert_eq!(fifo.end_time, 170);
-        // Window 0..10: A holds 2 of 4 GPUs.
+        // First arrival to last start (0..150): A holds 2 of 4 GPUs for
+        // 100 s, then B all 4 for 50 s. Someone waited 10..150: 180 of
+        // 560 GPU-seconds idle.
         let s = fifo.summary();
-        assert!((s.allocation - 0.5).abs() < 1e-9, "{}", s.allocation);
+        assert!((s.allocation - 400.0 / 600.0).abs() < 1e-9, "{}", s.allocation);
+        assert!((s.waiting_allocation - (1.0 - 180.0 / 560.0)).abs() < 1e-9, "{}", s.waiting_allocation);
         // Idle while waiting: 10..100 two GPUs idle, 100..150 none (B holds
         // all 4), nothing waits after 150.
         assert_eq!(fifo.idle_waiting_gpu_secs, 2.0 * 90.0);
