@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use kiln_server::api::queues::{GpuQuotaView, QueueView};
+use kiln_server::api::queues::{GpuQuotaView, QueueLiveView, QueueView};
 use kiln_spec::quantity::{format_memory_mib, parse_memory_mib, BareUnit};
 use serde_json::{json, Map, Value};
 
@@ -172,7 +172,57 @@ fn print_queue(q: &QueueView, json: bool) -> Result<ExitCode> {
             "may not use it"
         }
     );
+    if let Some(l) = &q.live {
+        print_live(q, l);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "In use: 6 GPUs (2 borrowed), 2 lent to nlp", each user's share and
+/// usage, and the waiting jobs in order with their reasons.
+fn print_live(q: &QueueView, l: &QueueLiveView) {
+    let mut line = format!("{} GPUs, {} CPUs", l.used_gpus, l.used_cpus);
+    if l.borrowed_gpus > 0 {
+        line += &format!(" ({} GPUs borrowed from other queues)", l.borrowed_gpus);
+    }
+    if l.lent_gpus > 0 {
+        line += &format!(
+            "; {} of its GPUs lent to {} until it needs them",
+            l.lent_gpus,
+            l.lent_to.join(", ")
+        );
+    }
+    println!("In use:    {line}");
+    if !l.users.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = l
+            .users
+            .iter()
+            .map(|u| {
+                vec![
+                    u.user.clone(),
+                    format!("{:.0}%", u.share * 100.0),
+                    format!("{:.2}", u.usage_gpu_hours),
+                    u.running_gpus.to_string(),
+                ]
+            })
+            .collect();
+        table(&["USER", "SHARE", "USAGE (GPU-H)", "RUNNING GPUS"], &rows);
+    }
+    println!();
+    if l.waiting.is_empty() {
+        println!("Waiting:   none in queue {}", q.name);
+        return;
+    }
+    println!("Waiting ({} in order):", l.waiting_total);
+    for (i, w) in l.waiting.iter().enumerate() {
+        println!(
+            "{:>4}. {}  {}",
+            i + 1,
+            w.job,
+            w.reason.as_deref().unwrap_or("-")
+        );
+    }
 }
 
 /// The quota as a request body, with values from `current` where no flag
@@ -283,11 +333,34 @@ pub fn run(cmd: QueueCommand) -> Result<ExitCode> {
                             .map(|n| n.to_string())
                             .unwrap_or_else(|| "-".into()),
                         users_text(q),
+                        q.live.as_ref().map_or("-".into(), |l| {
+                            let mut t = l.used_gpus.to_string();
+                            if l.borrowed_gpus > 0 {
+                                t += &format!(" ({} borrowed)", l.borrowed_gpus);
+                            }
+                            t
+                        }),
+                        q.live
+                            .as_ref()
+                            .map_or("-".into(), |l| l.lent_gpus.to_string()),
+                        q.live
+                            .as_ref()
+                            .map_or("-".into(), |l| l.waiting_total.to_string()),
                     ]
                 })
                 .collect();
             table(
-                &["QUEUE", "GPUS", "CPUS", "MEMORY", "USER MAX GPUS", "USERS"],
+                &[
+                    "QUEUE",
+                    "GPUS",
+                    "CPUS",
+                    "MEMORY",
+                    "USER MAX GPUS",
+                    "USERS",
+                    "GPUS USED",
+                    "LENT",
+                    "WAITING",
+                ],
                 &rows,
             );
             Ok(ExitCode::SUCCESS)
@@ -348,6 +421,7 @@ mod tests {
             may_use: true,
             explicit: true,
             created_at_ms: None,
+            live: None,
         };
         let only_cpus = QuotaArgs {
             cpus: Some(8),

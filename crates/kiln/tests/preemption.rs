@@ -175,11 +175,34 @@ fn fair_share_orders_two_users_of_one_queue(s: &Server) {
             .is_some_and(|r| r.contains("1 job ahead")),
         "{jf:#}"
     );
+    // The queue view lists both users, lightest usage first, and the
+    // waiting jobs in the order they will be taken.
+    let (status, q) = s.api("GET", "/queues/default", None);
+    assert_eq!(status, 200, "{q}");
+    let live = &q["live"];
+    let order: Vec<&str> = live["waiting"]
+        .as_array()
+        .expect("waiting")
+        .iter()
+        .filter_map(|w| w["job"].as_str())
+        .collect();
+    assert_eq!(order, [g.as_str(), f.as_str()], "{live:#}");
+    let users: Vec<&str> = live["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["user"].as_str())
+        .collect();
+    let (gi, fi) = (
+        users.iter().position(|u| *u == "grace"),
+        users.iter().position(|u| *u == "frank"),
+    );
+    assert!(gi < fi && gi.is_some(), "{live:#}");
+    let shown = s.ok(&["queue", "show", "default"]);
+    assert!(shown.contains("USAGE (GPU-H)") && shown.contains("grace~g"), "{shown}");
     stop(s, &holder);
     s.wait_state(&g, "RUNNING", 30);
     assert_eq!(state(s, &f), "WAITING");
-    let (status, q) = s.api("GET", "/queues/default", None);
-    assert_eq!(status, 200, "{q}");
     for id in [&g, &f] {
         stop(s, id);
         s.ended(id, 30);

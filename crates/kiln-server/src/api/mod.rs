@@ -12,6 +12,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod problem;
+mod queue_live;
 pub mod queues;
 mod sources;
 mod tensorboard;

@@ -3,6 +3,7 @@
 //! name their queue in the spec (`queue`, OpenPAI's `virtualCluster`,
 //! Kubeflow's `schedulingPolicy.queue`); admission refuses the others.
 
+pub use super::queue_live::QueueLiveView;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -75,6 +76,10 @@ pub struct QueueView {
     pub explicit: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at_ms: Option<u64>,
+    /// What it holds and who waits, as of the last scheduling pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub live: Option<super::queue_live::QueueLiveView>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -156,6 +161,7 @@ fn view(q: &QueueRecord, caller: &Caller) -> QueueView {
         may_use: may_use(&q.name, &q.users, &caller.name, caller.is_admin),
         explicit: true,
         created_at_ms: Some(q.created_at_ms),
+        live: None,
     }
 }
 
@@ -186,8 +192,16 @@ fn all_views(state: &AppState, queues: &[QueueRecord], caller: &Caller) -> Vec<Q
                 may_use: true,
                 explicit: false,
                 created_at_ms: None,
+                live: None,
             },
         );
+    }
+    let sched: Vec<kiln_sched::Queue> = kiln_sched::quota::with_default(
+        &nodes(state),
+        &queues.iter().map(QueueRecord::to_queue).collect::<Vec<_>>(),
+    );
+    for v in &mut out {
+        v.live = Some(super::queue_live::live(state, &sched, &v.name, &v.users));
     }
     out
 }

@@ -17,8 +17,8 @@ pub struct QueuesLive {
     pub queues: Vec<QueueUse>,
     /// Each user's fair-share usage now, in GPU-seconds (decayed).
     pub usage: BTreeMap<String, f64>,
-    /// Waiting jobs in the order the last pass took them, with their queue.
-    pub order: Vec<(i64, String)>,
+    /// Waiting jobs in the order the last pass took them: key, id, queue.
+    pub order: Vec<(i64, String, String)>,
 }
 
 impl Loop {

@@ -94,12 +94,14 @@ impl Loop {
         for p in &plan.preempt {
             self.preempt(p);
         }
-        let order: Vec<(i64, String)> = plan
+        let order: Vec<(i64, String, String)> = plan
             .waiting
             .iter()
             .filter_map(|w| {
                 let key = w.key as i64;
-                self.waiting.get(&key).map(|j| (key, j.job.queue.clone()))
+                self.waiting
+                    .get(&key)
+                    .map(|j| (key, j.job.id.to_string(), j.job.queue.clone()))
             })
             .collect();
         let mut reasons: HashMap<i64, Pending> = plan
