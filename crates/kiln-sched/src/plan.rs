@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::model::{JobRequest, Node, Placed, Queue, RunningJob, TaskRequest};
+use crate::model::{
+    model_matches, JobRequest, Node, Placed, Queue, Quota, RunningJob, TaskRequest,
+};
 use crate::place::{totals, Free};
 use crate::preempt::{find_victims, Candidate};
 use crate::quota::{borrowers, queue_index, queue_use, with_default, Held, QueueUse};
@@ -156,26 +158,30 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
         holders.push((ends, r.tasks.clone()));
     }
 
-    // Jobs of queues that use less than their quota go first (one tier
-    // per queue, so a queue's own order stands); then fair share,
-    // priority, age.
-    let room: Vec<bool> = queues
-        .iter()
-        .zip(&own)
-        .map(|(q, own)| {
-            own.gpu_count() < q.quota.gpu_count()
-                || own.cpus < q.quota.cpus
-                || own.memory_mb < q.quota.memory_mb
-        })
-        .collect();
+    // Jobs that would stay within their queue's quota, beside what it holds,
+    // go first; jobs that would borrow follow; then fair share, priority,
+    // age. Were a would-be borrower first, it would take what another queue
+    // reclaimed from it as soon as that came free, and be reclaimed again,
+    // forever. A quota as large as the cluster lends nothing to borrow: a
+    // job beyond it only waits for room, in its place.
+    let cluster = Quota {
+        cpus: nodes.iter().map(|n| u64::from(n.cpus)).sum(),
+        memory_mb: nodes.iter().map(|n| n.memory_mb).sum(),
+        gpus: vec![],
+    };
+    let cluster_gpus: u64 = nodes.iter().map(|n| n.gpus.len() as u64).sum();
     let mut order: Vec<(bool, (f64, i32, u64), &JobRequest)> = waiting
         .iter()
         .map(|j| {
-            (
-                !room[qi(&j.queue)],
-                standing(usage, &j.user, j.priority, j.seq),
-                j,
-            )
+            let (q, (cpus, mem, gpus)) = (qi(&j.queue), totals(j));
+            let (quota, own) = (&queues[q].quota, &own[q]);
+            let borrows = |has: u64, need: u64, quota: u64, all: u64| {
+                need > 0 && has + need > quota && quota < all
+            };
+            let over = borrows(own.gpu_count(), gpus, quota.gpu_count(), cluster_gpus)
+                || borrows(own.cpus, cpus, quota.cpus, cluster.cpus)
+                || borrows(own.memory_mb, mem, quota.memory_mb, cluster.memory_mb);
+            (over, standing(usage, &j.user, j.priority, j.seq), j)
         })
         .collect();
     order.sort_by(|a, b| a.0.cmp(&b.0).then(cmp_standing(&a.1, &b.1)));
@@ -259,7 +265,12 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
             }
             p
         };
-        if let Some(tasks) = placed {
+        if let Some(mut tasks) = placed {
+            if !job.preemptible && !within(&Held::of(nodes, &tasks)) {
+                if let Some(t) = on_quota_models(nodes, &mut free, &queues[q].quota, job, &tasks) {
+                    tasks = t;
+                }
+            }
             let outcome = if !job.preemptible && !within(&Held::of(nodes, &tasks)) {
                 free_back(nodes, &mut free, &tasks);
                 Err(Reason::OverQuota {
@@ -423,6 +434,43 @@ fn behind_head(
         return Ok((tasks, false, true));
     }
     Err(res.head.label.clone())
+}
+
+/// Best fit may pick GPUs of a model the quota does not name, for a job
+/// that may run only within it: a placement on the models it names instead
+/// (`tasks` given back, the new one taken), or None (nothing changes).
+fn on_quota_models(
+    nodes: &[Node],
+    free: &mut Free,
+    quota: &Quota,
+    job: &JobRequest,
+    tasks: &[Placed],
+) -> Option<Vec<Placed>> {
+    let mut named = Free::new(nodes);
+    for (n, node) in named.nodes.iter_mut().zip(nodes) {
+        for (f, g) in n.gpu_free.iter_mut().zip(&node.gpus) {
+            *f = quota.gpus.iter().filter(|e| e.count > 0).any(|e| {
+                e.model
+                    .as_deref()
+                    .is_some_and(|m| model_matches(&g.model, m))
+            });
+        }
+    }
+    free_back(nodes, free, tasks);
+    match free.intersect(&named).place(nodes, job) {
+        Some(t) => {
+            for p in &t {
+                free.take(nodes, p);
+            }
+            Some(t)
+        }
+        None => {
+            for p in tasks {
+                free.take(nodes, p);
+            }
+            None
+        }
+    }
 }
 
 fn free_back(nodes: &[Node], free: &mut Free, tasks: &[Placed]) {

@@ -1,6 +1,11 @@
 //! The scheduler's promises on small, readable cases.
 
-use kiln_sched::{schedule, Gpu, JobRequest, Node, Placed, RunningJob, TaskRequest};
+use std::collections::HashMap;
+
+use kiln_sched::{
+    plan, schedule, Gpu, GpuQuota, JobRequest, Node, Pass, Placed, Queue, Quota, RunningJob,
+    TaskRequest,
+};
 
 fn node(name: &str, cpus: u32, gpus: &[&str]) -> Node {
     Node {
@@ -293,4 +298,74 @@ fn tasks_of_different_shapes_are_placed_where_best_fit_alone_fails() {
     assert_eq!(plan.start.len(), 1, "{plan:?}");
     let tasks = &plan.start[0].tasks;
     assert_eq!((tasks[0].node, tasks[1].node), (0, 1), "{tasks:?}");
+}
+
+fn queue(name: &str, gpus: u64, model: Option<&str>) -> Queue {
+    Queue {
+        name: name.into(),
+        quota: Quota {
+            cpus: 4,
+            memory_mb: 4096,
+            gpus: vec![GpuQuota {
+                model: model.map(str::to_owned),
+                count: gpus,
+            }],
+        },
+        user_max_gpus: None,
+    }
+}
+
+#[test]
+fn a_reclaimed_borrower_does_not_take_back_what_was_reclaimed() {
+    // vision is guaranteed 1 of 4 GPUs, default the other 3. alice's
+    // 3-GPU vision job would borrow 2; bob's 3-GPU default job is within
+    // default's quota. alice goes first by fair share, but only among jobs
+    // that stay within their quota: were she first, she would start on what
+    // bob needs, bob would reclaim it, and after her exit the same pass
+    // would come round again, forever (tests/preemption.rs found it).
+    let nodes = four_gpus();
+    let queues = [queue("vision", 1, None)];
+    let mut borrower = job(1, vec![task(3)], None);
+    borrower.queue = "vision".into();
+    borrower.user = "alice".into();
+    let mut owner = job(2, vec![task(3)], None);
+    owner.user = "bob".into();
+    let usage: HashMap<String, f64> = [("bob".to_string(), 5.0)].into_iter().collect();
+    let plan = plan(&Pass {
+        nodes: &nodes,
+        running: &[],
+        waiting: &[borrower, owner],
+        now: 0,
+        queues: &queues,
+        usage: &usage,
+    });
+    let started: Vec<u64> = plan.start.iter().map(|s| s.key).collect();
+    assert_eq!(started, [2], "{plan:?}");
+    assert!(plan.preempt.is_empty());
+}
+
+#[test]
+fn a_job_that_may_not_be_preempted_runs_on_its_quota_s_model() {
+    // Best fit puts one GPU on the lone V100; vision's quota is one A100.
+    // Rather than wait forever "within quota" on an idle cluster, the job
+    // takes an A100.
+    let nodes = vec![
+        node("a", 8, &["Tesla V100"]),
+        node("b", 8, &["NVIDIA A100-SXM4-80GB"; 2]),
+    ];
+    let queues = [queue("vision", 1, Some("A100"))];
+    let mut j = job(1, vec![task(1)], None);
+    j.queue = "vision".into();
+    j.preemptible = false;
+    let plan = plan(&Pass {
+        nodes: &nodes,
+        running: &[],
+        waiting: &[j],
+        now: 0,
+        queues: &queues,
+        usage: &HashMap::new(),
+    });
+    assert_eq!(plan.start.len(), 1, "{plan:?}");
+    assert_eq!(plan.start[0].tasks[0].node, 1);
+    assert!(!plan.start[0].borrowing);
 }
