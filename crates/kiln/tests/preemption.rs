@@ -49,10 +49,11 @@ fn has_event(j: &Value, kind: &str) -> Option<String> {
 fn sharing_the_gpus() {
     let mut s = Server::start();
     small_job_runs_on_idle_gpus_and_is_preempted(&s);
+    a_restart_during_the_grace_period_finishes_the_preemption(&mut s);
+    // Before any queue exists: default's quota is the whole cluster.
+    a_job_that_may_not_be_preempted_waits_its_turn(&s);
     a_queue_lends_its_quota_and_takes_it_back(&s);
     fair_share_orders_two_users_of_one_queue(&s);
-    a_job_that_may_not_be_preempted_waits_its_turn(&s);
-    a_restart_during_the_grace_period_finishes_the_preemption(&mut s);
 }
 
 fn small_job_runs_on_idle_gpus_and_is_preempted(s: &Server) {
