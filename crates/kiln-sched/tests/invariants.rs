@@ -2,6 +2,8 @@
 //! gang starts whole or not at all, and backfilling never delays the job at
 //! the head of the queue.
 
+mod ledger;
+
 use std::collections::{HashMap, HashSet};
 
 use kiln_sched::{schedule, Gpu, JobRequest, Node, RunningJob, TaskRequest};
@@ -105,55 +107,6 @@ fn run(plan_starts: &[kiln_sched::Start], waiting: &[JobRequest], now: u64) -> V
         .collect()
 }
 
-fn check_no_overallocation(
-    nodes: &[Node],
-    running: &[RunningJob],
-    requests: &HashMap<u64, JobRequest>,
-) -> Result<(), TestCaseError> {
-    let mut cpus = vec![0u64; nodes.len()];
-    let mut mem = vec![0u64; nodes.len()];
-    let mut gpus: HashSet<(usize, u32)> = HashSet::new();
-    for r in running {
-        let req = &requests[&r.key];
-        prop_assert_eq!(r.tasks.len(), req.tasks.len(), "gang is whole");
-        for (p, t) in r.tasks.iter().zip(&req.tasks) {
-            prop_assert_eq!(
-                (p.cpus, p.memory_mb, p.gpus.len() as u32),
-                (t.cpus, t.memory_mb, t.gpus)
-            );
-            cpus[p.node] += u64::from(p.cpus);
-            mem[p.node] += p.memory_mb;
-            for g in &p.gpus {
-                let gpu = nodes[p.node].gpus.iter().find(|x| x.index == *g);
-                prop_assert!(gpu.is_some(), "GPU {} exists on node {}", g, p.node);
-                if let (Some(ty), Some(gpu)) = (&t.gpu_type, gpu) {
-                    prop_assert!(
-                        gpu.model.to_lowercase().contains(&ty.to_lowercase()),
-                        "gpu type honoured"
-                    );
-                }
-                prop_assert!(
-                    gpus.insert((p.node, *g)),
-                    "GPU {} on node {} given twice",
-                    g,
-                    p.node
-                );
-            }
-        }
-    }
-    for (i, n) in nodes.iter().enumerate() {
-        prop_assert!(
-            cpus[i] <= u64::from(n.cpus),
-            "node {} cpus {} > {}",
-            i,
-            cpus[i],
-            n.cpus
-        );
-        prop_assert!(mem[i] <= n.memory_mb, "node {} memory over", i);
-    }
-    Ok(())
-}
-
 /// Runs the system forward: every job runs exactly its max duration.
 /// Returns each job's start time.
 fn simulate(
@@ -172,7 +125,7 @@ fn simulate(
         }
         waiting.retain(|j| !started.contains_key(&j.key));
         running.extend(new);
-        check_no_overallocation(nodes, &running, requests)?;
+        ledger::check_allocation(nodes, &running, |k| &requests[&k])?;
         let Some(next) = running
             .iter()
             .filter_map(|r| r.ends_at)
@@ -206,12 +159,12 @@ proptest! {
         let requests: HashMap<u64, JobRequest> = first.iter().chain(&second).map(|j| (j.key, j.clone())).collect();
         let plan = schedule(&nodes, &[], &first, 0);
         let running = run(&plan.start, &first, 0);
-        check_no_overallocation(&nodes, &running, &requests)?;
+        ledger::check_allocation(&nodes, &running, |k| &requests[&k])?;
         // A second pass on top of what runs.
         let plan = schedule(&nodes, &running, &second, 5);
         let mut all = running;
         all.extend(run(&plan.start, &second, 5));
-        check_no_overallocation(&nodes, &all, &requests)?;
+        ledger::check_allocation(&nodes, &all, |k| &requests[&k])?;
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! tasks to nodes; the scheduler's own placement is exact on such nodes for
 //! gangs of up to three tasks.
 
+mod ledger;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kiln_sched::quota::{borrowers, queue_index, with_default};
@@ -291,7 +293,7 @@ fn simulate(
             l.exit_at = l.exit_at.min(now + sc.grace);
         }
         let running: Vec<RunningJob> = live.iter().map(|l| l.job.clone()).collect();
-        check_allocation(&sc.nodes, &running, &requests)?;
+        ledger::check_allocation(&sc.nodes, &running, |k| &requests[&k].req)?;
         last = Some(p);
 
         let next = live
@@ -334,69 +336,6 @@ fn simulate(
         finished,
         left: Vec::new(),
     })
-}
-
-/// No GPU given twice, no node's CPUs or memory exceeded, GPU models as
-/// asked, every gang whole with each placement the shape of its task.
-fn check_allocation(
-    nodes: &[Node],
-    running: &[RunningJob],
-    requests: &HashMap<u64, &SimJob>,
-) -> Result<(), TestCaseError> {
-    let mut cpus = vec![0u64; nodes.len()];
-    let mut mem = vec![0u64; nodes.len()];
-    let mut gpus: HashSet<(usize, u32)> = HashSet::new();
-    for r in running {
-        let req = &requests[&r.key].req;
-        prop_assert_eq!(r.tasks.len(), req.tasks.len(), "gang of {} is whole", r.key);
-        for (p, t) in r.tasks.iter().zip(&req.tasks) {
-            prop_assert!(p.node < nodes.len());
-            prop_assert_eq!(
-                (p.cpus, p.memory_mb, p.gpus.len() as u32),
-                (t.cpus, t.memory_mb, t.gpus),
-                "placement of {} has its task's shape",
-                r.key
-            );
-            cpus[p.node] += u64::from(p.cpus);
-            mem[p.node] += p.memory_mb;
-            for g in &p.gpus {
-                let gpu = nodes[p.node].gpus.iter().find(|x| x.index == *g);
-                prop_assert!(gpu.is_some(), "GPU {} exists on node {}", g, p.node);
-                if let Some(ty) = &t.gpu_type {
-                    prop_assert!(
-                        model_matches(&gpu.unwrap().model, ty),
-                        "job {} wants {} and got {}",
-                        r.key,
-                        ty,
-                        gpu.unwrap().model
-                    );
-                }
-                prop_assert!(
-                    gpus.insert((p.node, *g)),
-                    "GPU {} on node {} given twice",
-                    g,
-                    p.node
-                );
-            }
-        }
-    }
-    for (i, n) in nodes.iter().enumerate() {
-        prop_assert!(
-            cpus[i] <= u64::from(n.cpus),
-            "node {} CPUs {} > {}",
-            i,
-            cpus[i],
-            n.cpus
-        );
-        prop_assert!(
-            mem[i] <= n.memory_mb,
-            "node {} memory {} > {}",
-            i,
-            mem[i],
-            n.memory_mb
-        );
-    }
-    Ok(())
 }
 
 /// What is free per node: CPUs, memory, and free GPUs per model.
