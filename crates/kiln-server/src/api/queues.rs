@@ -4,9 +4,9 @@
 //! Kubeflow's `schedulingPolicy.queue`); admission refuses the others.
 
 pub use super::queue_live::QueueLiveView;
+use super::users::json_body;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -118,11 +118,6 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[serde(rename_all = "camelCase")]
 pub struct RemovedQueue {
     pub name: String,
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, Problem> {
-    serde_json::from_slice(body)
-        .map_err(|e| Problem::bad_request(format!("body: expected {shape}: {e}")))
 }
 
 /// Queues are listed for everyone, so changing one is refused openly.

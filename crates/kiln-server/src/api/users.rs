@@ -77,7 +77,11 @@ fn view(u: &User) -> UserView {
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, Problem> {
+/// A JSON body, or a 400 that shows the shape expected.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
+    body: &Bytes,
+    shape: &str,
+) -> Result<T, Problem> {
     serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(format!("body: expected {shape}: {e}")))
 }
