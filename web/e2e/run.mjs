@@ -205,7 +205,7 @@ async function main() {
     page.on('pageerror', (e) => problems.push(`[${label}] page error: ${e.message} (${page.url()})`));
     return page;
   };
-  const expected = { 401: 0, 422: 0 };
+  const expected = { 401: 0, 409: 0, 422: 0 };
 
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US', deviceScaleFactor: 1 });
   await ctx.addInitScript(() => {
@@ -739,6 +739,88 @@ async function main() {
     }
   });
 
+  // The queues the submit form offers (Preact sets an option's value as a property, not an attribute).
+  const queueOptions = (p) => p.locator('select[name="queue"] option').evaluateAll((os) => os.map((o) => o.value));
+
+  await step('queues: the admin adds one on the cluster page, alice picks it in the form; a queue with a waiting job is not removed', async () => {
+    const admin = await api(kiln.url, kiln.token, 'GET', '/me');
+    const actx = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });
+    await actx.addInitScript(([tok, name]) => {
+      localStorage.setItem('kiln.lang', 'en');
+      localStorage.setItem('kiln.token', tok);
+      localStorage.setItem('kiln.user', name);
+    }, [kiln.token, admin.name]);
+    const ap = await newPage(actx, 'admin');
+    try {
+      await ap.goto(`${base}/cluster`);
+      await visible(ap, '[data-testid=queue-row-default]', 'the default queue');
+      await ap.click('[data-testid=queue-add]');
+      await visible(ap, 'input[name="queue.name"]', 'the new queue form');
+      await ap.fill('input[name="queue.name"]', 'vision');
+      await ap.fill('input[name="queue.gpus[0].count"]', '2');
+      await ap.fill('input[name="queue.gpus[0].model"]', 'Fake');
+      await ap.fill('input[name="queue.cpus"]', '4');
+      await ap.fill('input[name="queue.memory"]', '8');
+      await ap.fill('input[name="queue.userMaxGpus"]', '1');
+      // The server's field error lands beside the field.
+      await ap.fill('input[name="queue.users"]', `${USER}, nobody`);
+      expected[422]++;
+      await ap.click('[data-testid=queue-save]');
+      const err = await visible(ap, '.field.has-error:has(input[name="queue.users"]) [data-testid=field-error]', 'the error beside the users field');
+      if (!/nobody/.test((await err.textContent()) || '')) fail(`the users field's error says ${JSON.stringify(await err.textContent())}`);
+      await ap.fill('input[name="queue.users"]', USER);
+      await ap.click('[data-testid=queue-save]');
+      await until('the form to close', async () => (await ap.locator('.modal').count()) === 0, 5000);
+      const quota = await textOf(ap, '[data-testid=queue-row-vision] [data-testid=queue-quota]');
+      if (!quota.includes('2 × Fake') || !quota.includes('4 CPUs · 8 GiB')) fail(`the new queue's quota shows ${JSON.stringify(quota)}`);
+      const made = await api(kiln.url, kiln.token, 'GET', '/queues/vision');
+      const want = { cpus: 4, memoryMb: 8192, gpus: [{ model: 'Fake', count: 2 }] };
+      if (JSON.stringify(made.quota) !== JSON.stringify(want) || made.userMaxGpus !== 1 || made.users.join() !== USER) fail(`the server made ${JSON.stringify(made)}`);
+
+      // A job that waits in a queue keeps it (409, said on the page); it is
+      // linked for the admin, plain text for alice (whose job it is not).
+      await api(kiln.url, kiln.token, 'POST', '/queues', { name: 'scratch', quota: { cpus: 1, memoryMb: 1024, gpus: [] } });
+      await api(kiln.url, kiln.token, 'POST', '/jobs', { name: 'held', queue: 'scratch', preemptible: false, roles: [{ name: 'main', command: 'true', cpus: 1, gpus: 1, memory: '128Mi' }] });
+      const held = `${admin.name}~held`;
+      await ap.goto(`${base}/cluster`);
+      await ap.click('[data-testid=queue-toggle-scratch]');
+      await visible(ap, `[data-testid=queue-detail-scratch] a:has-text("${held}")`, 'the waiting job, linked for the admin');
+      await go('/cluster');
+      await page.click('[data-testid=queue-toggle-scratch]');
+      await visible(page, `[data-testid=queue-detail-scratch] li:has-text("${held}")`, 'the waiting job for alice');
+      if (await page.locator(`[data-testid=queue-detail-scratch] a:has-text("${held}")`).count()) fail('another user\'s waiting job is linked for alice');
+      expected[409]++;
+      await ap.click('[data-testid=queue-remove-scratch]');
+      await ap.click('[data-testid=dialog-ok]');
+      const refused = await visible(ap, '[data-testid=queue-refused]', 'the refusal');
+      if (!/waiting or running/.test((await refused.textContent()) || '')) fail(`the refusal says ${JSON.stringify(await refused.textContent())}`);
+      await api(kiln.url, kiln.token, 'POST', `/jobs/${encodeURIComponent(held)}/stop`);
+      await until('held to stop', async () => (await api(kiln.url, kiln.token, 'GET', `/jobs/${encodeURIComponent(held)}`)).state === 'STOPPED', 10000, 100);
+      await ap.click('[data-testid=queue-remove-scratch]');
+      await ap.click('[data-testid=dialog-ok]');
+      await until('scratch to go', async () => (await ap.locator('[data-testid=queue-row-scratch]').count()) === 0, 5000);
+
+      // The admin may use every queue.
+      await ap.goto(`${base}/submit`);
+      await until('vision among the admin\'s queues', async () => (await queueOptions(ap)).includes('vision'), 5000);
+    } finally {
+      await actx.close();
+    }
+
+    // Alice was granted vision: the form offers it and sends it, with preemptible: false.
+    await go('/submit');
+    await until('vision among alice\'s queues', async () => (await queueOptions(page)).includes('vision'), 5000);
+    if ((await page.inputValue('select[name="queue"]')) !== 'default') fail('the form does not start on the default queue');
+    await page.selectOption('select[name="queue"]', 'vision');
+    await page.uncheck('[data-testid=preemptible]');
+    await page.click('[data-testid=edit-json]');
+    await visible(page, '[data-testid=json-editor][data-ready] .cm-content', 'JSON editor');
+    const shown = JSON.parse(await page.locator('.cm-content').innerText());
+    if (shown.queue !== 'vision' || shown.preemptible !== false) fail(`Edit JSON shows queue ${shown.queue}, preemptible ${shown.preemptible}`);
+    await page.keyboard.press('Escape');
+    await noModal('Escape to close Edit JSON');
+  });
+
   await step('sign out: the token is revoked, then sign in again', async () => {
     await go('/files');
     await visible(page, '[data-testid=drop-zone]', 'files page');
@@ -872,6 +954,9 @@ async function main() {
 
         await go('/cluster');
         await visible(page, '[data-testid=gpus-table]', 'cluster');
+        // The default queue opened: its users and its waiting job.
+        await page.click('[data-testid=queue-toggle-default]');
+        await visible(page, '[data-testid=queue-detail-default] [data-testid=queue-users]', 'the default queue\'s users');
         await shot('cluster');
 
         const phone = await browser.newContext({ viewport: { width: 375, height: 812 }, locale: lang, deviceScaleFactor: 2, isMobile: true, hasTouch: true });

@@ -143,6 +143,64 @@ export interface Cluster {
   running: number;
 }
 
+export interface GpuQuota {
+  /** A case-insensitive part of the GPU model name; absent: any model. */
+  model?: string | null;
+  count: number;
+}
+
+export interface Quota {
+  cpus: number;
+  memoryMb: number;
+  gpus: GpuQuota[];
+}
+
+/** What a queue holds now and who waits in it (as of the last scheduling pass). */
+export interface QueueLive {
+  usedGpus: number;
+  usedCpus: number;
+  usedMemoryMb: number;
+  /** Part of usedGpus beyond the quota. */
+  borrowedGpus: number;
+  /** GPUs of its quota that other queues' jobs hold now. */
+  lentGpus: number;
+  lentTo: string[];
+  /** Lightest usage first. */
+  users: { user: string; runningGpus: number; usageGpuHours: number; share: number }[];
+  /** In the order the scheduler takes them (the first 50). */
+  waiting: { job: string; reason?: string | null }[];
+  waitingTotal: number;
+}
+
+export interface QueueView {
+  name: string;
+  quota: Quota;
+  userMaxGpus?: number | null;
+  users: string[];
+  /** Whether the caller may submit to it. */
+  mayUse: boolean;
+  /** False for `default` while it has no quota of its own (it gets what the others leave). */
+  explicit: boolean;
+  createdAtMs?: number | null;
+  live?: QueueLive | null;
+}
+
+/** A queue as sent: CPUs and memory left out default to the GPUs' share of the cluster. */
+export interface QueueBody {
+  name: string;
+  quota: { cpus?: number; memoryMb?: number; gpus: GpuQuota[] };
+  userMaxGpus?: number;
+  users?: string[];
+}
+
+export interface QueuePatch {
+  quota?: QueueBody['quota'];
+  /** null removes the limit. */
+  userMaxGpus?: number | null;
+  addUsers?: string[];
+  removeUsers?: string[];
+}
+
 export interface DryRun {
   format: string;
   job: Spec;
@@ -165,6 +223,8 @@ export interface Spec {
   user?: string;
   description?: string;
   queue?: string;
+  /** false: never runs on borrowed resources, so never preempted (default true). */
+  preemptible?: boolean;
   priority?: number;
   image?: string;
   gpuType?: string;
@@ -397,6 +457,10 @@ export const Api = {
     api<void>(`/files/${spacePath(path)}${recursive ? '?recursive=true' : ''}`, { method: 'DELETE' }),
   space: () => api<Usage>('/space'),
   datasets: () => api<Dataset[]>('/datasets'),
+  queues: (signal?: AbortSignal) => api<QueueView[]>('/queues', { signal }),
+  addQueue: (body: QueueBody) => api<QueueView>('/queues', { method: 'POST', body }),
+  patchQueue: (name: string, body: QueuePatch) => api<QueueView>(`/queues/${encodeURIComponent(name)}`, { method: 'PATCH', body }),
+  removeQueue: (name: string) => api<{ name: string }>(`/queues/${encodeURIComponent(name)}`, { method: 'DELETE' }),
 };
 
 /** What a path of the space is: a folder with its listing, or a file with

@@ -53,7 +53,7 @@ function App() {
   else if (path === '/submit') page = <SubmitPage />;
   else if ((path === '/files' || path.startsWith('/files/')) && decoded(path.slice('/files'.length)) !== null)
     page = <FilesPage path={decoded(path.slice('/files'.length)) as string} />;
-  else if (path === '/cluster') page = <ClusterPage />;
+  else if (path === '/cluster') page = <ClusterPage me={me} />;
   else page = <NotFound />;
 
   return (

@@ -1,21 +1,28 @@
 import { Fragment } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { Api, type Cluster, type NodeInfo } from '../api';
+import { Api, type Cluster, type NodeInfo, type QueueView, type UserView } from '../api';
 import { t } from '../i18n';
 import { fmtMb } from '../format';
 import { Link } from '../router';
 import { Empty, ErrorBox, Icon, Spinner, usePoll } from '../components/ui';
+import { QueuesSection, keepUnchanged } from './queues';
 
-export function ClusterPage() {
+export function ClusterPage({ me }: { me: UserView | null }) {
   const [c, setC] = useState<Cluster | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const [queues, setQueues] = useState<QueueView[] | null>(null);
+  const [queuesError, setQueuesError] = useState<unknown>(null);
   const load = async () => {
-    try {
-      setC(await Api.nodes());
+    // Nodes and queues together, each shown (or its error) on its own.
+    const [nodes, qs] = await Promise.allSettled([Api.nodes(), Api.queues()]);
+    if (nodes.status === 'fulfilled') {
+      setC(nodes.value);
       setError(null);
-    } catch (e) {
-      setError(e);
-    }
+    } else setError(nodes.reason);
+    if (qs.status === 'fulfilled') {
+      setQueues((prev) => keepUnchanged(prev, qs.value));
+      setQueuesError(null);
+    } else setQueuesError(qs.reason);
   };
   useEffect(() => {
     load();
@@ -55,6 +62,7 @@ export function ClusterPage() {
             <Stat icon="memory" label={t('cluster.memory')} value={`${fmtMb(totals.memUsed)} / ${fmtMb(totals.mem)}`} sub={t('cluster.allocated')} pct={totals.mem ? totals.memUsed / totals.mem : 0} />
             <Stat icon="queue" label={t('cluster.queue')} value={String(c.waiting)} sub={t('cluster.runningN', { n: c.running })} />
           </div>
+          <QueuesSection queues={queues} error={queuesError} me={me} onReload={load} />
           {c.nodes.length === 0 ? (
             <Empty title={t('cluster.noNodes')} />
           ) : (

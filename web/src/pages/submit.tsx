@@ -1,6 +1,6 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { Api, ApiError, RESTART_POLICIES, type Dataset, type DryRun, type FieldError, type MountSpec, type NodeInfo, type RoleSpec, type Spec } from '../api';
+import { Api, ApiError, RESTART_POLICIES, type Dataset, type DryRun, type FieldError, type MountSpec, type NodeInfo, type QueueView, type RoleSpec, type Spec } from '../api';
 import { fitWarnings, type FitWarning } from '../fit';
 import { t, tMaybe, type Key } from '../i18n';
 import { fmtMb, parseSize } from '../format';
@@ -62,7 +62,7 @@ export function clean(spec: Spec): Spec {
 
 // The order Edit JSON shows the fields in, as README's format section
 // lists them; fields the form does not know keep their place after these.
-const JOB_ORDER = ['name', 'description', 'queue', 'priority', 'image', 'gpuType', 'retryCount', 'maxRestarts', 'maxDuration', 'workingDir', 'mounts', 'jobEnvs', 'pytorch'];
+const JOB_ORDER = ['name', 'description', 'queue', 'preemptible', 'priority', 'image', 'gpuType', 'retryCount', 'maxRestarts', 'maxDuration', 'workingDir', 'mounts', 'jobEnvs', 'pytorch'];
 const ROLE_ORDER = ['name', 'replicas', 'cpus', 'memory', 'shm', 'gpus', 'gpuType', 'image', 'ports', 'command', 'restartPolicy', 'minFailed', 'minSucceeded', 'env'];
 
 function ordered<T extends object>(o: T, order: string[]): T {
@@ -81,7 +81,7 @@ function fromServer(spec: Spec): Spec {
 }
 
 // Which error paths the form shows beside a field; the rest go to the summary.
-const BASIC_PATHS = [/^name$/, /^queue$/, /^gpuType$/, /^roles\[\d+\]\.(name|replicas|command|shm|cpus|gpus|image)$/, /^roles\[\d+\]\.ports(\[\d+\](\.\w+)?)?$/, /^roles$/];
+const BASIC_PATHS = [/^name$/, /^queue$/, /^preemptible$/, /^gpuType$/, /^roles\[\d+\]\.(name|replicas|command|shm|cpus|gpus|image)$/, /^roles\[\d+\]\.ports(\[\d+\](\.\w+)?)?$/, /^roles$/];
 const PRO_PATHS = [/^roles\[\d+\]\.(memory|minFailed|minSucceeded|gpuType|restartPolicy)$/, /^roles\[\d+\]\.env(\..+)?$/, /^mounts(\[\d+\](\.\w+)?)?$/, /^(retryCount|maxRestarts|priority|maxDuration)$/, /^jobEnvs(\..+)?$/];
 const mapped = (path: string, pro: boolean) => BASIC_PATHS.some((r) => r.test(path)) || (pro && PRO_PATHS.some((r) => r.test(path)));
 const needsPro = (path: string) => PRO_PATHS.some((r) => r.test(path));
@@ -102,6 +102,8 @@ export function SubmitPage() {
   const [nodes, setNodes] = useState<NodeInfo[]>([]);
   const gpuModels = useMemo(() => [...new Set(nodes.flatMap((n) => n.gpus.map((g) => g.model)))], [nodes]);
   const [datasets, setDatasets] = useState<Dataset[]>([]);
+  // The queues this user may submit to.
+  const [queues, setQueues] = useState<QueueView[]>([]);
   const validated = useRef(false);
   const fileInput = useRef<HTMLInputElement>(null);
 
@@ -113,6 +115,7 @@ export function SubmitPage() {
   useEffect(() => {
     Api.nodes().then((c) => setNodes(c.nodes), () => {});
     Api.datasets().then(setDatasets, () => {});
+    Api.queues().then((qs) => setQueues(qs.filter((q) => q.mayUse)), () => {});
   }, []);
 
   // /submit?clone=ID: the job's spec under a free name.
@@ -327,8 +330,12 @@ export function SubmitPage() {
             <input class="input" name="name" value={spec.name} onInput={(e) => setField('name', val(e))} spellcheck={false} />
           </Field>
           <Field label={t('submit.queue')} help={t('submit.queueHelp')} errors={exact('queue')}>
-            <input class="input" name="queue" list="queues" value={spec.queue ?? ''} placeholder="default" onInput={(e) => setField('queue', val(e) || undefined)} />
-            <datalist id="queues"><option value="default" /></datalist>
+            {/* An imported or cloned spec's queue shows even if it is not (or no longer) one of the user's. */}
+            <select class="input" name="queue" value={spec.queue || 'default'} onChange={(e) => setField('queue', val(e))}>
+              {[...new Set(['default', ...queues.map((q) => q.name), ...(spec.queue ? [spec.queue] : [])])].map((q) => (
+                <option key={q} value={q}>{q}</option>
+              ))}
+            </select>
           </Field>
           <Field label={t('submit.gpuType')} help={t('submit.gpuTypeHelp')} errors={exact('gpuType')}>
             <select class="input" name="gpuType" value={spec.gpuType ?? ''} onChange={(e) => setField('gpuType', val(e) || undefined)}>
@@ -337,6 +344,13 @@ export function SubmitPage() {
                 <option key={m} value={m}>{m}</option>
               ))}
             </select>
+          </Field>
+          <Field label={t('submit.preemption')} help={t('submit.preemptibleHelp')} errors={exact('preemptible')}>
+            <label class="check">
+              <input type="checkbox" name="preemptible" checked={spec.preemptible !== false} data-testid="preemptible"
+                onChange={(e) => setField('preemptible', (e.target as HTMLInputElement).checked ? undefined : false)} />
+              {t('submit.preemptible')}
+            </label>
           </Field>
         </div>
       </section>
@@ -910,6 +924,7 @@ function ConfirmBody({ dry }: { dry: DryRun }) {
         <tbody>
           {row('submit.jobName', <strong>{s.name}</strong>)}
           {row('submit.queue', s.queue || 'default')}
+          {s.preemptible === false && row('submit.preemption', t('submit.notPreemptible'))}
           {s.gpuType && row('submit.gpuType', s.gpuType)}
           {row('submit.totalLabel', `${t('submit.totalTasks', { n: totals.tasks })} · ${t('submit.totalCpus', { n: totals.cpus })} · ${totals.memory} · ${t('submit.totalGpus', { n: totals.gpus })}`)}
           {!!s.priority && row('submit.priority', s.priority)}
