@@ -101,6 +101,10 @@ pub struct RunningJob {
     /// Already told to stop (preempted, stopped, past its deadline): it
     /// holds its resources until it exits, and is nobody's victim again.
     pub stopping: bool,
+    /// When it started, on any clock where later is larger (the server's
+    /// milliseconds): preemption takes the youngest first, which loses
+    /// the least work.
+    pub started: u64,
 }
 
 impl Default for RunningJob {
@@ -117,6 +121,7 @@ impl Default for RunningJob {
             preemptible: true,
             opportunistic: false,
             stopping: false,
+            started: 0,
         }
     }
 }

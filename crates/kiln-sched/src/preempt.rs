@@ -27,8 +27,9 @@ impl<'r> Candidate<'r> {
     }
 
     /// Cheaper to take first: jobs stopping anyway, then borrowers, then
-    /// the most recently submitted (least work lost, lowest standing).
-    fn cost(&self) -> (u8, std::cmp::Reverse<u64>) {
+    /// the most recently started (least work lost), then the most recently
+    /// submitted.
+    fn cost(&self) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>) {
         let class = if self.job.stopping {
             0
         } else if self.reclaim_only {
@@ -36,7 +37,11 @@ impl<'r> Candidate<'r> {
         } else {
             2
         };
-        (class, std::cmp::Reverse(self.job.seq))
+        (
+            class,
+            std::cmp::Reverse(self.job.started),
+            std::cmp::Reverse(self.job.seq),
+        )
     }
 }
 

@@ -277,6 +277,7 @@ fn simulate(
                     preemptible: j.req.preemptible,
                     opportunistic: s.opportunistic,
                     stopping: false,
+                    started: now,
                 },
                 exit_at: now + j.duration,
                 done_at: now + j.duration,
@@ -786,6 +787,7 @@ fn running_of(job: &JobRequest, s: &kiln_sched::Start) -> RunningJob {
         preemptible: job.preemptible,
         opportunistic: s.opportunistic,
         stopping: false,
+        started: 0,
     }
 }
 

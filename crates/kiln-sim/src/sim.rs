@@ -285,6 +285,7 @@ impl State<'_> {
             preemptible: r.preemptible,
             opportunistic,
             stopping: false,
+            started: now,
         });
         let o = &mut self.out.jobs[key as usize];
         o.first_start.get_or_insert(now);

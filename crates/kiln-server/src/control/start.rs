@@ -78,6 +78,7 @@ impl Loop {
                 preemptible: a.spec.preemptible.unwrap_or(true),
                 opportunistic: a.job.opportunistic,
                 stopping: a.ending.is_some() || a.job.stop_requested,
+                started: a.job.started_at_ms.unwrap_or(0),
             })
             .collect();
         let waiting: Vec<JobRequest> = self.waiting.values().map(|w| w.request.clone()).collect();
