@@ -168,7 +168,7 @@ export interface QueueLive {
   /** Lightest usage first. */
   users: { user: string; runningGpus: number; usageGpuHours: number; share: number }[];
   /** In the order the scheduler takes them (the first 50). */
-  waiting: { job: string; reason?: string | null }[];
+  waiting: { job: string; reason?: string | null; detail?: PendingDetail | null }[];
   waitingTotal: number;
 }
 

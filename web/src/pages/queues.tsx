@@ -10,6 +10,7 @@ import { fmtMb } from '../format';
 import { Link } from '../router';
 import { ErrorBox, Icon, Modal, Spinner, confirmDialog, errorText, toast } from '../components/ui';
 import { Field } from './submit';
+import { pendingDetailText } from '../pending';
 
 /** The new list with every queue that did not change kept as the same
  * object (and the list itself when none did), so unchanged rows are not
@@ -246,7 +247,7 @@ function QueueDetail({ q, me }: { q: QueueView; me: UserView | null }) {
                   ) : (
                     <span class="mono">{w.job}</span>
                   )}
-                  {w.reason && <div class="muted small">{w.reason}</div>}
+                  {(w.detail || w.reason) && <div class="muted small">{w.detail ? pendingDetailText(w.detail) : w.reason}</div>}
                 </li>
               ))}
             </ol>

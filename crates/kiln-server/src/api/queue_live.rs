@@ -49,6 +49,11 @@ pub struct UserShareView {
 pub struct WaitingView {
     pub job: String,
     pub reason: Option<String>,
+    /// The scheduler's reason as data, for the reader's language (as a
+    /// job's `pendingDetail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<kiln_sched::Reason>,
 }
 
 /// The live view of queue `name`, whose granted users are `granted`.
@@ -100,9 +105,13 @@ pub fn live(state: &AppState, queues: &[Queue], name: &str, granted: &[String]) 
         waiting: waiting_all
             .iter()
             .take(MAX_WAITING_SHOWN)
-            .map(|(key, id, _)| WaitingView {
-                job: id.clone(),
-                reason: state.control.pending_reason(*key).map(|p| p.text()),
+            .map(|(key, id, _)| {
+                let pending = state.control.pending_reason(*key);
+                WaitingView {
+                    job: id.clone(),
+                    reason: pending.as_ref().map(|p| p.text()),
+                    detail: pending.as_ref().and_then(|p| p.detail().cloned()),
+                }
             })
             .collect(),
     }
