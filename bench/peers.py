@@ -255,7 +255,7 @@ def main():
     parts = sys.argv[1:] or ["latency", "throughput", "gpu"]
     for part in parts:
         results = {}
-        for s in chosen(with_nosandbox=part != "gpu"):
+        for s in chosen():
             log(f"== {part}: {s.name}")
             gpus = GPUS if part == "gpu" else 0
             s.start(slots=64, gpus=gpus)

@@ -147,6 +147,14 @@ def s_headline():
                f"{met(k50 <= pueue50)}.")
     out.append(f"- throughput at least 5× Slurm's: {rate['kiln']:.0f} vs {rate['Slurm']:.1f} jobs/s, "
                f"{tput:.1f}×: {met(tput >= 5)}.")
+    gs = gpu["systems"] if gpu else {}
+    if "task-spooler" in gs:
+        tsp = gs["task-spooler"]["occupancy"]
+        for name in ("kiln", "kiln --no-sandbox"):
+            if name in gs:
+                occ = gs[name]["occupancy"]
+                out.append(f"- GPU queue occupancy at least task-spooler's ({name}): "
+                           f"{occ:.1%} vs {tsp:.1%}: {met(occ >= tsp)}.")
     sched = load("sched")
     if sched:
         b = sched["benches"].get("pass/1000nodes-100000jobs")
