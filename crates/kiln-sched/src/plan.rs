@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::model::{
     model_matches, JobRequest, Node, Placed, Queue, Quota, RunningJob, TaskRequest,
 };
-use crate::place::{totals, Free};
+use crate::place::{totals, Free, PASS_SEARCH_BUDGET};
 use crate::preempt::{find_victims, Candidate};
 use crate::quota::{borrowers, queue_index, queue_use, with_default, Held, QueueUse};
 use crate::reason::{Missing, Place, Reason, Share};
@@ -203,6 +203,19 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
     let mut free_of_type: HashMap<Option<&str>, u64> = HashMap::new();
     let mut claimed: HashSet<u64> = HashSet::new();
     let mut tries = PREEMPT_TRIES;
+    // Running jobs that could ever be anyone's victims in this pass:
+    // stopping ones, and those that may be preempted and borrow or started
+    // opportunistically. Usually none, and then no search runs at all.
+    let pool: Vec<&RunningJob> = running
+        .iter()
+        .filter(|r| {
+            r.stopping
+                || (r.preemptible
+                    && (r.opportunistic || borrowing.get(&r.key).copied().unwrap_or(true)))
+        })
+        .collect();
+    let mut no_victims: HashSet<(Shape, usize)> = HashSet::new();
+    let mut search_left = PASS_SEARCH_BUDGET;
 
     for (_, my_standing, job) in order {
         let ahead = ahead_in_queue.entry(job.queue.as_str()).or_insert(0);
@@ -259,7 +272,7 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
         let placed = if no_room.contains(&job_shape) {
             None
         } else {
-            let p = free.place(nodes, job);
+            let p = free.place_within(nodes, job, &mut search_left);
             if p.is_none() {
                 no_room.insert(job_shape);
             }
@@ -323,9 +336,11 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
 
         // No room now: take it from jobs of lower standing, or back from
         // queues that borrow it.
-        if tries > 0 {
-            let candidates: Vec<Candidate> = running
+        let no_victims_key = (shape(job), q);
+        if tries > 0 && !pool.is_empty() && !no_victims.contains(&no_victims_key) {
+            let candidates: Vec<Candidate> = pool
                 .iter()
+                .copied()
                 .filter(|r| !claimed.contains(&r.key))
                 .filter_map(|r| {
                     if r.stopping {
@@ -343,9 +358,19 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                     (lower || reclaim).then(|| Candidate::victim(r, reclaim && !lower))
                 })
                 .collect();
-            if !candidates.is_empty() {
+            if candidates.is_empty() {
+                no_victims.insert(no_victims_key);
+            } else {
                 tries -= 1;
-                if let Some((victims, tasks)) = find_victims(nodes, &free, job, &candidates) {
+                let found = find_victims(nodes, &free, job, &candidates);
+                if found.is_none() {
+                    // What is free only shrinks and victims only get
+                    // claimed in a pass: the same shape of the same queue
+                    // finds none later in it either (later jobs stand
+                    // lower, so they have no more victims).
+                    no_victims.insert(no_victims_key);
+                }
+                if let Some((victims, tasks)) = found {
                     let held = Held::of(nodes, &tasks);
                     let in_quota = within(&held);
                     // Taking quota back is for jobs within their own; nor
@@ -446,16 +471,13 @@ fn on_quota_models(
     job: &JobRequest,
     tasks: &[Placed],
 ) -> Option<Vec<Placed>> {
-    let mut named = Free::new(nodes);
-    for (n, node) in named.nodes.iter_mut().zip(nodes) {
-        for (f, g) in n.gpu_free.iter_mut().zip(&node.gpus) {
-            *f = quota.gpus.iter().filter(|e| e.count > 0).any(|e| {
-                e.model
-                    .as_deref()
-                    .is_some_and(|m| model_matches(&g.model, m))
-            });
-        }
-    }
+    let named = Free::with_gpus(nodes, |g| {
+        quota.gpus.iter().filter(|e| e.count > 0).any(|e| {
+            e.model
+                .as_deref()
+                .is_some_and(|m| model_matches(&g.model, m))
+        })
+    });
     free_back(nodes, free, tasks);
     match free.intersect(&named).place(nodes, job) {
         Some(t) => {
