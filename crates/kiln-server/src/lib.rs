@@ -254,6 +254,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         identities: Arc::clone(&identities),
         restart_backoff: control::backoff::Backoff::from_first(config.restart_backoff_ms),
         fair_share_half_life_secs: config.fair_share_half_life_secs,
+        test_pass_delay: test_pass_delay(),
     };
     let engine = choose_engine(&config, &layout, local).await?;
     let control = {
@@ -424,6 +425,27 @@ async fn choose_engine(
 }
 
 /// The listeners' limits, with the open-files limit raised for them.
+/// Test-only: env `KILN_TEST_PASS_DELAY_MS` makes the scheduler thread
+/// sleep that long before each pass (tests/scheduler_thread.rs shows the
+/// loop answering a stop meanwhile). An environment variable rather than
+/// a flag, so `kiln server --help` never offers it; unset in production.
+fn test_pass_delay() -> Option<std::time::Duration> {
+    let ms = std::env::var("KILN_TEST_PASS_DELAY_MS").ok()?;
+    match ms.trim().parse::<u64>() {
+        Ok(ms) => {
+            tracing::warn!(
+                ms,
+                "KILN_TEST_PASS_DELAY_MS is set: every scheduling pass is delayed (for tests only)"
+            );
+            Some(std::time::Duration::from_millis(ms))
+        }
+        Err(e) => {
+            tracing::warn!(value = %ms, error = %e, "KILN_TEST_PASS_DELAY_MS is not a number of milliseconds; ignored");
+            None
+        }
+    }
+}
+
 fn http_limits(config: &Config) -> Arc<http_serve::Connections> {
     let open_files = http_serve::raise_open_files(config.max_connections);
     let max_connections = config

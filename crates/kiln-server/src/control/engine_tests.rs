@@ -181,6 +181,7 @@ fn world() -> World {
             identities,
             restart_backoff: Backoff::default(),
             fair_share_half_life_secs: kiln_sched::fair::DEFAULT_HALF_LIFE_SECS,
+            test_pass_delay: None,
         },
         move |sink| {
             if let Ok(mut s) = slot.lock() {

@@ -8,6 +8,8 @@
 //! It runs on a plain thread rather than the async runtime because every
 //! step is a short blocking call (SQLite, fork/exec, small files) and one
 //! owner of the state needs no locks.
+//! The one step that can take long, a scheduling pass over a long queue,
+//! runs beside it on the `kiln-sched` thread, over a snapshot (pass.rs).
 
 pub mod backoff;
 mod policy;
@@ -101,6 +103,8 @@ pub(crate) enum Msg {
         attempt: u32,
         by: String,
     },
+    /// A scheduling pass came back from the scheduler thread.
+    Planned(Box<run::pass::Planned>),
     Shutdown,
 }
 

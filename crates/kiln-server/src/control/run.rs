@@ -38,6 +38,10 @@ pub struct ControlConfig {
     /// Fair share forgets usage with this half-life (Slurm's
     /// PriorityDecayHalfLife; 7 days by default).
     pub fair_share_half_life_secs: u64,
+    /// Test-only (env `KILN_TEST_PASS_DELAY_MS`, read once at start): the
+    /// scheduler thread sleeps this long before each pass, so a test can
+    /// show the loop answering while a long pass runs. None in production.
+    pub test_pass_delay: Option<Duration>,
 }
 
 /// Restarts in place: back-off, one event line (issue 16).
@@ -55,6 +59,10 @@ mod start;
 /// Task exits, the completion policy and the end of attempts.
 #[path = "exits.rs"]
 mod exits;
+
+/// The scheduling pass on its own thread, over a snapshot.
+#[path = "pass.rs"]
+pub(super) mod pass;
 
 /// Stop requests and max durations.
 #[path = "stop.rs"]
@@ -148,6 +156,8 @@ struct Loop {
     /// Each user's fair-share usage as recorded: (value, when).
     usage: HashMap<String, (f64, u64)>,
     queues_live: Arc<RwLock<QueuesLive>>,
+    /// The scheduler thread and the pass in flight, if any.
+    passes: pass::Passes,
 }
 
 /// How soon a job waiting on something outside kiln (a port) is retried.
@@ -185,9 +195,11 @@ pub fn start(
     let sink: EventSink = Arc::new(move |ev| {
         let _ = events_tx.send(Msg::Engine(ev));
     });
-    let mut lp = Loop::new(store, cfg, engine(sink));
+    let mut lp = Loop::new(store, cfg, engine(sink), tx.clone());
     lp.recover()?;
-    lp.schedule();
+    // The first pass over what was recovered goes the usual way, from the
+    // loop's first turn: a long queue does not hold up the server's start,
+    // and there is one way passes run.
     lp.publish();
     let (reasons, cluster, queues) = (
         Arc::clone(&lp.reasons),
@@ -228,8 +240,15 @@ fn request_of(job: &JobRecord, spec: &JobSpec) -> JobRequest {
 }
 
 impl Loop {
-    fn new(store: Arc<dyn Store>, cfg: ControlConfig, engine: Box<dyn Engine>) -> Self {
+    fn new(
+        store: Arc<dyn Store>,
+        cfg: ControlConfig,
+        engine: Box<dyn Engine>,
+        tx: mpsc::Sender<Msg>,
+    ) -> Self {
+        let passes = pass::Passes::new(tx, cfg.test_pass_delay, cfg.schedule_seconds.clone());
         Loop {
+            passes,
             store,
             cfg,
             info: engine.info(),
@@ -248,6 +267,7 @@ impl Loop {
 
     fn run(mut self, rx: Receiver<Msg>) {
         loop {
+            self.tick();
             let msg = match self.next_deadline() {
                 Some(at) => {
                     let wait = Duration::from_millis(at.saturating_sub(now_ms()));
@@ -279,21 +299,24 @@ impl Loop {
                     Err(_) => break,
                 }
             }
-            self.fire_deadlines();
-            self.fire_restarts();
-            if self.recheck_at.is_some_and(|at| at <= now_ms()) {
-                self.recheck_at = None;
-                self.dirty = true;
-                self.retry_pending();
-            }
-            if self.dirty {
-                let t = std::time::Instant::now();
-                self.schedule();
-                if let Some(h) = &self.cfg.schedule_seconds {
-                    h.observe(t.elapsed().as_secs_f64());
-                }
-                self.publish();
-            }
+        }
+    }
+
+    /// After each batch of messages (and once at the start): deadlines,
+    /// restarts, rechecks, and a scheduling pass should something have
+    /// changed and none be in flight. The pass runs on the scheduler
+    /// thread (pass.rs); its plan comes back as a message.
+    fn tick(&mut self) {
+        self.fire_deadlines();
+        self.fire_restarts();
+        if self.recheck_at.is_some_and(|at| at <= now_ms()) {
+            self.recheck_at = None;
+            self.dirty = true;
+            self.retry_pending();
+        }
+        self.passes.watch();
+        if self.dirty {
+            self.schedule();
         }
     }
 
@@ -332,6 +355,7 @@ impl Loop {
                     }
                 }
             }
+            Msg::Planned(p) => self.on_planned(*p),
             Msg::Shutdown => {}
         }
     }

@@ -11,7 +11,6 @@ use kiln_engine::engine::{
 use kiln_spec::env::{render_env, task_ids, RenderContext, TaskPlacement};
 use kiln_spec::model::MountSource;
 
-use super::share::QueuesLive;
 use super::*;
 use crate::identity::{chown_tree, give, set_mode};
 use crate::layout::SPACE_INSIDE;
@@ -49,92 +48,9 @@ impl Loop {
         self.dirty = true;
     }
 
-    pub(super) fn schedule(&mut self) {
-        self.dirty = false;
-        if self.waiting.is_empty() {
-            if let Ok(mut r) = self.reasons.write() {
-                r.clear();
-            }
-            return;
-        }
-        if self.info.placement == Placement::Engine {
-            self.submit_waiting();
-            return;
-        }
-        let nodes: Vec<kiln_sched::Node> =
-            self.engine.nodes().into_iter().map(|n| n.node).collect();
-        let running: Vec<RunningJob> = self
-            .active
-            .values()
-            .map(|a| RunningJob {
-                key: a.job.key as u64,
-                label: a.job.id.to_string(),
-                tasks: a.slots.iter().map(|s| s.placed.clone()).collect(),
-                ends_at: a.job.deadline_at_ms.map(|d| d / 1000),
-                queue: a.job.queue.clone(),
-                user: a.job.id.user().to_string(),
-                priority: a.job.priority,
-                seq: a.job.key as u64,
-                preemptible: a.spec.preemptible.unwrap_or(true),
-                opportunistic: a.job.opportunistic,
-                stopping: a.ending.is_some() || a.job.stop_requested,
-                started: a.job.started_at_ms.unwrap_or(0),
-            })
-            .collect();
-        let waiting: Vec<JobRequest> = self.waiting.values().map(|w| w.request.clone()).collect();
-        let queues = self.queues();
-        let usage = self.usage_now();
-        let plan = kiln_sched::plan(&kiln_sched::Pass {
-            nodes: &nodes,
-            running: &running,
-            waiting: &waiting,
-            now: now_ms() / 1000,
-            queues: &queues,
-            usage: &usage,
-        });
-        for p in &plan.preempt {
-            self.preempt(p);
-        }
-        let order: Vec<(i64, String, String)> = plan
-            .waiting
-            .iter()
-            .filter_map(|w| {
-                let key = w.key as i64;
-                self.waiting
-                    .get(&key)
-                    .map(|j| (key, j.job.id.to_string(), j.job.queue.clone()))
-            })
-            .collect();
-        let mut reasons: HashMap<i64, Pending> = plan
-            .waiting
-            .into_iter()
-            .map(|w| (w.key as i64, Pending::Plan(w.reason)))
-            .collect();
-        for start in plan.start {
-            let key = start.key as i64;
-            if let Some(w) = self.waiting.get_mut(&key) {
-                w.opportunistic = start.opportunistic;
-            }
-            if let Err(reason) = self.start_job(key, Some(start.tasks)) {
-                reasons.insert(key, Pending::Text(reason));
-                self.recheck_at = Some(now_ms() + RECHECK_MS);
-            }
-        }
-        if let Ok(mut r) = self.reasons.write() {
-            *r = reasons;
-        }
-        if let Ok(mut q) = self.queues_live.write() {
-            *q = QueuesLive {
-                queues: plan.queues,
-                usage: usage.into_iter().collect(),
-                order,
-            };
-        }
-    }
-
     /// With an engine that places: every waiting job not yet handed to it
     /// is submitted, in queue order; the engine's reasons are kept.
-    fn submit_waiting(&mut self) {
+    pub(super) fn submit_waiting(&mut self) {
         let keys: Vec<i64> = self
             .waiting
             .iter()
@@ -161,7 +77,11 @@ impl Loop {
     /// Phase 1: asks the engine to hold resources for the job's attempt,
     /// placed by kiln-sched (`placed`) or not. An `Err` keeps the job
     /// waiting with that reason.
-    fn start_job(&mut self, key: i64, placed: Option<Vec<Placed>>) -> Result<(), String> {
+    pub(super) fn start_job(
+        &mut self,
+        key: i64,
+        placed: Option<Vec<Placed>>,
+    ) -> Result<(), String> {
         let Some(w) = self.waiting.get(&key) else {
             return Ok(());
         };

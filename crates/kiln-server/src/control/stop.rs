@@ -144,6 +144,7 @@ impl Loop {
             .filter_map(|a| a.job.deadline_at_ms)
             .chain(self.recheck_at)
             .chain(self.next_restart())
+            .chain(self.passes.watch_at())
             .min()
     }
 
