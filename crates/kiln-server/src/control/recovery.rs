@@ -198,8 +198,10 @@ impl Loop {
             self.skip_unstarted(key, i, &mut change);
         } else {
             info!(job_key = key, task = %slot.rec.task, "starting a task kiln recorded but never started");
+            // Not a restart by the task's policy: it gets an event kind of
+            // its own, so the task's one `restarted` line keeps its count.
             let ev = event(
-                "restarted",
+                "recovered",
                 format!("{} started after kiln restarted", slot.rec.task),
             );
             self.relaunch(key, i, &mut change, ev);
