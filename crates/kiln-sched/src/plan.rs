@@ -359,18 +359,16 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                 })
                 .collect();
             if candidates.is_empty() {
+                // Victims only get claimed in a pass, and later jobs of the
+                // same shape and queue stand lower: they have none either.
+                // (A search that found none is not remembered: that would
+                // leave the pass's tries to other shapes, and in the trace
+                // simulation doubled the preemptions and the GPUs held idle
+                // for them.)
                 no_victims.insert(no_victims_key);
             } else {
                 tries -= 1;
-                let found = find_victims(nodes, &free, job, &candidates);
-                if found.is_none() {
-                    // What is free only shrinks and victims only get
-                    // claimed in a pass: the same shape of the same queue
-                    // finds none later in it either (later jobs stand
-                    // lower, so they have no more victims).
-                    no_victims.insert(no_victims_key);
-                }
-                if let Some((victims, tasks)) = found {
+                if let Some((victims, tasks)) = find_victims(nodes, &free, job, &candidates) {
                     let held = Held::of(nodes, &tasks);
                     let in_quota = within(&held);
                     // Taking quota back is for jobs within their own; nor
