@@ -104,7 +104,11 @@ pub fn cases() -> Vec<Case> {
     for n in [1_000, 10_000] {
         let nodes = cluster(n);
         for (fill, share) in [("empty", 0.0), ("half", 0.5), ("full", 1.0)] {
-            let running = if share > 0.0 { busy(&nodes, share) } else { Vec::new() };
+            let running = if share > 0.0 {
+                busy(&nodes, share)
+            } else {
+                Vec::new()
+            };
             for w in [10_000, 100_000] {
                 let waiting = queue(w)
                     .into_iter()

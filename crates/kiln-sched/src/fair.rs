@@ -50,7 +50,12 @@ mod tests {
 
     #[test]
     fn a_half_life_halves() {
-        let v = decay(100.0, 0, DEFAULT_HALF_LIFE_SECS * 1000, DEFAULT_HALF_LIFE_SECS);
+        let v = decay(
+            100.0,
+            0,
+            DEFAULT_HALF_LIFE_SECS * 1000,
+            DEFAULT_HALF_LIFE_SECS,
+        );
         assert!((v - 50.0).abs() < 1e-9, "{v}");
         assert_eq!(decay(100.0, 5, 5, 60), 100.0);
         assert_eq!(decay(100.0, 0, 1, 0), 0.0);

@@ -21,7 +21,9 @@ pub mod quota;
 mod reason;
 
 pub use fit::{never_fits, task_requests, Capacity, TooBig};
-pub use model::{model_matches, Gpu, GpuQuota, JobRequest, Node, Placed, Queue, Quota, RunningJob, TaskRequest};
+pub use model::{
+    model_matches, Gpu, GpuQuota, JobRequest, Node, Placed, Queue, Quota, RunningJob, TaskRequest,
+};
 pub use plan::{plan, schedule, Pass, Plan, Preempt, Start, Waiting};
 pub use quota::{Held, QueueUse, DEFAULT_QUEUE};
 pub use reason::{Missing, Place, Reason, Share};

@@ -110,9 +110,7 @@ fn standing(usage: &HashMap<String, f64>, user: &str, priority: i32, seq: u64) -
 }
 
 fn cmp_standing(a: &(f64, i32, u64), b: &(f64, i32, u64)) -> Ordering {
-    a.0.total_cmp(&b.0)
-        .then(a.1.cmp(&b.1))
-        .then(a.2.cmp(&b.2))
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
 }
 
 /// A job's shape: jobs of one shape fit or fail alike.
@@ -291,8 +289,8 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                     queue: place_in(&share),
                 })
             } else if let Some(res) = &mut reservation {
-                behind_head(nodes, &mut free, res, job, tasks, ends_at)
-                    .map_err(|head| match (head, ends_at) {
+                behind_head(nodes, &mut free, res, job, tasks, ends_at).map_err(|head| {
+                    match (head, ends_at) {
                         (head, None) => Reason::BehindHead {
                             head,
                             queue: place_in(&share),
@@ -301,7 +299,8 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                             head,
                             queue: place_in(&share),
                         },
-                    })
+                    }
+                })
             } else {
                 Ok((tasks, false, false))
             };
@@ -373,8 +372,8 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                     let in_quota = within(&held);
                     // Taking quota back is for jobs within their own; nor
                     // may a job that cannot be preempted run beyond it.
-                    let allowed = in_quota
-                        || (job.preemptible && victims.iter().all(|v| !v.reclaim_only));
+                    let allowed =
+                        in_quota || (job.preemptible && victims.iter().all(|v| !v.reclaim_only));
                     if allowed {
                         for v in &victims {
                             claimed.insert(v.job.key);

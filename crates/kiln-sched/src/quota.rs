@@ -313,7 +313,10 @@ mod tests {
         let uses = queue_use(&nodes, &queues, &running);
         let vision = &uses[0];
         assert_eq!(vision.used.gpu_count(), 1);
-        assert_eq!((vision.lent_gpus, vision.lent_to.clone()), (3, vec!["default".to_string()]));
+        assert_eq!(
+            (vision.lent_gpus, vision.lent_to.clone()),
+            (3, vec!["default".to_string()])
+        );
         assert_eq!(uses[1].borrowed.gpu_count(), 3);
     }
 }

@@ -172,7 +172,7 @@ fn backfill_only_when_it_cannot_delay_the_head() {
     let busy = running(9, &[0, 1, 2], Some(100));
     let head = job(1, vec![task(4)], None);
     let short = job(2, vec![task(1)], Some(50)); // ends at 50 < 100: may go first
-    // Jobs that may not be preempted start ahead only with that promise.
+                                                 // Jobs that may not be preempted start ahead only with that promise.
     let pinned = |mut j: JobRequest| {
         j.preemptible = false;
         j

@@ -84,7 +84,11 @@ pub(crate) mod tests {
         // 1 GPU goes on a, which then has 1 left: the gang's 2-GPU task goes
         // to b and its 4-GPU task fits nowhere, so the gang and everyone
         // behind it wait.
-        let starts = pass(&nodes, &ledger, &[job(0, &[1]), job(1, &[2, 4]), job(2, &[1])]);
+        let starts = pass(
+            &nodes,
+            &ledger,
+            &[job(0, &[1]), job(1, &[2, 4]), job(2, &[1])],
+        );
         assert_eq!(starts.len(), 1, "{starts:?}");
         assert_eq!(starts[0].1[0].node, 0);
         let mut after = ledger.clone();

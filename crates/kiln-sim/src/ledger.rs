@@ -46,24 +46,46 @@ impl Ledger {
     pub fn start(&mut self, nodes: &[Node], job: &JobRequest, tasks: &[Placed]) -> Vec<Fault> {
         let mut faults = Vec::new();
         if tasks.len() != job.tasks.len() {
-            faults.push(Fault::PartialGang(format!("{}: {} of {} tasks placed", job.label, tasks.len(), job.tasks.len())));
+            faults.push(Fault::PartialGang(format!(
+                "{}: {} of {} tasks placed",
+                job.label,
+                tasks.len(),
+                job.tasks.len()
+            )));
         }
         for (t, p) in job.tasks.iter().zip(tasks) {
             let Some(node) = nodes.get(p.node) else {
-                faults.push(Fault::OverAllocation(format!("{}: node {} does not exist", job.label, p.node)));
+                faults.push(Fault::OverAllocation(format!(
+                    "{}: node {} does not exist",
+                    job.label, p.node
+                )));
                 continue;
             };
             let models_ok = p.gpus.iter().all(|i| {
-                Self::gpu_pos(node, *i).is_some_and(|g| t.gpu_type.as_deref().is_none_or(|ty| model_matches(&node.gpus[g].model, ty)))
+                Self::gpu_pos(node, *i).is_some_and(|g| {
+                    t.gpu_type
+                        .as_deref()
+                        .is_none_or(|ty| model_matches(&node.gpus[g].model, ty))
+                })
             });
-            if p.gpus.len() != t.gpus as usize || p.cpus < t.cpus || p.memory_mb < t.memory_mb || !models_ok {
-                faults.push(Fault::PartialGang(format!("{}: task {} placed short of its request", job.label, t.id)));
+            if p.gpus.len() != t.gpus as usize
+                || p.cpus < t.cpus
+                || p.memory_mb < t.memory_mb
+                || !models_ok
+            {
+                faults.push(Fault::PartialGang(format!(
+                    "{}: task {} placed short of its request",
+                    job.label, t.id
+                )));
             }
             self.cpus[p.node] += u64::from(p.cpus);
             self.allocated_cpus += u64::from(p.cpus);
             self.memory[p.node] += p.memory_mb;
             if self.cpus[p.node] > u64::from(node.cpus) || self.memory[p.node] > node.memory_mb {
-                faults.push(Fault::OverAllocation(format!("{}: node {} over its CPUs or memory", job.label, node.name)));
+                faults.push(Fault::OverAllocation(format!(
+                    "{}: node {} over its CPUs or memory",
+                    job.label, node.name
+                )));
             }
             for i in &p.gpus {
                 match Self::gpu_pos(node, *i) {
@@ -71,8 +93,14 @@ impl Ledger {
                         self.gpus[p.node][g] = Some(job.key);
                         self.allocated_gpus += 1;
                     }
-                    Some(_) => faults.push(Fault::OverAllocation(format!("{}: GPU {} of {} given twice", job.label, i, node.name))),
-                    None => faults.push(Fault::OverAllocation(format!("{}: GPU {} of {} does not exist", job.label, i, node.name))),
+                    Some(_) => faults.push(Fault::OverAllocation(format!(
+                        "{}: GPU {} of {} given twice",
+                        job.label, i, node.name
+                    ))),
+                    None => faults.push(Fault::OverAllocation(format!(
+                        "{}: GPU {} of {} does not exist",
+                        job.label, i, node.name
+                    ))),
                 }
             }
         }
@@ -82,7 +110,9 @@ impl Ledger {
     /// Gives back what `key` holds at `tasks`.
     pub fn end(&mut self, nodes: &[Node], key: u64, tasks: &[Placed]) {
         for p in tasks {
-            let Some(node) = nodes.get(p.node) else { continue };
+            let Some(node) = nodes.get(p.node) else {
+                continue;
+            };
             self.cpus[p.node] = self.cpus[p.node].saturating_sub(u64::from(p.cpus));
             self.allocated_cpus = self.allocated_cpus.saturating_sub(u64::from(p.cpus));
             self.memory[p.node] = self.memory[p.node].saturating_sub(p.memory_mb);
@@ -101,12 +131,18 @@ impl Ledger {
     /// lowest free GPUs of the wanted model; booked for `key`.
     pub fn first_fit(&mut self, nodes: &[Node], key: u64, task: &TaskRequest) -> Option<Placed> {
         for (n, node) in nodes.iter().enumerate() {
-            if self.cpus[n] + u64::from(task.cpus) > u64::from(node.cpus) || self.memory[n] + task.memory_mb > node.memory_mb {
+            if self.cpus[n] + u64::from(task.cpus) > u64::from(node.cpus)
+                || self.memory[n] + task.memory_mb > node.memory_mb
+            {
                 continue;
             }
             let free: Vec<usize> = (0..node.gpus.len())
                 .filter(|g| self.gpus[n][*g].is_none())
-                .filter(|g| task.gpu_type.as_deref().is_none_or(|ty| model_matches(&node.gpus[*g].model, ty)))
+                .filter(|g| {
+                    task.gpu_type
+                        .as_deref()
+                        .is_none_or(|ty| model_matches(&node.gpus[*g].model, ty))
+                })
                 .take(task.gpus as usize)
                 .collect();
             if free.len() < task.gpus as usize {

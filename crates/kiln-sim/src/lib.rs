@@ -31,7 +31,11 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {msg}")]
-    Csv { path: PathBuf, line: usize, msg: String },
+    Csv {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     #[error("{0}")]
     Input(String),
 }

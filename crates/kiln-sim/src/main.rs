@@ -80,7 +80,8 @@ fn main() -> Result<()> {
     for pods_file in &args.pods {
         let pods = trace::read_pods(&args.trace.join(pods_file))?;
         let reference = if pods.iter().any(|p| p.times.is_none()) {
-            trace::read_pods(&args.trace.join(&args.times_from)).context("pods without times need --times-from")?
+            trace::read_pods(&args.trace.join(&args.times_from))
+                .context("pods without times need --times-from")?
         } else {
             Vec::new()
         };
@@ -113,17 +114,27 @@ fn main() -> Result<()> {
             stats_line(&work.stats)
         );
         md += &report::table(&outcomes);
-        let _ = writeln!(md, "\n(simulated in {:.1} s)\n", started.elapsed().as_secs_f64());
+        let _ = writeln!(
+            md,
+            "\n(simulated in {:.1} s)\n",
+            started.elapsed().as_secs_f64()
+        );
         for o in &outcomes {
             if o.partial_gangs + o.over_allocations + o.stalls > 0 || o.stuck > 0 {
                 bad.push(format!("{pods_file} / {}: {} partial gangs, {} over-allocations, {} stalls, {} jobs never started; {:?}", o.policy, o.partial_gangs, o.over_allocations, o.stalls, o.stuck, o.faults));
             }
             if let Some(dir) = &args.csv_dir {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
                 let stem = pods_file.trim_end_matches(".csv");
-                let tag = if o.policy == Policy::Kiln.name() { "kiln" } else { "fifo" };
+                let tag = if o.policy == Policy::Kiln.name() {
+                    "kiln"
+                } else {
+                    "fifo"
+                };
                 let path = dir.join(format!("{stem}-{tag}-hourly.csv"));
-                std::fs::write(&path, o.hourly_csv()).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, o.hourly_csv())
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
     }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use kiln_sched::{Gpu, GpuQuota, JobRequest, Node, Queue, Quota, TaskRequest};
 
 use crate::spec::{spec, Spec};
-use crate::trace::{TraceNode, TracePod, Times};
+use crate::trace::{Times, TraceNode, TracePod};
 use crate::{Error, Result};
 
 /// The recipe's seed: every hash below mixes it in.
@@ -17,7 +17,12 @@ pub const USERS: u64 = 32;
 /// Queues and their share of the cluster (GPUs, CPUs and memory alike); a
 /// user belongs to queue `user % 4`, so each queue gets about a quarter of
 /// the jobs whatever its share: the small queues borrow, the big ones lend.
-pub const QUEUES: [(&str, u64); 4] = [("team-a", 40), ("team-b", 30), ("team-c", 20), ("team-d", 10)];
+pub const QUEUES: [(&str, u64); 4] = [
+    ("team-a", 40),
+    ("team-b", 30),
+    ("team-c", 20),
+    ("team-d", 10),
+];
 /// Percent of 8-GPU pods that become a gang of two 8-GPU tasks.
 pub const GANG8_PERCENT: u64 = 50;
 /// Percent of jobs that state a bound on their run time...
@@ -29,7 +34,13 @@ pub const BOUND_FACTOR: u64 = 2;
 /// machines, unlike std's hasher, so the recipe never changes under us.
 pub fn hash(salt: &str, name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in SEED.to_le_bytes().iter().chain(salt.as_bytes()).chain([0u8].iter()).chain(name.as_bytes()) {
+    for b in SEED
+        .to_le_bytes()
+        .iter()
+        .chain(salt.as_bytes())
+        .chain([0u8].iter())
+        .chain(name.as_bytes())
+    {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -86,7 +97,9 @@ pub fn nodes(trace: &[TraceNode], every: usize) -> Vec<Node> {
     let mut seen: HashMap<(&str, u32, u64, u64), usize> = HashMap::new();
     let mut out = Vec::new();
     for n in trace {
-        let i = seen.entry((n.model.as_str(), n.gpus, n.cpu_milli, n.memory_mib)).or_insert(0);
+        let i = seen
+            .entry((n.model.as_str(), n.gpus, n.cpu_milli, n.memory_mib))
+            .or_insert(0);
         if (*i).is_multiple_of(every) {
             out.push(Node {
                 name: n.name.clone(),
@@ -131,7 +144,12 @@ pub fn queues(nodes: &[Node]) -> Vec<Queue> {
 
 /// Pods without times take them from `reference`: the same pod by name
 /// when it is there, else one chosen by hash of the name.
-fn times_of(pod: &TracePod, reference: &HashMap<&str, Times>, refs: &[Times], stats: &mut RecipeStats) -> Result<Times> {
+fn times_of(
+    pod: &TracePod,
+    reference: &HashMap<&str, Times>,
+    refs: &[Times],
+    stats: &mut RecipeStats,
+) -> Result<Times> {
     if let Some(t) = pod.times {
         return Ok(t);
     }
@@ -140,7 +158,10 @@ fn times_of(pod: &TracePod, reference: &HashMap<&str, Times>, refs: &[Times], st
         return Ok(*t);
     }
     if refs.is_empty() {
-        return Err(Error::Input(format!("pod {} has no times and there is no reference list", pod.name)));
+        return Err(Error::Input(format!(
+            "pod {} has no times and there is no reference list",
+            pod.name
+        )));
     }
     stats.times_by_hash += 1;
     Ok(refs[(hash("times", &pod.name) % refs.len() as u64) as usize])
@@ -156,15 +177,26 @@ struct Part {
 /// The jobs of a pod list. `speedup` divides arrival times (run times stay):
 /// the trace's load is far below its cluster's size, and this is how a run
 /// asks for contention. `reference` gives times to pods that have none.
-pub fn build(pods: &[TracePod], reference: &[TracePod], nodes: &[Node], speedup: f64) -> Result<Workload> {
+pub fn build(
+    pods: &[TracePod],
+    reference: &[TracePod],
+    nodes: &[Node],
+    speedup: f64,
+) -> Result<Workload> {
     let mut stats = RecipeStats {
         pods: pods.len(),
         ..Default::default()
     };
-    let mut models: Vec<String> = nodes.iter().flat_map(|n| n.gpus.iter().map(|g| g.model.clone())).collect();
+    let mut models: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| n.gpus.iter().map(|g| g.model.clone()))
+        .collect();
     models.sort();
     models.dedup();
-    let by_name: HashMap<&str, Times> = reference.iter().filter_map(|p| Some((p.name.as_str(), p.times?))).collect();
+    let by_name: HashMap<&str, Times> = reference
+        .iter()
+        .filter_map(|p| Some((p.name.as_str(), p.times?)))
+        .collect();
     let refs: Vec<Times> = reference.iter().filter_map(|p| p.times).collect();
 
     let mut parts = Vec::with_capacity(pods.len());
@@ -176,7 +208,11 @@ pub fn build(pods: &[TracePod], reference: &[TracePod], nodes: &[Node], speedup:
         if pod.num_gpu > 0 && pod.gpu_milli < 1000 {
             stats.fractional += 1;
         }
-        let s = if pod.num_gpu > 0 { spec(&pod.gpu_spec, &models) } else { Spec::Any };
+        let s = if pod.num_gpu > 0 {
+            spec(&pod.gpu_spec, &models)
+        } else {
+            Spec::Any
+        };
         match s {
             Spec::Shared(_) => stats.spec_exact += 1,
             Spec::Narrowed(_) => stats.spec_narrowed += 1,
@@ -230,13 +266,25 @@ pub fn build(pods: &[TracePod], reference: &[TracePod], nodes: &[Node], speedup:
         .iter()
         .map(|g| {
             let first = &parts[g[0]];
-            let arrival = g.iter().map(|i| parts[*i].times.creation).max().unwrap_or(0);
-            let duration = g.iter().map(|i| parts[*i].times.duration()).max().unwrap_or(1);
+            let arrival = g
+                .iter()
+                .map(|i| parts[*i].times.creation)
+                .max()
+                .unwrap_or(0);
+            let duration = g
+                .iter()
+                .map(|i| parts[*i].times.duration())
+                .max()
+                .unwrap_or(1);
             let user_n = hash("user", &first.name) % USERS;
             let queue = QUEUES[(user_n % QUEUES.len() as u64) as usize].0;
             let bounded = hash("bound", &first.name) % 100 < BOUNDED_PERCENT;
             stats.bounded += usize::from(bounded);
-            let label = if g.len() > 1 && g[0] != g[1] { format!("{}+{}", first.name, g.len() - 1) } else { first.name.clone() };
+            let label = if g.len() > 1 && g[0] != g[1] {
+                format!("{}+{}", first.name, g.len() - 1)
+            } else {
+                first.name.clone()
+            };
             SimJob {
                 request: JobRequest {
                     label,
@@ -283,7 +331,11 @@ mod tests {
             memory_mib: 100,
             num_gpu: gpus,
             gpu_milli: milli,
-            gpu_spec: spec.split('|').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            gpu_spec: spec
+                .split('|')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             times: Some(Times {
                 creation,
                 scheduled: Some(creation + 5),
@@ -300,7 +352,15 @@ mod tests {
             gpus,
             model: model.into(),
         };
-        nodes(&[n("a", 8, "V100M16"), n("b", 8, "V100M32"), n("c", 2, "P100"), n("d", 2, "T4")], 1)
+        nodes(
+            &[
+                n("a", 8, "V100M16"),
+                n("b", 8, "V100M32"),
+                n("c", 2, "P100"),
+                n("d", 2, "T4"),
+            ],
+            1,
+        )
     }
 
     #[test]
@@ -315,18 +375,36 @@ mod tests {
         ];
         let a = build(&pods, &[], &nodes, 2.0).unwrap_or_else(|e| panic!("{e}"));
         let b = build(&pods, &[], &nodes, 2.0).unwrap_or_else(|e| panic!("{e}"));
-        let view = |w: &Workload| w.jobs.iter().map(|j| (j.request.clone(), j.arrival, j.duration)).collect::<Vec<_>>();
+        let view = |w: &Workload| {
+            w.jobs
+                .iter()
+                .map(|j| (j.request.clone(), j.arrival, j.duration))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(view(&a), view(&b));
         assert_eq!(a.stats.fractional, 1);
         assert_eq!(a.stats.spec_exact, 1);
         // p1 and p2 came in minute 2: one gang of 2 tasks, arriving with
         // the later (150 s, halved by the speedup).
         assert_eq!(a.stats.gangs_grouped, 1);
-        let gang = a.jobs.iter().find(|j| j.request.tasks.len() == 2 && j.request.tasks[0].gpus == 2);
-        assert_eq!(gang.map(|g| (g.arrival, g.request.tasks[1].gpus)), Some((75, 4)));
+        let gang = a
+            .jobs
+            .iter()
+            .find(|j| j.request.tasks.len() == 2 && j.request.tasks[0].gpus == 2);
+        assert_eq!(
+            gang.map(|g| (g.arrival, g.request.tasks[1].gpus)),
+            Some((75, 4))
+        );
         // Whole CPUs, rounded up; keys and seqs in arrival order.
-        assert!(a.jobs.iter().all(|j| j.request.tasks.iter().all(|t| t.cpus == 2)));
-        assert!(a.jobs.iter().enumerate().all(|(i, j)| j.request.key == i as u64 && j.request.seq == i as u64));
+        assert!(a
+            .jobs
+            .iter()
+            .all(|j| j.request.tasks.iter().all(|t| t.cpus == 2)));
+        assert!(a
+            .jobs
+            .iter()
+            .enumerate()
+            .all(|(i, j)| j.request.key == i as u64 && j.request.seq == i as u64));
         assert!(a.jobs.windows(2).all(|w| w[0].arrival <= w[1].arrival));
         // Quotas: 40/30/20/10% of 20 GPUs.
         let q: Vec<u64> = a.queues.iter().map(|q| q.quota.gpu_count()).collect();
@@ -341,7 +419,11 @@ mod tests {
         let mut bare = pod("p9", 1, 1000, "", 0);
         bare.times = None;
         assert!(build(std::slice::from_ref(&bare), &[], &nodes, 1.0).is_err());
-        let w = build(&[bare], &[pod("p9", 1, 1000, "", 500)], &nodes, 1.0).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((w.jobs[0].arrival, w.jobs[0].duration, w.stats.times_by_name), (500, 60, 1));
+        let w = build(&[bare], &[pod("p9", 1, 1000, "", 500)], &nodes, 1.0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (w.jobs[0].arrival, w.jobs[0].duration, w.stats.times_by_name),
+            (500, 60, 1)
+        );
     }
 }

@@ -65,7 +65,8 @@ impl Outcome {
             return;
         }
         if waiting {
-            self.idle_waiting_gpu_secs += self.total_gpus.saturating_sub(alloc) as f64 * (b - a) as f64;
+            self.idle_waiting_gpu_secs +=
+                self.total_gpus.saturating_sub(alloc) as f64 * (b - a) as f64;
             self.waiting_secs += (b - a) as f64;
         }
         self.steps.push((a, b, alloc, cpus));
@@ -97,11 +98,21 @@ impl Outcome {
 
     pub fn summary(&self) -> Summary {
         let span = self.window.1.saturating_sub(self.window.0).max(1) as f64;
-        let delays: Vec<f64> = self.jobs.iter().filter_map(|j| Some((j.first_start? - j.arrival) as f64)).collect();
-        let jcts: Vec<f64> = self.jobs.iter().filter_map(|j| Some((j.end? - j.arrival) as f64)).collect();
+        let delays: Vec<f64> = self
+            .jobs
+            .iter()
+            .filter_map(|j| Some((j.first_start? - j.arrival) as f64))
+            .collect();
+        let jcts: Vec<f64> = self
+            .jobs
+            .iter()
+            .filter_map(|j| Some((j.end? - j.arrival) as f64))
+            .collect();
         Summary {
             allocation: self.alloc_gpu_secs / span / self.total_gpus.max(1) as f64,
-            waiting_allocation: 1.0 - self.idle_waiting_gpu_secs / (self.waiting_secs.max(1.0) * self.total_gpus.max(1) as f64),
+            waiting_allocation: 1.0
+                - self.idle_waiting_gpu_secs
+                    / (self.waiting_secs.max(1.0) * self.total_gpus.max(1) as f64),
             cpu_allocation: self.alloc_cpu_secs / span / self.total_cpus.max(1) as f64,
             delay_mean: mean(&delays),
             delay_p99: pct(&delays, 99.0),
@@ -120,7 +131,11 @@ impl Outcome {
     pub fn hourly_csv(&self) -> String {
         let mut s = String::from("hour,allocated_fraction\n");
         for (i, g) in self.hourly.iter().enumerate() {
-            let len = (self.window.1.saturating_sub(self.window.0 + i as u64 * 3600)).clamp(1, 3600) as f64;
+            let len = (self
+                .window
+                .1
+                .saturating_sub(self.window.0 + i as u64 * 3600))
+            .clamp(1, 3600) as f64;
             let _ = writeln!(s, "{i},{:.4}", g / len / self.total_gpus.max(1) as f64);
         }
         s
@@ -189,7 +204,11 @@ fn us(v: f64) -> String {
 pub fn table(outcomes: &[Outcome]) -> String {
     let sums: Vec<Summary> = outcomes.iter().map(Outcome::summary).collect();
     let mut s = String::from("| | ");
-    s += &outcomes.iter().map(|o| o.policy.as_str()).collect::<Vec<_>>().join(" | ");
+    s += &outcomes
+        .iter()
+        .map(|o| o.policy.as_str())
+        .collect::<Vec<_>>()
+        .join(" | ");
     s += " |\n|---|";
     s += &"---:|".repeat(outcomes.len());
     s.push('\n');
@@ -197,7 +216,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
         let cells: Vec<String> = outcomes.iter().zip(&sums).map(|(o, m)| f(o, m)).collect();
         let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
     };
-    row("GPU allocation, time-weighted mean, first arrival to last start", &|_, m| format!("{:.1}%", m.allocation * 100.0));
+    row(
+        "GPU allocation, time-weighted mean, first arrival to last start",
+        &|_, m| format!("{:.1}%", m.allocation * 100.0),
+    );
     row("GPU allocation while a job waited", &|o, m| {
         if o.waiting_secs > 0.0 {
             format!("{:.1}%", m.waiting_allocation * 100.0)
@@ -205,20 +227,42 @@ pub fn table(outcomes: &[Outcome]) -> String {
             "nothing waited".into()
         }
     });
-    row("CPU allocation, same window", &|_, m| format!("{:.1}%", m.cpu_allocation * 100.0));
+    row("CPU allocation, same window", &|_, m| {
+        format!("{:.1}%", m.cpu_allocation * 100.0)
+    });
     row("queueing delay, mean", &|_, m| dur(m.delay_mean));
     row("queueing delay, p99", &|_, m| dur(m.delay_p99));
     row("job completion time, mean", &|_, m| dur(m.jct_mean));
     row("job completion time, p99", &|_, m| dur(m.jct_p99));
-    row("GPU-hours idle while a job waited", &|_, m| format!("{:.0}", m.idle_waiting_gpu_hours));
-    row("jobs completed", &|o, m| format!("{} of {}", m.completed, o.jobs.len() - o.never_fit));
+    row("GPU-hours idle while a job waited", &|_, m| {
+        format!("{:.0}", m.idle_waiting_gpu_hours)
+    });
+    row("jobs completed", &|o, m| {
+        format!("{} of {}", m.completed, o.jobs.len() - o.never_fit)
+    });
     row("preemptions", &|o, _| o.preemptions.to_string());
-    row("GPU-hours of preempted attempts thrown away", &|o, _| format!("{:.0}", o.lost_gpu_secs / 3600.0));
-    row("partial gangs (must be 0)", &|o, _| o.partial_gangs.to_string());
-    row("over-allocations (must be 0)", &|o, _| o.over_allocations.to_string());
-    row("empty-cluster passes that started nothing (must be 0)", &|o, _| o.stalls.to_string());
+    row("GPU-hours of preempted attempts thrown away", &|o, _| {
+        format!("{:.0}", o.lost_gpu_secs / 3600.0)
+    });
+    row("partial gangs (must be 0)", &|o, _| {
+        o.partial_gangs.to_string()
+    });
+    row("over-allocations (must be 0)", &|o, _| {
+        o.over_allocations.to_string()
+    });
+    row(
+        "empty-cluster passes that started nothing (must be 0)",
+        &|o, _| o.stalls.to_string(),
+    );
     row("scheduling passes", &|_, m| m.passes.to_string());
-    row("pass wall time, mean / p99 / max", &|_, m| format!("{} / {} / {}", us(m.pass_mean_us), us(m.pass_p99_us), us(m.pass_max_us)));
+    row("pass wall time, mean / p99 / max", &|_, m| {
+        format!(
+            "{} / {} / {}",
+            us(m.pass_mean_us),
+            us(m.pass_p99_us),
+            us(m.pass_max_us)
+        )
+    });
     s
 }
 
@@ -236,7 +280,10 @@ mod tests {
         assert_eq!(o.alloc_cpu_secs, 8.0 * 1800.0);
         // 2×1800 + 4×3600 + 1×1800 within the window.
         assert_eq!(o.alloc_gpu_secs, 3600.0 + 14400.0 + 1800.0);
-        assert_eq!(o.hourly, vec![3600.0 + 4.0 * 1800.0, 4.0 * 1800.0 + 1800.0, 0.0]);
+        assert_eq!(
+            o.hourly,
+            vec![3600.0 + 4.0 * 1800.0, 4.0 * 1800.0 + 1800.0, 0.0]
+        );
         // Idle while waiting: 0 GPUs for 3600 s, then 3 for 3600 s.
         assert_eq!(o.idle_waiting_gpu_secs, 3.0 * 3600.0);
         assert_eq!(pct(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);

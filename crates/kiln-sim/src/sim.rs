@@ -86,8 +86,18 @@ pub fn run(nodes: &[Node], work: &Workload, cfg: Config) -> Outcome {
     // both policies and make "someone is waiting" always true: left out
     // and counted.
     let empty = Ledger::new(nodes);
-    let fits: Vec<bool> = work.jobs.iter().map(|j| empty.clone().first_fit_all(nodes, &j.request).is_some()).collect();
-    let arrivals: Vec<&SimJob> = work.jobs.iter().zip(&fits).filter(|(_, f)| **f).map(|(j, _)| j).collect();
+    let fits: Vec<bool> = work
+        .jobs
+        .iter()
+        .map(|j| empty.clone().first_fit_all(nodes, &j.request).is_some())
+        .collect();
+    let arrivals: Vec<&SimJob> = work
+        .jobs
+        .iter()
+        .zip(&fits)
+        .filter(|(_, f)| **f)
+        .map(|(j, _)| j)
+        .collect();
     let window = (
         arrivals.first().map_or(0, |j| j.arrival),
         arrivals.last().map_or(0, |j| j.arrival),
@@ -125,7 +135,13 @@ pub fn run(nodes: &[Node], work: &Workload, cfg: Config) -> Outcome {
             (Some(t), None) | (None, Some(t)) => t,
             (None, None) => break,
         };
-        st.out.integrate(last, now, st.ledger.allocated_gpus, st.ledger.allocated_cpus, !st.waiting.is_empty());
+        st.out.integrate(
+            last,
+            now,
+            st.ledger.allocated_gpus,
+            st.ledger.allocated_cpus,
+            !st.waiting.is_empty(),
+        );
         last = now;
         while let Some(Reverse((t, kind, key, attempt))) = st.events.peek().copied() {
             if t != now {
@@ -143,7 +159,13 @@ pub fn run(nodes: &[Node], work: &Workload, cfg: Config) -> Outcome {
         }
     }
     st.out.end_time = last;
-    let last_start = st.out.jobs.iter().filter_map(|j| j.last_start).max().unwrap_or(window.0);
+    let last_start = st
+        .out
+        .jobs
+        .iter()
+        .filter_map(|j| j.last_start)
+        .max()
+        .unwrap_or(window.0);
     st.out.close(last_start);
     st.out.stuck = st.waiting.len();
     st.out
@@ -165,7 +187,8 @@ impl State<'_> {
             }
             let e = self.banked.entry(job.user.clone()).or_insert((0.0, 0));
             let (ms, start_ms) = (now * 1000, run.start * 1000);
-            e.0 = decay(e.0, e.1, ms, DEFAULT_HALF_LIFE_SECS) + charge(run.rate, start_ms, ms, ms, DEFAULT_HALF_LIFE_SECS);
+            e.0 = decay(e.0, e.1, ms, DEFAULT_HALF_LIFE_SECS)
+                + charge(run.rate, start_ms, ms, ms, DEFAULT_HALF_LIFE_SECS);
             e.1 = ms;
         }
         let k = key as usize;
@@ -192,7 +215,8 @@ impl State<'_> {
             .collect();
         for r in &self.running {
             if let Some(run) = self.runs.get(&r.key) {
-                *u.entry(r.user.clone()).or_insert(0.0) += charge(run.rate, run.start * 1000, ms, ms, DEFAULT_HALF_LIFE_SECS);
+                *u.entry(r.user.clone()).or_insert(0.0) +=
+                    charge(run.rate, run.start * 1000, ms, ms, DEFAULT_HALF_LIFE_SECS);
             }
         }
         u
@@ -205,11 +229,18 @@ impl State<'_> {
                 let t = Instant::now();
                 let s = crate::fifo::pass(self.nodes, &self.ledger, &self.waiting);
                 self.out.pass_micros.push(t.elapsed().as_secs_f64() * 1e6);
-                (s.into_iter().map(|(k, p)| (k, p, false)).collect::<Vec<_>>(), Vec::new())
+                (
+                    s.into_iter()
+                        .map(|(k, p)| (k, p, false))
+                        .collect::<Vec<_>>(),
+                    Vec::new(),
+                )
             }
             Policy::Kiln => {
                 let usage = self.usage(now);
-                let n = cfg.waiting_cap.map_or(self.waiting.len(), |c| c.min(self.waiting.len()));
+                let n = cfg
+                    .waiting_cap
+                    .map_or(self.waiting.len(), |c| c.min(self.waiting.len()));
                 let pass = Pass {
                     nodes: self.nodes,
                     running: &self.running,
@@ -222,7 +253,10 @@ impl State<'_> {
                 let p = plan(&pass);
                 self.out.pass_micros.push(t.elapsed().as_secs_f64() * 1e6);
                 (
-                    p.start.into_iter().map(|s| (s.key, s.tasks, s.opportunistic)).collect(),
+                    p.start
+                        .into_iter()
+                        .map(|s| (s.key, s.tasks, s.opportunistic))
+                        .collect(),
                     p.preempt.into_iter().map(|v| v.key).collect::<Vec<_>>(),
                 )
             }
@@ -236,13 +270,18 @@ impl State<'_> {
         }
         self.waiting.retain(|w| !started.contains(&w.key));
         for key in preempt {
-            let Some(r) = self.running.iter_mut().find(|r| r.key == key && !r.stopping) else {
+            let Some(r) = self
+                .running
+                .iter_mut()
+                .find(|r| r.key == key && !r.stopping)
+            else {
                 continue;
             };
             r.stopping = true;
             self.out.preemptions += 1;
             if let Some(run) = self.runs.get(&key) {
-                self.events.push(Reverse((now + cfg.grace_secs, STOPPED, key, run.attempt)));
+                self.events
+                    .push(Reverse((now + cfg.grace_secs, STOPPED, key, run.attempt)));
             }
         }
     }
@@ -290,7 +329,8 @@ impl State<'_> {
         let o = &mut self.out.jobs[key as usize];
         o.first_start.get_or_insert(now);
         o.last_start = Some(now);
-        self.events.push(Reverse((now + job.duration, END, key, attempt)));
+        self.events
+            .push(Reverse((now + job.duration, END, key, attempt)));
     }
 }
 
@@ -339,19 +379,33 @@ mod tests {
         // 100 s, then B all 4 for 50 s. Someone waited 10..150: 180 of
         // 560 GPU-seconds idle.
         let s = fifo.summary();
-        assert!((s.allocation - 400.0 / 600.0).abs() < 1e-9, "{}", s.allocation);
-        assert!((s.waiting_allocation - (1.0 - 180.0 / 560.0)).abs() < 1e-9, "{}", s.waiting_allocation);
+        assert!(
+            (s.allocation - 400.0 / 600.0).abs() < 1e-9,
+            "{}",
+            s.allocation
+        );
+        assert!(
+            (s.waiting_allocation - (1.0 - 180.0 / 560.0)).abs() < 1e-9,
+            "{}",
+            s.waiting_allocation
+        );
         // Idle while waiting: 10..100 two GPUs idle, 100..150 none (B holds
         // all 4), nothing waits after 150.
         assert_eq!(fifo.idle_waiting_gpu_secs, 2.0 * 90.0);
-        assert_eq!((fifo.partial_gangs, fifo.over_allocations, fifo.stalls), (0, 0, 0));
+        assert_eq!(
+            (fifo.partial_gangs, fifo.over_allocations, fifo.stalls),
+            (0, 0, 0)
+        );
 
         let kiln = run(&nodes, &w, Config::new(Policy::Kiln));
         let starts: Vec<Option<u64>> = kiln.jobs.iter().map(|j| j.first_start).collect();
         assert_eq!(starts, vec![Some(0), Some(100), Some(10)]);
         // C's GPU is busy 10..30: idle while B waits is 90×2 − 20.
         assert_eq!(kiln.idle_waiting_gpu_secs, 160.0);
-        assert_eq!((kiln.partial_gangs, kiln.over_allocations, kiln.preemptions), (0, 0, 0));
+        assert_eq!(
+            (kiln.partial_gangs, kiln.over_allocations, kiln.preemptions),
+            (0, 0, 0)
+        );
         assert!(kiln.jobs.iter().all(|j| j.end.is_some()));
     }
 

@@ -64,14 +64,24 @@ mod tests {
 
     #[test]
     fn specs_keep_a_shared_substring_or_narrow_to_the_first() {
-        let models: Vec<String> = ["P100", "T4", "V100M16", "V100M32"].map(String::from).to_vec();
+        let models: Vec<String> = ["P100", "T4", "V100M16", "V100M32"]
+            .map(String::from)
+            .to_vec();
         let s = |x: &str| x.split('|').map(str::to_owned).collect::<Vec<_>>();
         assert_eq!(spec(&[], &models), Spec::Any);
         assert_eq!(spec(&s("T4"), &models), Spec::One("T4".into()));
-        assert_eq!(spec(&s("V100M16|V100M32|V100M32"), &models), Spec::Shared("V100M".into()));
-        assert_eq!(spec(&s("P100|V100M16"), &models), Spec::Narrowed("P100".into()));
+        assert_eq!(
+            spec(&s("V100M16|V100M32|V100M32"), &models),
+            Spec::Shared("V100M".into())
+        );
+        assert_eq!(
+            spec(&s("P100|V100M16"), &models),
+            Spec::Narrowed("P100".into())
+        );
         // "100" would also name P100: not exact, so narrowed.
-        assert_eq!(spec(&s("V100M32|P100"), &models), Spec::Narrowed("V100M32".into()));
+        assert_eq!(
+            spec(&s("V100M32|P100"), &models),
+            Spec::Narrowed("V100M32".into())
+        );
     }
-
 }

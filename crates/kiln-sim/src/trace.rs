@@ -71,7 +71,10 @@ impl Table {
     }
 
     fn parse(path: &Path, text: &str) -> Result<Table> {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let header = match lines.next() {
             Some((_, h)) => h.split(',').map(|s| s.trim().to_owned()).collect(),
             None => {
@@ -173,7 +176,11 @@ fn parse_pods(t: &Table) -> Result<Vec<TracePod>> {
         t.need("gpu_milli")?,
     );
     let spec = t.col("gpu_spec");
-    let times = match (t.col("creation_time"), t.col("deletion_time"), t.col("scheduled_time")) {
+    let times = match (
+        t.col("creation_time"),
+        t.col("deletion_time"),
+        t.col("scheduled_time"),
+    ) {
         (Some(c), Some(d), Some(s)) => Some((c, d, s)),
         _ => None,
     };
@@ -204,8 +211,10 @@ fn parse_pods(t: &Table) -> Result<Vec<TracePod>> {
                 name: t.field(line, row, name)?.to_owned(),
                 cpu_milli: t.num(line, row, cpu)?,
                 memory_mib: t.num(line, row, mem)?,
-                num_gpu: u32::try_from(num_gpu).map_err(|_| t.err(line, format!("num_gpu {num_gpu}")))?,
-                gpu_milli: u32::try_from(gpu_milli).map_err(|_| t.err(line, format!("gpu_milli {gpu_milli}")))?,
+                num_gpu: u32::try_from(num_gpu)
+                    .map_err(|_| t.err(line, format!("num_gpu {num_gpu}")))?,
+                gpu_milli: u32::try_from(gpu_milli)
+                    .map_err(|_| t.err(line, format!("gpu_milli {gpu_milli}")))?,
                 gpu_spec,
                 times,
             })
@@ -239,7 +248,9 @@ mod tests {
         // Never scheduled: it was around for 60 s.
         assert_eq!(pods[1].times.map(|t| t.duration()), Some(60));
 
-        let t = table("name,cpu_milli,memory_mib,num_gpu,gpu_milli\nopenb-pod-0000,12000,16384,1,1000\n");
+        let t = table(
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli\nopenb-pod-0000,12000,16384,1,1000\n",
+        );
         let pods = parse_pods(&t).unwrap_or_default();
         assert_eq!(pods[0].times, None);
         assert!(pods[0].gpu_spec.is_empty());
@@ -248,7 +259,10 @@ mod tests {
     #[test]
     fn bad_lines_name_their_line() {
         let t = table("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,12x,1,1,1000\n");
-        let e = parse_pods(&t).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = parse_pods(&t)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("t.csv:2") && e.contains("cpu_milli"), "{e}");
         let t = table("sn,cpu_milli,memory_mib,gpu,model\nn0,64000,262144,2,P100\n");
         let nodes = parse_nodes(&t).unwrap_or_default();

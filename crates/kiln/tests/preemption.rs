@@ -78,11 +78,7 @@ fn small_job_runs_on_idle_gpus_and_is_preempted(s: &Server) {
         ),
     );
     let j = s.wait_state(&small, "RUNNING", 30);
-    assert!(
-        has_event(&j, "opportunistic").is_some(),
-        "{:?}",
-        events(&j)
-    );
+    assert!(has_event(&j, "opportunistic").is_some(), "{:?}", events(&j));
     assert_eq!(state(s, &big), "WAITING");
 
     // The holder ends: big can start if small makes room, and it does.
@@ -92,7 +88,10 @@ fn small_job_runs_on_idle_gpus_and_is_preempted(s: &Server) {
     });
     let why = has_event(&j, "preempted").expect("a preempted event");
     assert!(why.contains("bob~big needs its resources"), "{why}");
-    assert_eq!(j["failedAttempts"], 0, "a preemption is not a failure: {j:#}");
+    assert_eq!(
+        j["failedAttempts"], 0,
+        "a preemption is not a failure: {j:#}"
+    );
     s.wait_state(&big, "RUNNING", 30);
 
     // When big is done, small runs again and knows it was preempted.
@@ -200,7 +199,10 @@ fn fair_share_orders_two_users_of_one_queue(s: &Server) {
     );
     assert!(gi < fi && gi.is_some(), "{live:#}");
     let shown = s.ok(&["queue", "show", "default"]);
-    assert!(shown.contains("USAGE (GPU-H)") && shown.contains("grace~g"), "{shown}");
+    assert!(
+        shown.contains("USAGE (GPU-H)") && shown.contains("grace~g"),
+        "{shown}"
+    );
     stop(s, &holder);
     s.wait_state(&g, "RUNNING", 30);
     assert_eq!(state(s, &f), "WAITING");
@@ -249,7 +251,11 @@ fn a_restart_during_the_grace_period_finishes_the_preemption(s: &mut Server) {
     s.wait_state(&big, "WAITING", 30);
     // It ignores SIGTERM, so it lives through the grace period (1 s here)
     // until SIGKILL.
-    let stubborn = submit(s, &ken, job("stubborn", 1, "trap '' TERM; sleep 300 & wait; sleep 300"));
+    let stubborn = submit(
+        s,
+        &ken,
+        job("stubborn", 1, "trap '' TERM; sleep 300 & wait; sleep 300"),
+    );
     s.wait_state(&stubborn, "RUNNING", 30);
     stop(s, &holder);
     s.wait_job(&stubborn, 30, "being preempted", |j| {

@@ -68,4 +68,3 @@ pub fn check_allocation<'a>(
     }
     Ok(())
 }
-

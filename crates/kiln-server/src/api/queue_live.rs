@@ -9,8 +9,8 @@ use kiln_sched::{Queue, DEFAULT_QUEUE};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::control::QueuesLive;
 use super::AppState;
+use crate::control::QueuesLive;
 
 /// Waiting jobs listed per queue; the rest are counted.
 const MAX_WAITING_SHOWN: usize = 50;
@@ -77,7 +77,9 @@ pub fn live(state: &AppState, queues: &[Queue], name: &str, granted: &[String]) 
         // Everyone may use default: only those with something in it count.
         users.retain(|u| {
             usage.is_some_and(|q| q.user_gpus.contains_key(u))
-                || waiting_all.iter().any(|(_, id, _)| id.starts_with(&format!("{u}~")))
+                || waiting_all
+                    .iter()
+                    .any(|(_, id, _)| id.starts_with(&format!("{u}~")))
         });
     }
     let n = users.len().max(1) as f64;
