@@ -79,6 +79,7 @@ fn small_job_runs_on_idle_gpus_and_is_preempted(s: &Server) {
     );
     let j = s.wait_state(&small, "RUNNING", 30);
     assert!(has_event(&j, "opportunistic").is_some(), "{:?}", events(&j));
+    assert_eq!(j["opportunistic"], true, "{j:#}");
     assert_eq!(state(s, &big), "WAITING");
 
     // The holder ends: big can start if small makes room, and it does.
@@ -92,6 +93,8 @@ fn small_job_runs_on_idle_gpus_and_is_preempted(s: &Server) {
         j["failedAttempts"], 0,
         "a preemption is not a failure: {j:#}"
     );
+    assert_eq!(j["preemptions"], 1, "{j:#}");
+    assert_eq!(j["preemptedBy"], "bob~big", "{j:#}");
     s.wait_state(&big, "RUNNING", 30);
 
     // When big is done, small runs again and knows it was preempted.

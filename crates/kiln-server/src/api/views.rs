@@ -20,7 +20,9 @@ pub struct JobView {
     /// The same reason as data, for showing it in another language:
     /// `{code, ...}` with code taskTooBig, jobTooBig, short (with
     /// `missing: [{resource: gpus|cpus|memory, ...}]`), scattered,
-    /// behindHead or wouldDelay, and `ahead` and `queue` for the last four.
+    /// behindHead, wouldDelay, userLimit, overQuota or preempting, and
+    /// `ahead`, `queue` (and, where the admin made queues, `share`) for
+    /// those that wait their turn (docs/scheduling.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub pending_detail: Option<kiln_sched::Reason>,
@@ -44,6 +46,17 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline_at_ms: Option<u64>,
     pub stop_requested: bool,
+    /// The current attempt started on idle resources ahead of a job that
+    /// waits for more: a job of higher standing may preempt it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub opportunistic: bool,
+    /// The job that preempted the last attempt (set while it stops and
+    /// through the next attempt, which sees `KILN_PREEMPTED=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preempted_by: Option<String>,
+    /// Attempts ended by preemption; they do not count against retryCount.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub preemptions: u32,
     pub tasks: Vec<TaskView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventView>>,
@@ -175,6 +188,9 @@ impl JobView {
             finished_at_ms: j.finished_at_ms,
             deadline_at_ms: j.deadline_at_ms,
             stop_requested: j.stop_requested,
+            opportunistic: j.opportunistic,
+            preempted_by: j.preempted_by.clone(),
+            preemptions: j.preemptions,
             tasks: tasks.iter().map(TaskView::from_record).collect(),
             events: None,
             notices: Vec::new(),
@@ -220,4 +236,8 @@ mod gpu_tests {
         assert_eq!(super::total_gpus(&json), 14);
         assert_eq!(super::total_gpus("not json"), 0);
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
