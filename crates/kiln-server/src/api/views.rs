@@ -225,6 +225,10 @@ fn total_gpus(spec_json: &str) -> u64 {
     })
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod gpu_tests {
     #[test]
@@ -236,8 +240,4 @@ mod gpu_tests {
         assert_eq!(super::total_gpus(&json), 14);
         assert_eq!(super::total_gpus("not json"), 0);
     }
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
