@@ -48,14 +48,14 @@ pub struct JobView {
     pub stop_requested: bool,
     /// The current attempt started on idle resources ahead of a job that
     /// waits for more: a job of higher standing may preempt it.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub opportunistic: bool,
     /// The job that preempted the last attempt (set while it stops and
     /// through the next attempt, which sees `KILN_PREEMPTED=1`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preempted_by: Option<String>,
     /// Attempts ended by preemption; they do not count against retryCount.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub preemptions: u32,
     pub tasks: Vec<TaskView>,
     #[serde(skip_serializing_if = "Option::is_none")]
