@@ -384,6 +384,7 @@ pub async fn add(
         }
     })?;
     tracing::info!(queue = %created.name, by = %caller.name, "queue created");
+    state.control.queues_changed();
     Ok((StatusCode::CREATED, Json(view(&created, &caller))))
 }
 
@@ -433,6 +434,7 @@ pub async fn patch(
     })
     .await?;
     tracing::info!(queue = %name, by = %caller.name, "queue changed");
+    state.control.queues_changed();
     Ok(Json(view(&updated, &caller)))
 }
 
@@ -479,6 +481,7 @@ pub async fn remove(
         )));
     }
     tracing::info!(queue = %name, by = %caller.name, "queue removed");
+    state.control.queues_changed();
     Ok(Json(RemovedQueue { name }))
 }
 

@@ -105,6 +105,8 @@ pub(crate) enum Msg {
     },
     /// A scheduling pass came back from the scheduler thread.
     Planned(Box<run::pass::Planned>),
+    /// The admin changed the queues: the loop reads them again.
+    QueuesChanged,
     Shutdown,
 }
 
@@ -152,6 +154,12 @@ impl Control {
 
     pub fn submitted(&self, key: i64) {
         let _ = self.tx.send(Msg::Submitted(key));
+    }
+
+    /// Says the queues changed, so the next pass reads them again instead
+    /// of the ones the loop keeps.
+    pub fn queues_changed(&self) {
+        let _ = self.tx.send(Msg::QueuesChanged);
     }
 
     /// Records an event on a job, without waiting.

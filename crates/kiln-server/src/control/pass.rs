@@ -371,7 +371,7 @@ impl Loop {
     }
 
     /// What a pass looks at, and what the loop keeps to apply its plan.
-    fn snapshot(&self, generation: u64) -> (Box<Snapshot>, InFlight) {
+    fn snapshot(&mut self, generation: u64) -> (Box<Snapshot>, InFlight) {
         let nodes: Vec<Node> = self.engine.nodes().into_iter().map(|n| n.node).collect();
         let running: Vec<RunningJob> = self
             .active
@@ -392,7 +392,7 @@ impl Loop {
             })
             .collect();
         let waiting: Vec<JobRequest> = self.waiting.values().map(|w| w.request.clone()).collect();
-        let usage = self.usage_now();
+        let usage = self.usage_now(&nodes);
         let flight = InFlight {
             generation,
             attempts: self

@@ -155,6 +155,9 @@ struct Loop {
     retry_later: std::collections::BTreeSet<i64>,
     /// Each user's fair-share usage as recorded: (value, when).
     usage: HashMap<String, (f64, u64)>,
+    /// The admin's queues, read once and again after the API changes them
+    /// (`Msg::QueuesChanged`), not on every pass.
+    queues: Option<Vec<kiln_sched::Queue>>,
     queues_live: Arc<RwLock<QueuesLive>>,
     /// The scheduler thread and the pass in flight, if any.
     passes: pass::Passes,
@@ -261,6 +264,7 @@ impl Loop {
             recheck_at: None,
             retry_later: std::collections::BTreeSet::new(),
             usage: HashMap::new(),
+            queues: None,
             queues_live: Arc::new(RwLock::new(QueuesLive::default())),
         }
     }
@@ -343,6 +347,10 @@ impl Loop {
                     };
                     self.apply(key, &change);
                 }
+            }
+            Msg::QueuesChanged => {
+                self.queues = None;
+                self.dirty = true;
             }
             Msg::Release { key, attempt, by } => {
                 let current = self

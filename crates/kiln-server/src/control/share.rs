@@ -23,11 +23,10 @@ pub struct QueuesLive {
 
 impl Loop {
     /// The cluster's GPUs and CPUs, for the billing rate.
-    fn cluster_size(&self) -> (u64, u64) {
-        let nodes = self.engine.nodes();
+    fn cluster_size(nodes: &[kiln_sched::Node]) -> (u64, u64) {
         (
-            nodes.iter().map(|n| n.node.gpus.len() as u64).sum(),
-            nodes.iter().map(|n| u64::from(n.node.cpus)).sum(),
+            nodes.iter().map(|n| n.gpus.len() as u64).sum(),
+            nodes.iter().map(|n| u64::from(n.cpus)).sum(),
         )
     }
 
@@ -48,7 +47,9 @@ impl Loop {
             .usage
             .get(&user)
             .map_or(0.0, |(v, at)| decay(*v, *at, now, half));
-        let rate = self.rate(slots, self.cluster_size());
+        let nodes: Vec<kiln_sched::Node> =
+            self.engine.nodes().into_iter().map(|n| n.node).collect();
+        let rate = self.rate(slots, Self::cluster_size(&nodes));
         Some(Usage {
             value: before + charge(rate, started, now, now, half),
             user,
@@ -56,8 +57,9 @@ impl Loop {
         })
     }
 
-    /// Every user's usage now: what ended, decayed, and what runs so far.
-    pub(super) fn usage_now(&self) -> HashMap<String, f64> {
+    /// Every user's usage now: what ended, decayed, and what runs so far,
+    /// billed at the rate of `nodes` (the pass's own).
+    pub(super) fn usage_now(&self, nodes: &[kiln_sched::Node]) -> HashMap<String, f64> {
         let now = now_ms();
         let half = self.cfg.fair_share_half_life_secs;
         let mut out: HashMap<String, f64> = self
@@ -65,7 +67,7 @@ impl Loop {
             .iter()
             .map(|(u, (v, at))| (u.clone(), decay(*v, *at, now, half)))
             .collect();
-        let size = self.cluster_size();
+        let size = Self::cluster_size(nodes);
         for a in self.active.values() {
             if let Some(started) = a.job.started_at_ms {
                 *out.entry(a.job.id.user().to_string()).or_insert(0.0) +=
@@ -75,18 +77,20 @@ impl Loop {
         out
     }
 
-    /// The admin's queues; on a store error, none (every job in `default`,
-    /// as before queues existed) and a log line.
-    pub(super) fn queues(&self) -> Vec<Queue> {
+    /// The admin's queues, read from the store the first time and after
+    /// they change; on a store error, none this pass (every job in
+    /// `default`, as before queues existed), a log line, and a read again
+    /// next pass.
+    pub(super) fn queues(&mut self) -> Vec<Queue> {
+        if let Some(q) = &self.queues {
+            return q.clone();
+        }
         match self.store.queues() {
-            Ok(qs) => qs
-                .into_iter()
-                .map(|q| Queue {
-                    name: q.name,
-                    quota: q.quota,
-                    user_max_gpus: q.user_max_gpus,
-                })
-                .collect(),
+            Ok(qs) => {
+                let qs: Vec<Queue> = qs.iter().map(kiln_store::QueueRecord::to_queue).collect();
+                self.queues = Some(qs.clone());
+                qs
+            }
             Err(e) => {
                 warn!(error = %e, "cannot read the queues; scheduling as one queue");
                 Vec::new()
