@@ -25,6 +25,12 @@ pub enum EngineError {
         source: std::io::Error,
     },
 
+    #[error("the standby supervisor did not take {dir}: {source}")]
+    Standby {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+
     #[error("the task in {0} was started before; a task folder is used once")]
     AlreadyRan(PathBuf),
 

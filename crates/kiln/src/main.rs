@@ -287,7 +287,12 @@ enum Command {
     #[command(name = "__supervise", hide = true)]
     Supervise {
         /// The task's run folder, holding launch.json.
-        dir: std::path::PathBuf,
+        #[arg(required_unless_present = "standby")]
+        dir: Option<std::path::PathBuf>,
+        /// Start now and wait for the folder on stdin (the local engine
+        /// keeps one ready, so that a task's start does not wait for it).
+        #[arg(long, conflicts_with = "dir")]
+        standby: bool,
     },
     /// The batch script of a Slurm attempt: starts its tasks' steps.
     #[command(name = "__slurm-launch", hide = true)]
@@ -744,12 +749,14 @@ fn main() -> ExitCode {
             UserCommand::Revoke { name, output } => user_cmds::revoke(name, json(output)),
         },
         Command::Queue { command } => queue_cmds::run(command),
-        Command::Supervise { dir } => {
-            let dir = kiln_engine::local::TaskDir::new(dir);
-            kiln_engine::local::supervise(&dir)
-                .map(|()| ExitCode::SUCCESS)
-                .map_err(anyhow::Error::from)
+        Command::Supervise { dir, standby } => match dir {
+            Some(dir) if !standby => {
+                kiln_engine::local::supervise(&kiln_engine::local::TaskDir::new(dir))
+            }
+            _ => kiln_engine::local::standby(),
         }
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(anyhow::Error::from),
         Command::SlurmLaunch { dir, idle_secs } => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)

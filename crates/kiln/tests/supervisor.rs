@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use kiln_engine::local::resources::{discover, Overrides};
 use kiln_engine::local::{
-    spawn_supervisor, supervisor_alive, Exit, LaunchSpec, Limits, RunAs, Started, TaskDir,
+    spawn_standby, spawn_supervisor, supervisor_alive, Exit, LaunchSpec, Limits, RunAs, Started,
+    TaskDir,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -441,5 +442,57 @@ fn a_task_folder_is_never_run_twice() {
         .wait()
         .expect("reaped");
     assert!(!status.success());
+    assert_eq!(read(tmp.path().join("runs.txt")), "run\n");
+}
+
+/// A standby supervisor (started before its task exists) that takes a
+/// folder is that task's supervisor in every way: it runs the task, a
+/// restarted server recognises it (its command line does not name the
+/// folder), and a stop sent the moment the hand-over returns stops the task.
+#[test]
+fn a_standby_takes_a_folder_and_is_its_supervisor_from_then_on() {
+    for round in 0..10 {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let task = launch(tmp.path(), "echo $$ > task.pid; sleep 300", 5);
+        let standby = spawn_standby(&kiln()).expect("standby");
+        let mut sup = standby.hand_over(&task).expect("taken");
+        if round == 0 {
+            let started = started_of(&task);
+            assert_eq!(started.supervisor_pid, sup.id() as i32);
+            assert!(supervisor_alive(&task, &started), "not recognised");
+            assert!(task.supervisor_log().exists());
+        }
+        let _ = kill(Pid::from_raw(sup.id() as i32), Signal::SIGTERM);
+        let exit = exit_of(&task);
+        sup.wait().expect("reaped");
+        assert!(exit.stop_requested, "round {round}: {exit:?}");
+        assert!(exit.launch_error.is_none(), "round {round}: {exit:?}");
+        if let Ok(pid) = read(tmp.path().join("task.pid")).trim().parse::<i32>() {
+            wait_for("the task to be gone", 10, || gone(pid).then_some(()));
+        }
+    }
+}
+
+#[test]
+fn a_standby_whose_server_goes_away_ends_without_a_task() {
+    let standby = spawn_standby(&kiln()).expect("standby");
+    let pid = standby.pid() as i32;
+    drop(standby);
+    wait_for("the standby to end", 10, || gone(pid).then_some(()));
+}
+
+/// Signalled while it waits (the server never does that), a standby takes
+/// no folder; the task then runs under a fresh supervisor, once.
+#[test]
+fn a_standby_signalled_while_it_waits_takes_no_folder() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = launch(tmp.path(), "echo run >> runs.txt", 5);
+    let standby = spawn_standby(&kiln()).expect("standby");
+    let _ = kill(Pid::from_raw(standby.pid() as i32), Signal::SIGTERM);
+    assert!(standby.hand_over(&task).is_err());
+    assert!(task.claimed_by().is_none() && task.read_exit().expect("readable").is_none());
+    let mut sup = spawn_supervisor(&kiln(), &task).expect("spawned");
+    assert!(exit_of(&task).succeeded());
+    sup.wait().expect("reaped");
     assert_eq!(read(tmp.path().join("runs.txt")), "run\n");
 }

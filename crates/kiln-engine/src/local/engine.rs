@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracing::{error, warn};
 
@@ -14,6 +16,7 @@ use super::container::Runtime;
 use super::ports::Ports;
 use super::resources::Discovered;
 use super::sandbox::RootEntry;
+use super::standby::{spawn_standby, Standby};
 use super::{scratch, spawn_supervisor, Supervisor, TaskDir};
 use crate::engine::{
     Allocation, AttemptRef, AttemptSpec, Engine, EngineInfo, EventSink, KnownTask, NodeState,
@@ -60,7 +63,21 @@ pub struct LocalEngine {
     pub(super) held: HashMap<AttemptRef, Vec<u16>>,
     /// The supervisors of runs that have not been seen to end.
     pub(super) running: HashMap<TaskRef, Arc<Supervisor>>,
+    /// Supervisors started ahead of the next launches (standby.rs), and
+    /// whether more are being started.
+    standby: Arc<Mutex<Vec<Standby>>>,
+    refilling: Arc<AtomicBool>,
 }
+
+/// How long after a launch the next standbys are started: the tasks just
+/// launched get the CPUs for their own start first (on a small machine
+/// they would take turns).
+const REFILL_AFTER: Duration = Duration::from_millis(10);
+
+/// Standbys kept ready: one scheduling pass often starts a few jobs at once
+/// (one ends and frees GPUs for several smaller ones), and each without a
+/// standby waits for a fresh supervisor.
+const STANDBYS: usize = 4;
 
 impl LocalEngine {
     pub fn new(cfg: LocalConfig, events: EventSink) -> Self {
@@ -70,6 +87,57 @@ impl LocalEngine {
             ports: Ports::default(),
             held: HashMap::new(),
             running: HashMap::new(),
+            standby: Arc::new(Mutex::new(Vec::new())),
+            refilling: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The task's supervisor: the standby when one is ready and takes the
+    /// folder, else a fresh one. Either way a standby is made ready for
+    /// the next launch.
+    fn supervisor_for(&self, dir: &TaskDir) -> Result<std::process::Child, EngineError> {
+        let ready = self.standby.lock().ok().and_then(|mut s| s.pop());
+        let child = match ready.map(|s| s.hand_over(dir)) {
+            Some(Ok(child)) => Ok(child),
+            Some(Err(e)) => {
+                warn!(error = %e, "starting a fresh supervisor instead");
+                spawn_supervisor(&self.cfg.exe, dir)
+            }
+            None => spawn_supervisor(&self.cfg.exe, dir),
+        };
+        self.refill_standby();
+        child
+    }
+
+    fn refill_standby(&self) {
+        if self.refilling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (slot, refilling) = (Arc::clone(&self.standby), Arc::clone(&self.refilling));
+        let exe = self.cfg.exe.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kiln-standby".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                std::thread::sleep(REFILL_AFTER);
+                while slot.lock().is_ok_and(|s| s.len() < STANDBYS) {
+                    match spawn_standby(&exe) {
+                        Ok(s) => {
+                            if let Ok(mut slot) = slot.lock() {
+                                slot.push(s);
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot start a standby supervisor");
+                            break;
+                        }
+                    }
+                }
+                refilling.store(false, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            self.refilling.store(false, Ordering::SeqCst);
+            warn!(error = %e, "cannot start a thread for the standby supervisor");
         }
     }
 
@@ -214,7 +282,7 @@ impl Engine for LocalEngine {
 
     fn launch(&mut self, task: &TaskRef) -> Result<(), EngineError> {
         let dir = self.task_dir(task);
-        let child = spawn_supervisor(&self.cfg.exe, &dir)?;
+        let child = self.supervisor_for(&dir)?;
         let sup = Arc::new(Supervisor::from_child(child, &dir));
         self.running.insert(task.clone(), Arc::clone(&sup));
         self.watch(task.clone(), sup, dir);

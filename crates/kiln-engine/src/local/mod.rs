@@ -15,6 +15,7 @@ pub(crate) mod reattach;
 pub mod resources;
 pub mod sandbox;
 pub(crate) mod scratch;
+pub mod standby;
 pub mod supervisor;
 pub mod usage;
 
@@ -23,4 +24,5 @@ pub use engine::{LocalConfig, LocalEngine};
 pub use files::{Exit, LaunchSpec, RunAs, Started, TaskDir};
 pub use handle::Supervisor;
 pub use sandbox::{Bind, Sandbox};
+pub use standby::{spawn_standby, standby, Standby};
 pub use supervisor::{pid_supervises, spawn_supervisor, supervise, supervisor_alive};

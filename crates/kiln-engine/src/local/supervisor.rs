@@ -60,14 +60,20 @@ pub fn supervisor_alive(dir: &TaskDir, started: &Started) -> bool {
     pid_supervises(dir, started.supervisor_pid)
 }
 
-/// Whether `pid` is a live supervisor of `dir`.
+/// Whether `pid` is a live supervisor of `dir`: started for it (the folder
+/// on its command line), or a standby that took it (`__supervise` on its
+/// command line, working in the folder; see `standby`).
 pub fn pid_supervises(dir: &TaskDir, pid: i32) -> bool {
     if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
         return false;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let want = dir.path().as_os_str().as_encoded_bytes();
-    cmdline.split(|b| *b == 0).any(|arg| arg == want)
+    if cmdline.split(|b| *b == 0).any(|arg| arg == want) {
+        return true;
+    }
+    cmdline.split(|b| *b == 0).any(|arg| arg == b"__supervise")
+        && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir.path())
 }
 
 /// The GPUs the engine bound to this step (Slurm sets `CUDA_VISIBLE_DEVICES`
@@ -97,15 +103,28 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// task is started, every later failure is logged and the task still gets
 /// waited for and its end recorded, so no task is ever left unwatched.
 pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
+    let signals = take_signals()?;
+    supervise_with(dir, signals)
+}
+
+/// Becomes a supervisor's own session and catches its stop requests; the
+/// first thing a supervisor does, before it knows its folder.
+pub(super) fn take_signals() -> Result<Signals, EngineError> {
     // A session of our own: no terminal signals, no dying with the server.
     // Fails only when already a group leader, which is fine.
     let _ = setsid();
     // Catch stop requests before anything else: one that arrives while the
     // task is being set up is queued here and acted on, never lost.
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(EngineError::Signals)?;
+    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(EngineError::Signals)?;
     stop_signals()
         .thread_unblock()
         .map_err(|e| EngineError::Signals(e.into()))?;
+    Ok(signals)
+}
+
+/// A supervisor's life once its signals are caught (`signals` from
+/// [`take_signals`]).
+pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), EngineError> {
     // Running a task twice is worse than not running it: the first
     // supervisor claims the folder, and every start gets a fresh one.
     if !dir.try_claim(std::process::id() as i32)? {
