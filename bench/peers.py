@@ -246,6 +246,8 @@ def gpu(s):
                      "cuda_visible_devices": cvd, "devices": ids, "worker": worker})
     ok, bad = s.outcome()
     res = analyse_gpu(jobs, t0, has_ids)
+    if hasattr(s, "preempted"):
+        res["preempted_attempts"], res["preempted_gpu_s"] = s.preempted(names)
     res.update(n=GPU_N, submit_s=t_sub, ok=ok, failed=bad,
                ideal_s=sum(g * d for g, d in seq) / GPUS, jobs=jobs, has_device_ids=has_ids)
     return res

@@ -57,6 +57,20 @@ class KilnSystem:
     def outcome(self):
         return self.k.count("SUCCEEDED"), self.k.count("FAILED") + self.k.count("STOPPED")
 
+    def preempted(self, names):
+        """(attempts ended by preemption, GPU-seconds those attempts held):
+        work a scheduler that preempts throws away when the job keeps no
+        checkpoint, as a `sleep` does not."""
+        count, gpu_s = 0, 0.0
+        for n in names:
+            j = self.k.job(n)
+            count += j.get("preemptions", 0)
+            for a in j.get("attempts", []):
+                for t in a["tasks"]:
+                    if t.get("startedAtMs") and t.get("finishedAtMs"):
+                        gpu_s += len(t["gpus"]) * (t["finishedAtMs"] - t["startedAtMs"]) / 1000
+        return count, gpu_s
+
     def stop(self):
         if self.k:
             self.k.stop()
