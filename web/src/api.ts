@@ -298,7 +298,8 @@ export type PendingDetail =
   | ({ code: 'wouldDelay'; head: string } & InQueue)
   | ({ code: 'userLimit'; user: string; limit: number; running: number; need: number } & InQueue)
   | ({ code: 'overQuota'; need: number } & InQueue)
-  | ({ code: 'preempting'; jobs: string[] } & InQueue);
+  | ({ code: 'preempting'; jobs: string[] } & InQueue)
+  | ({ code: 'draining'; jobs: string[]; untilMs: number } & InQueue);
 
 export class ApiError extends Error {
   constructor(

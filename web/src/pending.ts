@@ -1,7 +1,7 @@
 // Why a job waits, in the reader's language: the server sends the reason as
 // data (`pendingDetail`) beside its English words (`pendingReason`).
 import type { JobView, PendingDetail, Missing, Share } from './api';
-import { fmtBytes } from './format';
+import { fmtBytes, fmtClock } from './format';
 import { t } from './i18n';
 
 const mib = (n: number) => fmtBytes(n * 1024 * 1024);
@@ -55,6 +55,8 @@ export function pendingDetailText(d: PendingDetail): string {
           return t('pending.overQuota', { queue: d.queue, need: gpus(d.need), place });
         case 'preempting':
           return t('pending.preempting', { jobs: d.jobs.join(t('pending.listSep')), place });
+        case 'draining':
+          return t('pending.draining', { jobs: d.jobs.join(t('pending.listSep')), until: fmtClock(d.untilMs), place });
       }
     }
   }

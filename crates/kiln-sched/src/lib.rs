@@ -25,5 +25,6 @@ pub use model::{
     model_matches, Gpu, GpuQuota, JobRequest, Node, Placed, Queue, Quota, RunningJob, TaskRequest,
 };
 pub use plan::{plan, schedule, Pass, Plan, Preempt, Start, Waiting};
+pub use preempt::DRAIN_PATIENCE_MS;
 pub use quota::{Held, QueueUse, DEFAULT_QUEUE};
 pub use reason::{Missing, Place, Reason, Share};

@@ -9,7 +9,7 @@ use crate::model::{
     model_matches, JobRequest, Node, Placed, Queue, Quota, RunningJob, TaskRequest,
 };
 use crate::place::{totals, Free, PASS_SEARCH_BUDGET};
-use crate::preempt::{find_victims, Candidate};
+use crate::preempt::{drain_until, find_victims, Candidate};
 use crate::quota::{borrowers, queue_index, queue_use, with_default, Held, QueueUse};
 use crate::reason::{Missing, Place, Reason, Share};
 
@@ -63,6 +63,20 @@ pub struct Plan {
     pub queues: Vec<QueueUse>,
 }
 
+impl Plan {
+    /// The jobs this pass let wait for others to finish, and until when:
+    /// what the next pass gets as `Pass::draining`.
+    pub fn draining(&self) -> HashMap<u64, u64> {
+        self.waiting
+            .iter()
+            .filter_map(|w| match w.reason {
+                Reason::Draining { until_ms, .. } => Some((w.key, until_ms)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Everything one pass looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Pass<'a> {
@@ -75,6 +89,15 @@ pub struct Pass<'a> {
     pub queues: &'a [Queue],
     /// Each user's decayed usage (see `fair`); absent is 0.
     pub usage: &'a HashMap<String, f64>,
+    /// Milliseconds, the clock of `RunningJob::started`.
+    pub now_ms: u64,
+    /// How long at most a job lets opportunistic jobs of its own standing
+    /// finish instead of preempting them (`preempt::drain_until`);
+    /// [`crate::DRAIN_PATIENCE_MS`] unless a simulation scales time.
+    pub drain_patience_ms: u64,
+    /// Jobs the last pass let wait for others to finish (`Reason::Draining`)
+    /// and until when: the bound holds across passes.
+    pub draining: &'a HashMap<u64, u64>,
 }
 
 /// Preemption searches per pass: each copies what is free, so a long queue
@@ -100,6 +123,9 @@ pub fn schedule(nodes: &[Node], running: &[RunningJob], waiting: &[JobRequest], 
         now,
         queues: &[],
         usage: &HashMap::new(),
+        now_ms: now.saturating_mul(1000),
+        drain_patience_ms: crate::preempt::DRAIN_PATIENCE_MS,
+        draining: &HashMap::new(),
     })
 }
 
@@ -168,6 +194,32 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
         gpus: vec![],
     };
     let cluster_gpus: u64 = nodes.iter().map(|n| n.gpus.len() as u64).sum();
+    // GPUs a queue's quota can actually give: an entry naming a model the
+    // cluster has fewer of (or none) gives no more than there are. Counted
+    // without models, a queue whose quota names absent GPUs sorted its
+    // borrowers among jobs within quota, ahead of the owners reclaiming
+    // from them (and the liveness property found them taking turns).
+    let usable_gpus: Vec<u64> = queues
+        .iter()
+        .map(|q| {
+            q.quota
+                .gpus
+                .iter()
+                .map(|e| {
+                    let there = nodes
+                        .iter()
+                        .flat_map(|n| &n.gpus)
+                        .filter(|g| {
+                            e.model
+                                .as_deref()
+                                .is_none_or(|m| model_matches(&g.model, m))
+                        })
+                        .count() as u64;
+                    e.count.min(there)
+                })
+                .sum()
+        })
+        .collect();
     let mut order: Vec<(bool, (f64, i32, u64), &JobRequest)> = waiting
         .iter()
         .map(|j| {
@@ -176,13 +228,23 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
             let borrows = |has: u64, need: u64, quota: u64, all: u64| {
                 need > 0 && has + need > quota && quota < all
             };
-            let over = borrows(own.gpu_count(), gpus, quota.gpu_count(), cluster_gpus)
+            let over = borrows(own.gpu_count(), gpus, usable_gpus[q], cluster_gpus)
                 || borrows(own.cpus, cpus, quota.cpus, cluster.cpus)
                 || borrows(own.memory_mb, mem, quota.memory_mb, cluster.memory_mb);
             (over, standing(usage, &j.user, j.priority, j.seq), j)
         })
         .collect();
     order.sort_by(|a, b| a.0.cmp(&b.0).then(cmp_standing(&a.1, &b.1)));
+    // Whether a queue's quota leaves others anything to lend it.
+    let lends: Vec<bool> = queues
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            q.quota.cpus < cluster.cpus
+                || q.quota.memory_mb < cluster.memory_mb
+                || usable_gpus[i] < cluster_gpus
+        })
+        .collect();
 
     let mut ahead_in_queue: HashMap<&str, usize> = HashMap::new();
     let mut plan = Plan {
@@ -215,7 +277,25 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
     let mut no_victims: HashSet<(Shape, usize)> = HashSet::new();
     let mut search_left = PASS_SEARCH_BUDGET;
 
-    for (_, my_standing, job) in order {
+    // Whether a job borrows is known only once it is placed: a job sorted
+    // among those within quota that turns out to borrow (its quota names
+    // models it cannot get, say) goes to the borrowers' round instead, so
+    // that it never takes what an owner is reclaiming before the owner.
+    let (first, mut borrowers_round): (Vec<_>, Vec<_>) = order.into_iter().partition(|o| !o.0);
+    let mut deferred = Vec::new();
+    let mut round: std::collections::VecDeque<_> = first.into();
+    let mut second_round = false;
+    loop {
+        let Some((_, my_standing, job)) = round.pop_front() else {
+            if second_round {
+                break;
+            }
+            second_round = true;
+            borrowers_round.append(&mut deferred);
+            borrowers_round.sort_by(|a, b| cmp_standing(&a.1, &b.1));
+            round = std::mem::take(&mut borrowers_round).into();
+            continue;
+        };
         let ahead = ahead_in_queue.entry(job.queue.as_str()).or_insert(0);
         let position = *ahead;
         let q = qi(&job.queue);
@@ -277,6 +357,11 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
             p
         };
         if let Some(mut tasks) = placed {
+            if !second_round && lends[q] && job.preemptible && !within(&Held::of(nodes, &tasks)) {
+                free_back(nodes, &mut free, &tasks);
+                deferred.push((true, my_standing, job));
+                continue;
+            }
             if !job.preemptible && !within(&Held::of(nodes, &tasks)) {
                 if let Some(t) = on_quota_models(nodes, &mut free, &queues[q].quota, job, &tasks) {
                     tasks = t;
@@ -303,6 +388,18 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                 })
             } else {
                 Ok((tasks, false, false))
+            };
+            // Backfilling may place it elsewhere than first found: a job
+            // that cannot be preempted must still be within its quota there.
+            let outcome = match outcome {
+                Ok((tasks, ..)) if !job.preemptible && !within(&Held::of(nodes, &tasks)) => {
+                    free_back(nodes, &mut free, &tasks);
+                    Err(Reason::OverQuota {
+                        need: need_gpus,
+                        queue: place_in(&share),
+                    })
+                }
+                other => other,
             };
             match outcome {
                 Ok((tasks, backfilled, opportunistic)) => {
@@ -374,10 +471,26 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                     // may a job that cannot be preempted run beyond it.
                     let allowed =
                         in_quota || (job.preemptible && victims.iter().all(|v| !v.reclaim_only));
+                    // Victims below it by age alone, in its own queue, may
+                    // be let finish (taking quota back never waits).
+                    let by_age_only = victims.iter().all(|v| {
+                        v.job.stopping
+                            || (!v.reclaim_only && qi(&v.job.queue) == q && {
+                                let theirs =
+                                    standing(usage, &v.job.user, v.job.priority, v.job.seq);
+                                theirs.0 == my_standing.0 && theirs.1 == my_standing.1
+                            })
+                    });
+                    let drain = by_age_only
+                        .then(|| {
+                            let before = pass.draining.get(&job.key).copied();
+                            drain_until(&victims, job, pass.now_ms, pass.drain_patience_ms, before)
+                        })
+                        .flatten();
                     if allowed {
                         for v in &victims {
                             claimed.insert(v.job.key);
-                            if !v.job.stopping {
+                            if !v.job.stopping && drain.is_none() {
                                 plan.preempt.push(Preempt {
                                     key: v.job.key,
                                     label: v.job.label.clone(),
@@ -393,11 +506,19 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                         }
                         free_of_type.clear();
                         no_room.clear();
+                        let jobs = victims.iter().map(|v| v.job.label.clone()).collect();
                         plan.waiting.push(Waiting {
                             key: job.key,
-                            reason: Reason::Preempting {
-                                jobs: victims.iter().map(|v| v.job.label.clone()).collect(),
-                                queue: place_in(&share),
+                            reason: match drain {
+                                Some(until_ms) => Reason::Draining {
+                                    jobs,
+                                    until_ms,
+                                    queue: place_in(&share),
+                                },
+                                None => Reason::Preempting {
+                                    jobs,
+                                    queue: place_in(&share),
+                                },
                             },
                         });
                         *ahead += 1;

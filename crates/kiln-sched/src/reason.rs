@@ -74,6 +74,16 @@ pub enum Reason {
         #[serde(flatten)]
         queue: Place,
     },
+    /// Jobs that started on idle resources after it, of the same standing
+    /// otherwise, are let finish: preempting them would throw away more
+    /// work than the wait is expected to cost. They are preempted if still
+    /// running at `until_ms` (ms since the epoch).
+    Draining {
+        jobs: Vec<String>,
+        until_ms: u64,
+        #[serde(flatten)]
+        queue: Place,
+    },
 }
 
 /// Where a job stands in its queue.
@@ -266,8 +276,25 @@ impl fmt::Display for Reason {
                 "making room: waiting for {} to stop; {queue}",
                 jobs.join(", ")
             ),
+            Reason::Draining {
+                jobs,
+                until_ms,
+                queue,
+            } => write!(
+                f,
+                "letting {} finish (started on idle resources after it; preempted if still running at {} UTC); {queue}",
+                jobs.join(", "),
+                utc_time(*until_ms)
+            ),
         }
     }
+}
+
+/// `HH:MM:SS` of a time in ms since the epoch, UTC: enough to say when
+/// within the next minutes (the UI shows it in the reader's own zone).
+fn utc_time(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
 }
 
 #[cfg(test)]

@@ -27,6 +27,11 @@ const NAMED: &[&str] = &["qa", "qb", "qc"];
 /// Passes a simulation runs at most.
 const STEPS: usize = 400;
 
+/// The drain patience of these timelines (their clock steps whole seconds):
+/// short enough that a job let waiting on others' opportunistic jobs still
+/// settles well within `STEPS`.
+const PATIENCE_MS: u64 = 20_000;
+
 #[derive(Debug, Clone)]
 struct SimJob {
     req: JobRequest,
@@ -230,6 +235,7 @@ fn simulate(
     let mut finished = HashSet::new();
     let mut now = 0u64;
     let mut last: Option<Plan>;
+    let mut draining: HashMap<u64, u64> = HashMap::new();
     for _ in 0..steps {
         while arrivals.last().is_some_and(|j| j.arrive <= now) {
             waiting.push(arrivals.pop().unwrap().req.clone());
@@ -242,7 +248,11 @@ fn simulate(
             now,
             queues: &sc.queues,
             usage: &sc.usage,
+            now_ms: now * 1000,
+            drain_patience_ms: PATIENCE_MS,
+            draining: &draining,
         });
+        draining = p.draining();
         check(&PassView {
             sc,
             now,
@@ -277,7 +287,7 @@ fn simulate(
                     preemptible: j.req.preemptible,
                     opportunistic: s.opportunistic,
                     stopping: false,
-                    started: now,
+                    started: now * 1000,
                 },
                 exit_at: now + j.duration,
                 done_at: now + j.duration,
@@ -549,12 +559,14 @@ proptest! {
     #[test]
     fn idle_resources_are_used(sc in scenario()) {
         simulate(&sc, STEPS, |v| {
-            // A job in `Preempting` has its placement set aside for the
-            // rest of the pass (what victims free, and what is free of it
-            // already), so what looks free here was not free to the jobs
-            // behind it: such passes are skipped.
+            // A job in `Preempting` or `Draining` has its placement set
+            // aside for the rest of the pass (what victims free, and what
+            // is free of it already), so what looks free here was not free
+            // to the jobs behind it: such passes are skipped.
             if !v.plan.preempt.is_empty()
-                || v.plan.waiting.iter().any(|w| matches!(w.reason, Reason::Preempting { .. }))
+                || v.plan.waiting.iter().any(|w| {
+                    matches!(w.reason, Reason::Preempting { .. } | Reason::Draining { .. })
+                })
             {
                 return Ok(());
             }
@@ -801,7 +813,17 @@ proptest! {
     fn a_queue_gets_its_quota_back_within_one_grace(g in guarantee()) {
         let queues = vec![queue_of("qa", g.qa), queue_of("qb", g.qb)];
         let pass = |running: &[RunningJob], waiting: &[JobRequest], now: u64| {
-            plan(&Pass { nodes: &g.nodes, running, waiting, now, queues: &queues, usage: &g.usage })
+            plan(&Pass {
+                nodes: &g.nodes,
+                running,
+                waiting,
+                now,
+                queues: &queues,
+                usage: &g.usage,
+                now_ms: now * 1000,
+                drain_patience_ms: PATIENCE_MS,
+                draining: &HashMap::new(),
+            })
         };
         // Fill the cluster: fillers start (borrowing, opportunistically),
         // and preempt one another with instant exits, until nothing moves.

@@ -338,6 +338,9 @@ fn a_reclaimed_borrower_does_not_take_back_what_was_reclaimed() {
         now: 0,
         queues: &queues,
         usage: &usage,
+        now_ms: 0,
+        drain_patience_ms: kiln_sched::DRAIN_PATIENCE_MS,
+        draining: &HashMap::new(),
     });
     let started: Vec<u64> = plan.start.iter().map(|s| s.key).collect();
     assert_eq!(started, [2], "{plan:?}");
@@ -364,8 +367,68 @@ fn a_job_that_may_not_be_preempted_runs_on_its_quota_s_model() {
         now: 0,
         queues: &queues,
         usage: &HashMap::new(),
+        now_ms: 0,
+        drain_patience_ms: kiln_sched::DRAIN_PATIENCE_MS,
+        draining: &HashMap::new(),
     });
     assert_eq!(plan.start.len(), 1, "{plan:?}");
     assert_eq!(plan.start[0].tasks[0].node, 1);
     assert!(!plan.start[0].borrowing);
+}
+
+/// alice's 4-GPU job waits while her own later 3-GPU job, started on idle
+/// GPUs, runs. When one GPU comes free, preempting the 3-GPU job would
+/// throw away 3 GPUs × its run so far to save 1 idle GPU × about as long
+/// again: she is let finish, and the free GPU is held for the 4-GPU job,
+/// not given to the next small job. Past the patience, or for a job of
+/// higher priority, the preemption comes at once.
+#[test]
+fn a_job_lets_its_own_standings_opportunistic_jobs_finish_when_that_wastes_less() {
+    let nodes = four_gpus();
+    let mut opportunistic = running(2, &[1, 2, 3], None);
+    opportunistic.user = "alice".into();
+    opportunistic.label = "alice~job2".into();
+    opportunistic.opportunistic = true;
+    opportunistic.started = 100_000;
+    let mut head = job(1, vec![task(4)], None);
+    head.user = "alice".into();
+    let mut small = job(3, vec![task(1)], None);
+    small.user = "alice".into();
+    let at = |now_ms: u64, head: &JobRequest| {
+        plan(&Pass {
+            nodes: &nodes,
+            running: std::slice::from_ref(&opportunistic),
+            waiting: &[head.clone(), small.clone()],
+            now: now_ms / 1000,
+            queues: &[],
+            usage: &HashMap::new(),
+            now_ms,
+            drain_patience_ms: 60_000,
+            draining: &HashMap::new(),
+        })
+    };
+    // 10 s in: 30 GPU-s lost against about 10 idle.
+    let p = at(110_000, &head);
+    assert!(p.preempt.is_empty() && p.start.is_empty(), "{p:?}");
+    let why = p.waiting[0].reason.to_string();
+    assert!(why.starts_with("letting alice~job2 finish"), "{why}");
+    assert!(
+        matches!(
+            p.waiting[0].reason,
+            kiln_sched::Reason::Draining {
+                until_ms: 160_000,
+                ..
+            }
+        ),
+        "{:?}",
+        p.waiting[0].reason
+    );
+    // The patience is over: preempted.
+    let p = at(160_000, &head);
+    assert_eq!(p.preempt.iter().map(|v| v.key).collect::<Vec<_>>(), [2]);
+    // A job of higher priority does not wait.
+    let mut urgent = head.clone();
+    urgent.priority = 10;
+    let p = at(110_000, &urgent);
+    assert_eq!(p.preempt.iter().map(|v| v.key).collect::<Vec<_>>(), [2]);
 }

@@ -44,6 +44,10 @@ struct Args {
     /// Pass at most this many waiting jobs (oldest first) to kiln's plan().
     #[arg(long)]
     waiting_cap: Option<usize>,
+    /// kiln's drain patience in seconds (how long a job lets opportunistic
+    /// jobs of its own standing finish before preempting them).
+    #[arg(long, default_value_t = kiln_sched::DRAIN_PATIENCE_MS / 1000)]
+    drain_patience: u64,
     /// Write the markdown here as well as to stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -93,6 +97,7 @@ fn main() -> Result<()> {
                 .map(|p| {
                     let mut cfg = Config::new(*p);
                     cfg.waiting_cap = args.waiting_cap;
+                    cfg.drain_patience_secs = args.drain_patience;
                     let (nodes, work) = (&nodes, &work);
                     s.spawn(move || sim::run(nodes, work, cfg))
                 })

@@ -37,6 +37,9 @@ pub struct Config {
     /// At most this many waiting jobs (oldest first) go to one kiln pass;
     /// None: all of them.
     pub waiting_cap: Option<usize>,
+    /// kiln's drain patience (`Pass::drain_patience_ms`), in the
+    /// simulation's seconds.
+    pub drain_patience_secs: u64,
 }
 
 impl Config {
@@ -45,6 +48,7 @@ impl Config {
             policy,
             grace_secs: 30,
             waiting_cap: None,
+            drain_patience_secs: kiln_sched::DRAIN_PATIENCE_MS / 1000,
         }
     }
 }
@@ -74,6 +78,8 @@ struct State<'w> {
     attempts: Vec<u32>,
     /// Per user: decayed usage banked at a time (ms).
     banked: HashMap<String, (f64, u64)>,
+    /// The last pass's `Plan::draining`, for the next.
+    draining: HashMap<u64, u64>,
     cluster: (u64, u64),
     out: Outcome,
 }
@@ -113,6 +119,7 @@ pub fn run(nodes: &[Node], work: &Workload, cfg: Config) -> Outcome {
         events: BinaryHeap::new(),
         attempts: vec![0; work.jobs.len()],
         banked: HashMap::new(),
+        draining: HashMap::new(),
         cluster: (total_gpus, cluster_cpus),
         out: Outcome::new(cfg.policy.name(), total_gpus, cluster_cpus, window),
     };
@@ -248,9 +255,13 @@ impl State<'_> {
                     now,
                     queues: self.queues,
                     usage: &usage,
+                    now_ms: now.saturating_mul(1000),
+                    drain_patience_ms: cfg.drain_patience_secs.saturating_mul(1000),
+                    draining: &self.draining,
                 };
                 let t = Instant::now();
                 let p = plan(&pass);
+                self.draining = p.draining();
                 self.out.pass_micros.push(t.elapsed().as_secs_f64() * 1e6);
                 (
                     p.start
@@ -324,7 +335,7 @@ impl State<'_> {
             preemptible: r.preemptible,
             opportunistic,
             stopping: false,
-            started: now,
+            started: now.saturating_mul(1000),
         });
         let o = &mut self.out.jobs[key as usize];
         o.first_start.get_or_insert(now);

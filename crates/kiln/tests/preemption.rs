@@ -49,6 +49,7 @@ fn has_event(j: &Value, kind: &str) -> Option<String> {
 fn sharing_the_gpus() {
     let mut s = Server::start();
     small_job_runs_on_idle_gpus_and_is_preempted(&s);
+    a_users_own_wide_job_is_let_finish(&s);
     a_restart_during_the_grace_period_finishes_the_preemption(&mut s);
     // Before any queue exists: default's quota is the whole cluster.
     a_job_that_may_not_be_preempted_waits_its_turn(&s);
@@ -108,6 +109,32 @@ fn small_job_runs_on_idle_gpus_and_is_preempted(s: &Server) {
     });
     stop(s, &small);
     s.ended(&small, 30);
+}
+
+/// One user's 4-GPU job waits; her later 3-GPU job starts on idle GPUs.
+/// When a GPU comes free, preempting the 3-GPU job would throw away more
+/// than the one idle GPU costs while it finishes: it is let finish, the
+/// waiting job says so, and starts when it has.
+fn a_users_own_wide_job_is_let_finish(s: &Server) {
+    let mallory = user(s, "mallory");
+    let holder = submit(s, &mallory, job("holder", 1, "sleep 300"));
+    s.wait_state(&holder, "RUNNING", 30);
+    let big = submit(s, &mallory, job("big", 4, "sleep 300"));
+    let wide = submit(s, &mallory, job("wide", 3, "sleep 4"));
+    let j = s.wait_state(&wide, "RUNNING", 30);
+    assert_eq!(j["opportunistic"], true, "{j:#}");
+    stop(s, &holder);
+    s.wait_job(&big, 30, "waiting for wide to finish", |j| {
+        j["pendingReason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("letting mallory~wide finish"))
+    });
+    s.wait_state(&big, "RUNNING", 60);
+    let j = s.job(&wide);
+    assert_eq!(j["state"], "SUCCEEDED", "{j:#}");
+    assert!(has_event(&j, "preempted").is_none(), "{j:#}");
+    stop(s, &big);
+    s.ended(&big, 30);
 }
 
 fn a_queue_lends_its_quota_and_takes_it_back(s: &Server) {

@@ -65,6 +65,10 @@ pub(crate) struct Snapshot {
     usage: HashMap<String, f64>,
     /// Seconds.
     now: u64,
+    /// The same moment in milliseconds, the clock of `RunningJob::started`.
+    now_ms: u64,
+    /// Jobs the last applied plan let wait for others to finish.
+    draining: HashMap<u64, u64>,
 }
 
 /// A finished pass, as the scheduler thread sends it back.
@@ -251,6 +255,9 @@ fn compute(s: &Snapshot, histogram: Option<&Histogram>) -> Result<Plan, String> 
             now: s.now,
             queues: &s.queues,
             usage: &s.usage,
+            now_ms: s.now_ms,
+            drain_patience_ms: kiln_sched::DRAIN_PATIENCE_MS,
+            draining: &s.draining,
         })
     }))
     .map_err(|p| {
@@ -409,15 +416,35 @@ impl Loop {
             warn_at_ms: now_ms() + SLOW_PASS_MS,
             warn_every_ms: SLOW_PASS_MS,
         };
+        let at_ms = now_ms();
         let snapshot = Box::new(Snapshot {
             nodes,
             running,
             waiting,
             queues: self.queues(),
             usage,
-            now: now_ms() / 1000,
+            now: at_ms / 1000,
+            now_ms: at_ms,
+            draining: self.draining(),
         });
         (snapshot, flight)
+    }
+
+    /// The jobs the last applied plan let wait for others to finish, and
+    /// until when (from their pending reasons).
+    fn draining(&self) -> HashMap<u64, u64> {
+        let Ok(reasons) = self.reasons.read() else {
+            return HashMap::new();
+        };
+        reasons
+            .iter()
+            .filter_map(|(key, p)| match p {
+                Pending::Plan(kiln_sched::Reason::Draining { until_ms, .. }) => {
+                    Some((*key as u64, *until_ms))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// A plan came back from the scheduler thread.
