@@ -277,10 +277,11 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
     let mut no_victims: HashSet<(Shape, usize)> = HashSet::new();
     let mut search_left = PASS_SEARCH_BUDGET;
 
-    // Whether a job borrows is known only once it is placed: a job sorted
-    // among those within quota that turns out to borrow (its quota names
-    // models it cannot get, say) goes to the borrowers' round instead, so
-    // that it never takes what an owner is reclaiming before the owner.
+    // Whether a job borrows GPUs is known only once it is placed: a job
+    // sorted among those within quota that turns out to borrow because its
+    // quota names models it did not get goes to the borrowers' round
+    // instead, so that it never takes what an owner is reclaiming before
+    // the owner.
     let (first, mut borrowers_round): (Vec<_>, Vec<_>) = order.into_iter().partition(|o| !o.0);
     let mut deferred = Vec::new();
     let mut round: std::collections::VecDeque<_> = first.into();
@@ -346,6 +347,18 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
             queues[q].quota.holds(&next)
         };
 
+        // Within its quota by GPU count (so sorted among such jobs), yet
+        // borrowing once placed, because its quota names models it did not
+        // get.
+        let borrows_by_model = |tasks: &[Placed]| {
+            let mut next = own[q].clone();
+            next.add(&Held::of(nodes, tasks));
+            let gpus_only = Held {
+                gpus: next.gpus.clone(),
+                ..Held::default()
+            };
+            next.gpu_count() <= usable_gpus[q] && !queues[q].quota.holds(&gpus_only)
+        };
         let job_shape = shape(job);
         let placed = if no_room.contains(&job_shape) {
             None
@@ -357,7 +370,7 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
             p
         };
         if let Some(mut tasks) = placed {
-            if !second_round && lends[q] && job.preemptible && !within(&Held::of(nodes, &tasks)) {
+            if !second_round && lends[q] && job.preemptible && borrows_by_model(&tasks) {
                 free_back(nodes, &mut free, &tasks);
                 deferred.push((true, my_standing, job));
                 continue;
