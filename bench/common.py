@@ -212,14 +212,16 @@ class Kiln:
         if self.sandboxed:
             host = os.path.join(self.data, "spaces", "admin", "marks")
             inside = "/mnt/marks"
-        else:
-            host = os.path.join(self.data, "marks")
-            inside = host
-        os.makedirs(host, exist_ok=True)
-        if not self.sandboxed:
-            # Run as root, kiln runs tasks as their user's own uid.
-            os.chmod(host, 0o1777)
-        return host, inside
+            os.makedirs(host, exist_ok=True)
+            return host, inside
+        # Run as root, kiln runs tasks as their user's own uid, which may
+        # not enter kiln's data folder nor a private temporary parent: a
+        # folder of their own, in a parent they may pass through.
+        if TMP_PARENT:
+            os.chmod(TMP_PARENT, 0o711)
+        host = tmpdir("kiln-marks-")
+        os.chmod(host, 0o1777)
+        return host, host
 
     def api(self, method, path, body=None, token=None, raw=False):
         for attempt in range(2):
