@@ -496,3 +496,46 @@ fn a_standby_signalled_while_it_waits_takes_no_folder() {
     sup.wait().expect("reaped");
     assert_eq!(read(tmp.path().join("runs.txt")), "run\n");
 }
+
+/// A process of another uid (every task, when kiln runs as root) that calls
+/// itself `__supervise` and works in a task's folder is never taken for
+/// that task's supervisor; one of the server's own uid is.
+#[test]
+fn a_process_of_another_uid_is_never_taken_for_a_supervisor() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let task = launch(tmp.path(), "true", 5);
+    for p in [tmp.path(), task.path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    }
+    let posing = |uid: Option<u32>| {
+        let mut c = std::process::Command::new("sleep");
+        c.arg0("__supervise").arg("30").current_dir(task.path());
+        if let Some(id) = uid {
+            c.uid(id).gid(id);
+        }
+        let child = c.spawn().expect("spawned");
+        let pid = child.id() as i32;
+        wait_for("the exec", 10, || {
+            read(PathBuf::from(format!("/proc/{pid}/cmdline")))
+                .starts_with("__supervise")
+                .then_some(())
+        });
+        child
+    };
+    let mut task_uid = posing(Some(1_500_000_001));
+    let mut ours = posing(None);
+    assert!(!kiln_engine::local::pid_supervises(
+        &task,
+        task_uid.id() as i32
+    ));
+    assert!(kiln_engine::local::pid_supervises(&task, ours.id() as i32));
+    for c in [&mut task_uid, &mut ours] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

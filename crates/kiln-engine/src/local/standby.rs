@@ -28,7 +28,7 @@ use std::time::Duration;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::files::TaskDir;
-use super::supervisor::{supervise_with, take_signals};
+use super::supervisor::{claim, supervise_with, take_signals};
 use crate::error::EngineError;
 
 /// How long the server waits for a standby to take a folder. A live one
@@ -85,11 +85,26 @@ impl Standby {
             .write_all(&msg)
             .and_then(|()| self.to.flush())
             .and_then(|()| await_answer(&mut self.from, TAKE_TIMEOUT));
+        let pid = self.child.id() as i32;
         match taken {
             Ok(()) => Ok(self.child),
+            // Slow to answer, but it took the folder: it is the supervisor.
+            Err(_) if dir.claimed_by() == Some(pid) => Ok(self.child),
             Err(source) => {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
+                if dir.claimed_by() == Some(pid) {
+                    // It took the folder just before it was killed: what it
+                    // may have started ends too. A fresh supervisor then
+                    // finds the folder claimed and the task is reported
+                    // lost, never run twice.
+                    if let Ok(Some(started)) = dir.read_started() {
+                        let _ = nix::sys::signal::killpg(
+                            nix::unistd::Pid::from_raw(started.pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
                 Err(EngineError::Standby {
                     dir: dir.path().to_owned(),
                     source,
@@ -103,21 +118,30 @@ impl Standby {
     }
 }
 
-/// One byte from the standby within `timeout`.
+/// One byte from the standby within `timeout`. A signal to the server
+/// (its SIGCHLD handler, say) interrupts the wait; it goes on.
 fn await_answer(from: &mut ChildStdout, timeout: Duration) -> std::io::Result<()> {
     let mut pfd = libc::pollfd {
         fd: from.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if r == 0 {
-        return Err(std::io::ErrorKind::TimedOut.into());
+    let give_up = std::time::Instant::now() + timeout;
+    loop {
+        let left = give_up.saturating_duration_since(std::time::Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            break;
+        }
+        if r == 0 {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
     let mut byte = [0u8; 1];
     match from.read(&mut byte)? {
@@ -141,9 +165,12 @@ pub fn standby() -> Result<(), EngineError> {
         return Ok(());
     }
     let dir = TaskDir::new(PathBuf::from(OsString::from_vec(path)));
+    std::env::set_current_dir(dir.path()).map_err(EngineError::io("enter", dir.path()))?;
+    // Claimed before the answer: an answer means the folder is taken, and
+    // a server that got none can tell whether it was (`hand_over`).
+    claim(&dir)?;
     let log = File::create(dir.supervisor_log())
         .map_err(EngineError::io("create", dir.supervisor_log()))?;
-    std::env::set_current_dir(dir.path()).map_err(EngineError::io("enter", dir.path()))?;
     let mut out = std::io::stdout().lock();
     out.write_all(b"1")
         .and_then(|()| out.flush())

@@ -64,7 +64,7 @@ pub fn supervisor_alive(dir: &TaskDir, started: &Started) -> bool {
 /// on its command line), or a standby that took it (`__supervise` on its
 /// command line, working in the folder; see `standby`).
 pub fn pid_supervises(dir: &TaskDir, pid: i32) -> bool {
-    if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
+    if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() || !same_uid_as_us(pid) {
         return false;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -74,6 +74,19 @@ pub fn pid_supervises(dir: &TaskDir, pid: i32) -> bool {
     }
     cmdline.split(|b| *b == 0).any(|arg| arg == b"__supervise")
         && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir.path())
+}
+
+/// Whether `pid` runs as this process's uid, as supervisors do. A server
+/// running as root runs every task as another uid, so no task can pass for
+/// a supervisor, whatever its command line and working folder.
+fn same_uid_as_us(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let real_uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u32>().ok());
+    real_uid == Some(nix::unistd::geteuid().as_raw())
 }
 
 /// The GPUs the engine bound to this step (Slurm sets `CUDA_VISIBLE_DEVICES`
@@ -104,7 +117,17 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// waited for and its end recorded, so no task is ever left unwatched.
 pub fn supervise(dir: &TaskDir) -> Result<(), EngineError> {
     let signals = take_signals()?;
+    claim(dir)?;
     supervise_with(dir, signals)
+}
+
+/// Running a task twice is worse than not running it: the first
+/// supervisor claims the folder, and every start gets a fresh one.
+pub(super) fn claim(dir: &TaskDir) -> Result<(), EngineError> {
+    if !dir.try_claim(std::process::id() as i32)? {
+        return Err(EngineError::AlreadyRan(dir.path().to_owned()));
+    }
+    Ok(())
 }
 
 /// Becomes a supervisor's own session and catches its stop requests; the
@@ -123,13 +146,8 @@ pub(super) fn take_signals() -> Result<Signals, EngineError> {
 }
 
 /// A supervisor's life once its signals are caught (`signals` from
-/// [`take_signals`]).
+/// [`take_signals`]) and its folder claimed ([`claim`]).
 pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), EngineError> {
-    // Running a task twice is worse than not running it: the first
-    // supervisor claims the folder, and every start gets a fresh one.
-    if !dir.try_claim(std::process::id() as i32)? {
-        return Err(EngineError::AlreadyRan(dir.path().to_owned()));
-    }
     let mut spec = dir.read_launch()?;
     if spec.gpus_from_step {
         gpus_from_step(&mut spec.env);
