@@ -64,16 +64,22 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The jobs this pass let wait for others to finish, and until when:
-    /// what the next pass gets as `Pass::draining`.
-    pub fn draining(&self) -> HashMap<u64, u64> {
-        self.waiting
-            .iter()
-            .filter_map(|w| match w.reason {
-                Reason::Draining { until_ms, .. } => Some((w.key, until_ms)),
+    /// What the next pass gets as `Pass::draining`: the bound of every job
+    /// this pass let wait for others to finish, and the bounds `before` of
+    /// jobs that still wait, whatever their reason now (a pass without
+    /// searches to spare, say, must not reset a bound).
+    pub fn draining_after(&self, before: &HashMap<u64, u64>) -> HashMap<u64, u64> {
+        let mut next = HashMap::new();
+        for w in &self.waiting {
+            let now = match w.reason {
+                Reason::Draining { until_ms, .. } => Some(until_ms),
                 _ => None,
-            })
-            .collect()
+            };
+            if let Some(until) = before.get(&w.key).copied().into_iter().chain(now).min() {
+                next.insert(w.key, until);
+            }
+        }
+        next
     }
 }
 
@@ -371,9 +377,14 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
         };
         if let Some(mut tasks) = placed {
             if !second_round && lends[q] && job.preemptible && borrows_by_model(&tasks) {
-                free_back(nodes, &mut free, &tasks);
-                deferred.push((true, my_standing, job));
-                continue;
+                match on_quota_models(nodes, &mut free, &queues[q].quota, job, &tasks) {
+                    Some(t) => tasks = t,
+                    None => {
+                        free_back(nodes, &mut free, &tasks);
+                        deferred.push((true, my_standing, job));
+                        continue;
+                    }
+                }
             }
             if !job.preemptible && !within(&Held::of(nodes, &tasks)) {
                 if let Some(t) = on_quota_models(nodes, &mut free, &queues[q].quota, job, &tasks) {
@@ -387,7 +398,8 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                     queue: place_in(&share),
                 })
             } else if let Some(res) = &mut reservation {
-                behind_head(nodes, &mut free, res, job, tasks, ends_at).map_err(|head| {
+                let allowed = |t: &[Placed]| job.preemptible || within(&Held::of(nodes, t));
+                behind_head(nodes, &mut free, res, job, tasks, ends_at, &allowed).map_err(|head| {
                     match (head, ends_at) {
                         (head, None) => Reason::BehindHead {
                             head,
@@ -401,18 +413,6 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                 })
             } else {
                 Ok((tasks, false, false))
-            };
-            // Backfilling may place it elsewhere than first found: a job
-            // that cannot be preempted must still be within its quota there.
-            let outcome = match outcome {
-                Ok((tasks, ..)) if !job.preemptible && !within(&Held::of(nodes, &tasks)) => {
-                    free_back(nodes, &mut free, &tasks);
-                    Err(Reason::OverQuota {
-                        need: need_gpus,
-                        queue: place_in(&share),
-                    })
-                }
-                other => other,
             };
             match outcome {
                 Ok((tasks, backfilled, opportunistic)) => {
@@ -560,6 +560,9 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
 /// promise not to delay the head (backfilled), or without one when it may
 /// be preempted (opportunistic); otherwise it gives `tasks` back and waits,
 /// `Err` naming the head. `Ok` is (placement, backfilled, opportunistic).
+///
+/// `allowed` says whether a placement may be used: a job that cannot be
+/// preempted must stay within its quota wherever backfilling puts it.
 fn behind_head(
     nodes: &[Node],
     free: &mut Free,
@@ -567,6 +570,7 @@ fn behind_head(
     job: &JobRequest,
     tasks: Vec<Placed>,
     ends_at: Option<u64>,
+    allowed: &dyn Fn(&[Placed]) -> bool,
 ) -> Result<(Vec<Placed>, bool, bool), String> {
     if ends_at.is_some_and(|end| res.at.is_some_and(|at| end <= at)) {
         // Ends before the head could start: anything free will do.
@@ -579,7 +583,7 @@ fn behind_head(
         // state it will see when every job runs to its bound; jobs that end
         // early change that state, and placement is a heuristic, so the
         // head's start time is a bound under those assumptions.
-        if let Some(t) = backfill_beside(nodes, free, res, job) {
+        if let Some(t) = backfill_beside(nodes, free, res, job, allowed) {
             return Ok((t, true, false));
         }
     }
@@ -641,6 +645,7 @@ fn backfill_beside(
     free: &mut Free,
     res: &mut Reservation<'_>,
     job: &JobRequest,
+    allowed: &dyn Fn(&[Placed]) -> bool,
 ) -> Option<Vec<Placed>> {
     // Both placements below are within what is free now: when the totals
     // already say no, skip copying the world (the common case in a full
@@ -656,7 +661,7 @@ fn backfill_beside(
         free_back(nodes, free, tasks);
     }
     candidates.push(free.intersect(&keep_off).place(nodes, job));
-    for tasks in candidates.into_iter().flatten() {
+    for tasks in candidates.into_iter().flatten().filter(|t| allowed(t)) {
         for p in &tasks {
             res.world.take(nodes, p);
         }

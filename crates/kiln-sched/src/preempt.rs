@@ -179,8 +179,9 @@ pub(crate) fn drain_until(
     let age = |r: &RunningJob| now_ms.saturating_sub(r.started);
     let oldest = live.iter().map(|r| age(r)).max().unwrap_or(0);
     // Expected to run past the patience (as long again as it has run):
-    // waiting first and preempting then would cost both. Preempt now.
-    if oldest.saturating_mul(2) > patience_ms {
+    // waiting first and preempting then would cost both. Preempt now. Once
+    // waiting has begun, the bound shown holds instead.
+    if before.is_none() && oldest.saturating_mul(2) > patience_ms {
         return None;
     }
     let lost: u64 = live.iter().map(|r| weight(r) * age(r)).sum();
@@ -249,6 +250,19 @@ mod tests {
         );
         // Past the patience: preempt.
         assert_eq!(drain_until(&c, &wants(4), 61_000, 60_000, None), None);
+    }
+
+    #[test]
+    fn victims_expected_to_outlast_the_patience_are_preempted_unless_waiting_began() {
+        // Ran 40 s of a 60 s patience: expected to run 40 s more, past it.
+        let v = running(1, 3, 1_000);
+        let c = [Candidate::victim(&v, false)];
+        assert_eq!(drain_until(&c, &wants(4), 41_000, 60_000, None), None);
+        // Had the waiting begun earlier, the bound shown then holds.
+        assert_eq!(
+            drain_until(&c, &wants(4), 41_000, 60_000, Some(61_000)),
+            Some(61_000)
+        );
     }
 
     #[test]

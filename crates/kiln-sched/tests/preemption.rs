@@ -252,7 +252,7 @@ fn simulate(
             drain_patience_ms: PATIENCE_MS,
             draining: &draining,
         });
-        draining = p.draining();
+        draining = p.draining_after(&draining);
         check(&PassView {
             sc,
             now,

@@ -394,7 +394,8 @@ fn a_job_lets_its_own_standings_opportunistic_jobs_finish_when_that_wastes_less(
     head.user = "alice".into();
     let mut small = job(3, vec![task(1)], None);
     small.user = "alice".into();
-    let at = |now_ms: u64, head: &JobRequest| {
+    let none = HashMap::new();
+    let after = |now_ms: u64, head: &JobRequest, draining: &HashMap<u64, u64>| {
         plan(&Pass {
             nodes: &nodes,
             running: std::slice::from_ref(&opportunistic),
@@ -404,9 +405,10 @@ fn a_job_lets_its_own_standings_opportunistic_jobs_finish_when_that_wastes_less(
             usage: &HashMap::new(),
             now_ms,
             drain_patience_ms: 60_000,
-            draining: &HashMap::new(),
+            draining,
         })
     };
+    let at = |now_ms: u64, head: &JobRequest| after(now_ms, head, &none);
     // 10 s in: 30 GPU-s lost against about 10 idle.
     let p = at(110_000, &head);
     assert!(p.preempt.is_empty() && p.start.is_empty(), "{p:?}");
@@ -423,6 +425,13 @@ fn a_job_lets_its_own_standings_opportunistic_jobs_finish_when_that_wastes_less(
         "{:?}",
         p.waiting[0].reason
     );
+    // The bound is carried to the next pass, and holds there even if the
+    // victims looked younger then (an earlier bound is never put off).
+    let carried = p.draining_after(&none);
+    assert_eq!(carried.get(&1), Some(&160_000));
+    let earlier: HashMap<u64, u64> = [(1, 130_000)].into_iter().collect();
+    let p = after(131_000, &head, &earlier);
+    assert_eq!(p.preempt.iter().map(|v| v.key).collect::<Vec<_>>(), [2]);
     // The patience is over: preempted.
     let p = at(160_000, &head);
     assert_eq!(p.preempt.iter().map(|v| v.key).collect::<Vec<_>>(), [2]);

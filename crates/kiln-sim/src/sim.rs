@@ -261,7 +261,7 @@ impl State<'_> {
                 };
                 let t = Instant::now();
                 let p = plan(&pass);
-                self.draining = p.draining();
+                self.draining = p.draining_after(&self.draining);
                 self.out.pass_micros.push(t.elapsed().as_secs_f64() * 1e6);
                 (
                     p.start

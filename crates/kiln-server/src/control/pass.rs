@@ -67,7 +67,7 @@ pub(crate) struct Snapshot {
     now: u64,
     /// The same moment in milliseconds, the clock of `RunningJob::started`.
     now_ms: u64,
-    /// Jobs the last applied plan let wait for others to finish.
+    /// Jobs let wait for others to finish, and until when.
     draining: HashMap<u64, u64>,
 }
 
@@ -425,26 +425,9 @@ impl Loop {
             usage,
             now: at_ms / 1000,
             now_ms: at_ms,
-            draining: self.draining(),
+            draining: self.draining.clone(),
         });
         (snapshot, flight)
-    }
-
-    /// The jobs the last applied plan let wait for others to finish, and
-    /// until when (from their pending reasons).
-    fn draining(&self) -> HashMap<u64, u64> {
-        let Ok(reasons) = self.reasons.read() else {
-            return HashMap::new();
-        };
-        reasons
-            .iter()
-            .filter_map(|(key, p)| match p {
-                Pending::Plan(kiln_sched::Reason::Draining { until_ms, .. }) => {
-                    Some((*key as u64, *until_ms))
-                }
-                _ => None,
-            })
-            .collect()
     }
 
     /// A plan came back from the scheduler thread.
@@ -485,6 +468,7 @@ impl Loop {
     /// module's doc for why that is safe): only jobs that still wait at the
     /// same attempt are started, made room for, or given a reason.
     fn apply_plan(&mut self, plan: Plan, flight: InFlight) {
+        self.draining = plan.draining_after(&self.draining);
         let waiting = &self.waiting;
         let still = |key: u64| {
             let key = key as i64;

@@ -161,6 +161,9 @@ struct Loop {
     queues_live: Arc<RwLock<QueuesLive>>,
     /// The scheduler thread and the pass in flight, if any.
     passes: pass::Passes,
+    /// Jobs let wait for others' opportunistic jobs to finish, and until
+    /// when (`Plan::draining_after`), kept from plan to plan.
+    draining: HashMap<u64, u64>,
 }
 
 /// How soon a job waiting on something outside kiln (a port) is retried.
@@ -262,6 +265,7 @@ impl Loop {
             cluster: Arc::new(RwLock::new(ClusterView::default())),
             dirty: true,
             recheck_at: None,
+            draining: HashMap::new(),
             retry_later: std::collections::BTreeSet::new(),
             usage: HashMap::new(),
             queues: None,
