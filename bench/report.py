@@ -253,10 +253,12 @@ def s_gpu():
                      f"{v['wrong_device_count']} wrong counts**")
         else:
             check = "no device ids: not checkable"
-        rows.append([name, secs(v["makespan_s"]), f"{v['occupancy']:.0%}",
+        preempted = (f"{v['preempted_attempts']} ({v['preempted_gpu_s']:.0f} GPU-s)"
+                     if "preempted_attempts" in v else "—")
+        rows.append([name, secs(v["makespan_s"]), f"{v['occupancy']:.1%}",
                      f"{v['peak_demand']}" + (" ⚠" if v["peak_demand"] > p["gpus"] else ""),
                      check, secs(v["wait_p50_s"]), secs(v["wait_max_4gpu_s"]), v["overtakes"],
-                     ms(v["handover_p50_ms"]), f"{v['ok']} / {v['failed']}"])
+                     ms(v["handover_p50_ms"]), preempted, f"{v['ok']} / {v['failed']}"])
     first = next(iter(g["systems"].values()))
     out = [f"{p['n']} jobs, {p['gpus']} GPUs, each job asking 1–{p['gpus']} GPUs and sleeping "
            f"{p['sleep_range_s'][0]}–{p['sleep_range_s'][1]} s (seed {p['seed']}, the same sequence "
@@ -264,7 +266,8 @@ def s_gpu():
            f"can finish in less than {secs(first['ideal_s'])}{quick_note(g)}.", "",
            table(["system", "makespan", "occupancy", "peak GPUs in use",
                   "device check", "wait p50", "longest wait of a 4-GPU job",
-                  "pairs overtaken", "hand-over p50", "ok / failed"], rows), "",
+                  "pairs overtaken", "hand-over p50",
+                  "attempts preempted (work thrown away)", "ok / failed"], rows), "",
            "GPUs busy (the sum of what running jobs asked for), share of the makespan:", ""]
     hrows = []
     for name, v in g["systems"].items():
