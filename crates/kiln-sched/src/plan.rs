@@ -65,21 +65,21 @@ pub struct Plan {
 
 impl Plan {
     /// What the next pass gets as `Pass::draining`: the bound of every job
-    /// this pass let wait for others to finish, and the bounds `before` of
-    /// jobs that still wait, whatever their reason now (a pass without
-    /// searches to spare, say, must not reset a bound).
+    /// this pass let wait for others to finish, never later than the bound
+    /// `before` it had. A job that stops waiting that way (it starts,
+    /// preempts, or waits for something else) loses its bound, so it may
+    /// let others finish again later, under a new one.
     pub fn draining_after(&self, before: &HashMap<u64, u64>) -> HashMap<u64, u64> {
-        let mut next = HashMap::new();
-        for w in &self.waiting {
-            let now = match w.reason {
-                Reason::Draining { until_ms, .. } => Some(until_ms),
+        self.waiting
+            .iter()
+            .filter_map(|w| match w.reason {
+                Reason::Draining { until_ms, .. } => Some((
+                    w.key,
+                    before.get(&w.key).map_or(until_ms, |b| until_ms.min(*b)),
+                )),
                 _ => None,
-            };
-            if let Some(until) = before.get(&w.key).copied().into_iter().chain(now).min() {
-                next.insert(w.key, until);
-            }
-        }
-        next
+            })
+            .collect()
     }
 }
 

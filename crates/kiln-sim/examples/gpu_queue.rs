@@ -65,8 +65,8 @@ fn main() -> anyhow::Result<()> {
     for policy in [Policy::Fifo, Policy::Kiln] {
         let mut cfg = Config::new(policy);
         cfg.grace_secs = delay;
-        // This replay's "seconds" are milliseconds: 10 minutes.
-        cfg.drain_patience_secs = 600_000;
+        // This replay's "seconds" are milliseconds: 5 minutes.
+        cfg.drain_patience_secs = 300_000;
         let out = run(&nodes, &work, cfg);
         let makespan = out.jobs.iter().filter_map(|j| j.end).max().unwrap_or(0);
         println!(
