@@ -205,6 +205,12 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
     // without models, a queue whose quota names absent GPUs sorted its
     // borrowers among jobs within quota, ahead of the owners reclaiming
     // from them (and the liveness property found them taking turns).
+    // The cluster's GPUs by model, counted once: a pass over 10,000 nodes
+    // must not walk every GPU for every quota entry.
+    let mut by_model: HashMap<&str, u64> = HashMap::new();
+    for g in nodes.iter().flat_map(|n| &n.gpus) {
+        *by_model.entry(g.model.as_str()).or_insert(0) += 1;
+    }
     let usable_gpus: Vec<u64> = queues
         .iter()
         .map(|q| {
@@ -212,15 +218,14 @@ pub fn plan(pass: &Pass<'_>) -> Plan {
                 .gpus
                 .iter()
                 .map(|e| {
-                    let there = nodes
-                        .iter()
-                        .flat_map(|n| &n.gpus)
-                        .filter(|g| {
-                            e.model
-                                .as_deref()
-                                .is_none_or(|m| model_matches(&g.model, m))
-                        })
-                        .count() as u64;
+                    let there: u64 = match e.model.as_deref() {
+                        None => cluster_gpus,
+                        Some(m) => by_model
+                            .iter()
+                            .filter(|(model, _)| model_matches(model, m))
+                            .map(|(_, n)| n)
+                            .sum(),
+                    };
                     e.count.min(there)
                 })
                 .sum()
