@@ -6,7 +6,7 @@ mod ledger;
 
 use std::collections::{HashMap, HashSet};
 
-use kiln_sched::{schedule, Gpu, JobRequest, Node, RunningJob, TaskRequest};
+use kiln_sched::{schedule, Gpu, JobRequest, Node, RunningJob};
 use proptest::prelude::*;
 
 const MODELS: &[&str] = &["Tesla V100", "A100"];
@@ -42,22 +42,9 @@ fn nodes() -> impl Strategy<Value = Vec<Node>> {
 }
 
 fn jobs(from: u64) -> impl Strategy<Value = Vec<JobRequest>> {
-    let task = (
-        1u32..9,
-        100u64..16_000,
-        0u32..5,
-        proptest::option::weighted(0.3, 0usize..2),
-    )
-        .prop_map(|(cpus, memory_mb, gpus, ty)| TaskRequest {
-            id: "main-0".into(),
-            cpus,
-            memory_mb,
-            gpus,
-            gpu_type: ty.map(|m| if m == 0 { "v100".into() } else { "A100".into() }),
-        });
     proptest::collection::vec(
         (
-            proptest::collection::vec(task, 1..4),
+            proptest::collection::vec(ledger::task(5), 1..4),
             -2i32..3,
             proptest::option::weighted(0.8, 1u64..1000),
             0usize..2,

@@ -110,25 +110,9 @@ fn queues() -> impl Strategy<Value = Vec<Queue>> {
         })
 }
 
-fn task() -> impl Strategy<Value = TaskRequest> {
-    (
-        1u32..9,
-        100u64..16_000,
-        0u32..4,
-        proptest::option::weighted(0.3, 0usize..2),
-    )
-        .prop_map(|(cpus, memory_mb, gpus, ty)| TaskRequest {
-            id: "main-0".into(),
-            cpus,
-            memory_mb,
-            gpus,
-            gpu_type: ty.map(|m| TYPES[m].to_string()),
-        })
-}
-
 fn scenario() -> impl Strategy<Value = Scenario> {
     let job = (
-        proptest::collection::vec(task(), 1..=3),
+        proptest::collection::vec(ledger::task(4), 1..=3),
         0u64..100,                                   // arrival
         1u64..200,                                   // duration
         proptest::option::weighted(0.5, 10u64..200), // max duration

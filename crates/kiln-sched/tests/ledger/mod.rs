@@ -1,10 +1,28 @@
-//! The check both property suites make after every pass: what runs fits
-//! the nodes.
+//! What both property suites share: the tasks they generate, and the check
+//! they make after every pass (what runs fits the nodes).
 
 use std::collections::HashSet;
 
-use kiln_sched::{model_matches, JobRequest, Node, RunningJob};
+use kiln_sched::{model_matches, JobRequest, Node, RunningJob, TaskRequest};
 use proptest::prelude::*;
+
+/// A task of 1–8 CPUs, up to 16 GB, fewer than `gpus` GPUs, and now and
+/// then a GPU model it asks for (`v100` or `A100`).
+pub fn task(gpus: u32) -> impl Strategy<Value = TaskRequest> {
+    (
+        1u32..9,
+        100u64..16_000,
+        0u32..gpus,
+        proptest::option::weighted(0.3, 0usize..2),
+    )
+        .prop_map(|(cpus, memory_mb, gpus, ty)| TaskRequest {
+            id: "main-0".into(),
+            cpus,
+            memory_mb,
+            gpus,
+            gpu_type: ty.map(|m| ["v100", "A100"][m].to_string()),
+        })
+}
 
 /// No GPU given twice, no node's CPUs or memory exceeded, GPU models as
 /// asked, every gang whole with each placement the shape of its task.
