@@ -402,3 +402,71 @@ fn the_space_belongs_to_its_user_and_the_seed_flow_runs() {
         .unwrap_or_default();
     assert_eq!(listed, Some(u64::from(owner)));
 }
+
+/// A library of the user's that, loaded by a process running as root,
+/// leaves `pwned` beside itself, and otherwise says which uid loaded it.
+/// None (and SKIPPED) without a C compiler.
+pub fn preload_library(dir: &Path) -> Option<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).expect("library folder");
+    let mark = dir.join("pwned");
+    let src = dir.join("p.c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdio.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void p(void) {{\n\
+               if (geteuid() == 0) {{ FILE *f = fopen(\"{}\", \"a\"); if (f) {{ fprintf(f, \"root %d\\n\", getpid()); fclose(f); }} }}\n\
+               else fprintf(stderr, \"preloaded as uid %d\\n\", (int)getuid());\n\
+             }}\n",
+            mark.display()
+        ),
+    )
+    .expect("source");
+    let lib = dir.join("p.so");
+    let built = std::process::Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var_os("KILN_REQUIRE_BWRAP").is_none(),
+            "KILN_REQUIRE_BWRAP is set: this test needs gcc"
+        );
+        eprintln!("SKIPPED: no gcc to build the library");
+        return None;
+    }
+    Some(lib)
+}
+
+/// A user's environment is the task's alone: what the dynamic loader acts
+/// on at a program's start (`LD_PRELOAD`, `GLIBC_TUNABLES`, ...) must never
+/// reach the helpers kiln runs as root to set the task up (bwrap, setpriv),
+/// where it ran the user's code as root; inside the task it still works.
+#[test]
+fn loader_variables_reach_the_task_and_never_a_root_helper() {
+    let Some((s, alice, _bob)) = lab() else {
+        return;
+    };
+    let dir = s.data.path().join("lib");
+    let Some(lib) = preload_library(&dir) else {
+        return;
+    };
+    put_as(&s, &alice, "readme.txt", "space made");
+    std::fs::copy(&lib, s.data.path().join("spaces/alice/p.so")).expect("copied into the space");
+    let id = s.submit_as(
+        &alice,
+        "preload",
+        &format!(
+            "name: preload\nenv:\n  LD_PRELOAD: {} /mnt/p.so\n  GLIBC_TUNABLES: glibc.malloc.check=3\ncommand: 'echo ran'\n",
+            lib.display()
+        ),
+    );
+    let j = s.ended(&id, 60);
+    let log = s.logs(&id, "main-0");
+    let pwned = std::fs::read_to_string(dir.join("pwned")).unwrap_or_default();
+    assert!(pwned.is_empty(), "the user's library ran as root: {pwned}");
+    assert_eq!(j["state"], "SUCCEEDED", "{j}\n{log}");
+    assert!(log.contains("preloaded as uid 15"), "{log}");
+    assert!(log.contains("ran"), "{log}");
+}

@@ -9,6 +9,7 @@ pub mod files;
 pub mod gpu_usage;
 pub mod handle;
 mod launch;
+pub mod loader_env;
 pub mod perms;
 mod ports;
 pub(crate) mod reattach;

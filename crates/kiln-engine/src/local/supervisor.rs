@@ -227,6 +227,16 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
         );
     }
 
+    // bwrap and setpriv run as root: what the loader acts on is set by
+    // `env`, after the uid changed.
+    let later = match spec.sandbox {
+        Some(_) => {
+            let (now, later) = super::loader_env::split(std::mem::take(&mut spec.env));
+            spec.env = now;
+            later
+        }
+        None => Vec::new(),
+    };
     let mut cmd = match (&spec.container, &spec.sandbox) {
         (Some(ct), _) => {
             let mut c = Command::new(&ct.program);
@@ -239,7 +249,13 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
             // its uid cannot enter, each a failed exec on every start.
             let bash = super::sandbox::find_program("bash")
                 .map_or_else(|| "bash".into(), |p| p.into_os_string());
-            c.args(sb.args()).arg(bash).arg("-c");
+            c.args(sb.args());
+            if !later.is_empty() {
+                let env = super::sandbox::find_program("env")
+                    .map_or_else(|| "env".into(), |p| p.into_os_string());
+                c.arg(env).args(super::loader_env::env_args(&later));
+            }
+            c.arg(bash).arg("-c");
             c
         }
         (None, None) => {
