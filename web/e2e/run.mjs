@@ -91,7 +91,7 @@ async function startKiln() {
   const data = mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
   const proc = spawn(
     KILN,
-    ['server', '--listen', '127.0.0.1:0', '--data', data, '--fake-gpus', '4', '--cpus', '8', '--memory', '16Gi', '--stop-grace', '1', '--sample-every', '1',
+    ['server', '--listen', '127.0.0.1:0', '--data', data, '--containers', 'none', '--fake-gpus', '4', '--cpus', '8', '--memory', '16Gi', '--stop-grace', '1', '--sample-every', '1',
       ...(TENSORBOARD ? ['--tensorboard', TENSORBOARD] : [])],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KILN_DATA: data } },
   );

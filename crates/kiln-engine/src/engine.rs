@@ -263,6 +263,14 @@ pub enum EngineEvent {
         why: String,
         notes: Vec<String>,
     },
+    /// What a task run is doing before its command starts (pulling its
+    /// image), for the job's events: the latest of a `kind` replaces the
+    /// one before.
+    Progress {
+        task: TaskRef,
+        kind: String,
+        message: String,
+    },
     /// Found after a restart of kiln: recorded, but never started, and now
     /// it never will be. The loop starts it afresh or gives it up.
     Unstarted { task: TaskRef },

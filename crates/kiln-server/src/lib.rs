@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod containers;
 pub mod control;
 pub mod error;
 pub mod http_serve;
@@ -53,8 +54,12 @@ pub struct Config {
     pub quota_bytes: Option<u64>,
     /// Run tasks under bubblewrap when it is installed (the default).
     pub sandbox: bool,
-    /// Run tasks that name an image in it, with docker or podman.
-    pub containers: Option<kiln_engine::local::container::Runtime>,
+    /// Which container engine runs tasks that name an image.
+    pub containers: containers::Choice,
+    /// The OCI runtime podman runs them with; None: kiln's choice.
+    pub container_runtime: Option<String>,
+    /// Host folders every container gets read-only: (host, inside).
+    pub container_mounts: Vec<(PathBuf, PathBuf)>,
     /// Seconds between samples of running tasks' CPU and memory.
     pub sample_every_secs: u64,
     /// After this long at 0% on all its GPUs, a job is told; None: never.
@@ -206,28 +211,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         tracing::warn!("{note}");
         discovered.notes.push(note);
     }
-    let containers = match config.containers {
-        None => None,
-        Some(rt) => {
-            if bwrap.is_none() {
-                return Err(ServerError::Config(format!(
-                    "--containers {} gives tasks the same view of the space as the sandbox, \
-                     which needs bubblewrap: install it (apt-get install bubblewrap) and drop \
-                     --no-sandbox",
-                    rt.program()
-                )));
-            }
-            let program =
-                kiln_engine::local::sandbox::find_program(rt.program()).ok_or_else(|| {
-                    ServerError::Config(format!(
-                        "--containers {0}: {0} is not installed on this machine",
-                        rt.program()
-                    ))
-                })?;
-            info!(runtime = rt.program(), program = %program.display(), "tasks with an image run in a container");
-            Some((rt, program))
-        }
-    };
+    let (containers, containers_note) = pick_containers(&config, bwrap.is_some()).await?;
     let prom = Arc::new(metrics::prom::Prom::new());
     let gpu_source = gpu_usage_source(&config, discovered.gpu_source);
     let local = kiln_engine::local::LocalConfig {
@@ -246,6 +230,8 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
         },
         bwrap: bwrap.clone(),
         containers: containers.clone(),
+        containers_note,
+        container_mounts: config.container_mounts.clone(),
         setpriv: kiln_engine::local::sandbox::find_setpriv(),
     };
     let cfg = control::ControlConfig {
@@ -366,6 +352,51 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(),
 
 type MakeEngine =
     Box<dyn FnOnce(kiln_engine::engine::EventSink) -> Box<dyn kiln_engine::Engine> + Send>;
+
+/// The container engine for tasks that name an image, or why none (for
+/// `kiln nodes`). Containers show tasks the sandbox's view of the space,
+/// so they need bubblewrap's place in the launch too.
+async fn pick_containers(
+    config: &Config,
+    sandbox: bool,
+) -> Result<
+    (
+        Option<kiln_engine::local::container::ContainerEngine>,
+        Option<String>,
+    ),
+    ServerError,
+> {
+    let choice = config.containers;
+    if !sandbox {
+        return match choice {
+            containers::Choice::Engine(rt) => Err(ServerError::Config(format!(
+                "--containers {} gives tasks the same view of the space as the sandbox, \
+                 which needs bubblewrap: install it (apt-get install bubblewrap) and drop \
+                 --no-sandbox",
+                rt.program()
+            ))),
+            _ => Ok((
+                None,
+                Some("off: containers need the sandbox (bubblewrap)".into()),
+            )),
+        };
+    }
+    let runtime = config.container_runtime.clone();
+    let found = tokio::task::spawn_blocking(move || containers::choose(choice, runtime.as_deref()))
+        .await
+        .map_err(|e| ServerError::Config(format!("looking for a container engine: {e}")))?
+        .map_err(ServerError::Config)?;
+    Ok(match found {
+        Ok(engine) => {
+            info!(engine = %engine.describe(), program = %engine.program.display(), "tasks with an image run in a container");
+            (Some(engine), None)
+        }
+        Err(why) => {
+            info!(why = %why, "tasks with an image run on the host's software");
+            (None, Some(why))
+        }
+    })
+}
 
 /// The engine `--engine` names. Only here (and in main.rs) is an engine
 /// named; the loop sees the trait.

@@ -502,6 +502,9 @@ pub fn nodes(json: bool) -> Result<ExitCode> {
             "  isolation: {}",
             n["isolation"]["note"].as_str().unwrap_or("?")
         );
+        if let Some(c) = n["containers"].as_str() {
+            println!("  containers: {c}");
+        }
         let gpus = n["gpus"].as_array().cloned().unwrap_or_default();
         if gpus.is_empty() {
             println!("  {}", no_gpus(n["gpuSource"].as_str().unwrap_or_default()));

@@ -369,10 +369,19 @@ struct ServerArgs {
     /// Run tasks without the bubblewrap sandbox (no /mnt, no mounts).
     #[arg(long)]
     no_sandbox: bool,
-    /// Run tasks that name an image in it, with this runtime: docker or
-    /// podman (needs the sandbox too, for the same view of the space).
-    #[arg(long, value_name = "RUNTIME")]
-    containers: Option<String>,
+    /// Which container engine runs tasks that name an image: auto (podman,
+    /// else docker, where one answers), podman, docker or none. Needs the
+    /// sandbox too, for the same view of the space.
+    #[arg(long, value_name = "ENGINE", default_value = "auto")]
+    containers: String,
+    /// The OCI runtime podman runs containers with (runc, crun); by default
+    /// podman's own, or runc where the cgroups are not v2 alone.
+    #[arg(long, value_name = "NAME")]
+    container_runtime: Option<String>,
+    /// A host folder every container gets read-only, as HOST or
+    /// HOST:INSIDE (site software: a shared Python, CUDA); repeatable.
+    #[arg(long = "container-mount", value_name = "HOST[:INSIDE]")]
+    container_mounts: Vec<String>,
     /// Seconds between samples of running tasks' CPU and memory.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     sample_every: u64,
@@ -449,6 +458,26 @@ struct ServerArgs {
 }
 
 /// A duration flag, or None for "off".
+/// `--container-mount HOST[:INSIDE]`: an absolute host folder that
+/// exists, at the same path inside unless another is given.
+fn container_mount(text: &str) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (host, inside) = text.split_once(':').unwrap_or((text, text));
+    let (host, inside) = (
+        std::path::PathBuf::from(host),
+        std::path::PathBuf::from(inside),
+    );
+    if !host.is_absolute() || !inside.is_absolute() {
+        anyhow::bail!("--container-mount {text}: both paths must be absolute");
+    }
+    if !host.is_dir() {
+        anyhow::bail!(
+            "--container-mount {text}: {} is not a folder here",
+            host.display()
+        );
+    }
+    Ok((host, inside))
+}
+
 fn duration_or_off(flag: &str, text: &str) -> anyhow::Result<Option<u64>> {
     if text.eq_ignore_ascii_case("off") {
         return Ok(None);
@@ -538,6 +567,8 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         quota,
         no_sandbox,
         containers,
+        container_runtime,
+        container_mounts,
         sample_every,
         idle_gpu_notice,
         idle_gpu_release,
@@ -610,11 +641,13 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--quota: {e}"))?
             .map(|mib| mib.saturating_mul(1 << 20)),
         sandbox: !no_sandbox,
-        containers: containers
-            .as_deref()
-            .map(kiln_engine::local::container::Runtime::parse)
-            .transpose()
+        containers: kiln_server::containers::Choice::parse(&containers)
             .map_err(|e| anyhow::anyhow!("--containers: {e}"))?,
+        container_runtime,
+        container_mounts: container_mounts
+            .iter()
+            .map(|m| container_mount(m))
+            .collect::<anyhow::Result<_>>()?,
         sample_every_secs: sample_every,
         idle_gpu_notice_secs: duration_or_off("--idle-gpu-notice", &idle_gpu_notice)?,
         idle_gpu_release_secs: idle_gpu_release

@@ -101,6 +101,63 @@ fn kill_group(dir: &Path) {
     }
 }
 
+/// What kiln's group for a task holds for what runs in groups below it:
+/// a container made inside it (`--cgroup-parent`, the group's path within
+/// its hierarchy) is held by its limits, and kiln reads its OOM kills.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldForChildren {
+    pub parent: Option<String>,
+    pub memory: bool,
+    pub cpu: bool,
+    pub pids: bool,
+}
+
+/// The parent a container engine is given, and which limits it brings.
+/// On v2 one group holds them all. On v1 the parent is the memory group's
+/// path, which the engine makes in every hierarchy: the CPU and process
+/// limits hold only where kiln's groups lie at the same path.
+pub fn held_for_children(l: &Limits) -> HeldForChildren {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let within = |root: &Option<PathBuf>| {
+        root.as_ref()
+            .and_then(|r| path_in_hierarchy(&mounts, &r.join(&l.group)))
+    };
+    if l.cgroup_version == 2 {
+        let Some(parent) = within(&l.group_root) else {
+            return HeldForChildren::default();
+        };
+        return HeldForChildren {
+            parent: Some(parent),
+            memory: l.memory_root.is_some(),
+            cpu: l.cpu_root.is_some(),
+            pids: l.pids_root.is_some(),
+        };
+    }
+    let Some(parent) = within(&l.memory_root) else {
+        return HeldForChildren::default();
+    };
+    HeldForChildren {
+        cpu: within(&l.cpu_root).as_ref() == Some(&parent),
+        pids: within(&l.pids_root).as_ref() == Some(&parent),
+        memory: true,
+        parent: Some(parent),
+    }
+}
+
+/// A cgroup folder's path within its hierarchy ("/a/b" for
+/// /sys/fs/cgroup/memory/a/b), from the mount table's text.
+pub fn path_in_hierarchy(mounts: &str, dir: &Path) -> Option<String> {
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 3 && matches!(f[2], "cgroup" | "cgroup2")).then(|| Path::new(f[1]))
+        })
+        .filter_map(|m| dir.strip_prefix(m).ok().map(|rest| (m, rest)))
+        .max_by_key(|(m, _)| m.as_os_str().len())
+        .map(|(_, rest)| format!("/{}", rest.display()))
+}
+
 /// Processes and threads a task may have unless its job says otherwise:
 /// plenty for data loader workers and compilers, far from a fork bomb.
 pub const DEFAULT_PIDS_MAX: u64 = 4096;
@@ -252,6 +309,31 @@ impl TaskGroup {
                 .and_then(|t| t.trim().parse::<u64>().ok())
                 .is_some_and(|n| n > 0),
         }
+    }
+
+    /// v1 only: whether the group's memory use ever reached its limit:
+    /// its peak at the limit (a container's charges, made in its own group
+    /// below, leave the failure counters here at 0), or a failed charge.
+    pub fn v1_limit_hit(&self) -> bool {
+        let Some(dir) = self.memory_dir.as_ref().filter(|_| self.version == 1) else {
+            return false;
+        };
+        let read = |f: &str| {
+            fs::read_to_string(dir.join(f))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+        };
+        let peaked = |prefix: &str| {
+            matches!(
+                (read(&format!("{prefix}.max_usage_in_bytes")), read(&format!("{prefix}.limit_in_bytes"))),
+                (Some(peak), Some(limit)) if peak >= limit
+            )
+        };
+        peaked("memory")
+            || peaked("memory.memsw")
+            || ["memory.failcnt", "memory.memsw.failcnt"]
+                .iter()
+                .any(|f| read(f).is_some_and(|n| n > 0))
     }
 
     /// Whether a fork or clone in the group failed for its pids limit

@@ -1,14 +1,17 @@
-//! Tasks in the job's image, when the node has docker or podman and kiln was
-//! told to use it (`kiln server --containers docker|podman`). The task sees
-//! what the bubblewrap sandbox would show it (the space at /mnt, mounts,
-//! a private /tmp, /dev/shm of the job's size, only its own GPUs) plus the
+//! Tasks in the job's image, through docker or podman. The task sees what
+//! the bubblewrap sandbox would show it (the space at /mnt, mounts, a
+//! private /tmp, /dev/shm of the job's size, only its own GPUs) plus the
 //! image's own software, on the host's network as distributed PyTorch
-//! expects. Building the command line is pure; the supervisor runs it.
+//! expects, as its user's uid with no capabilities. Its limits are kiln's
+//! own cgroup, which the container is made inside of (`cgroup_parent`), so
+//! OOM kills, process limits and usage read as for any task. Building the
+//! command lines is pure; `container_run` runs them in the supervisor.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::files::RunAs;
 use super::sandbox::Bind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +27,7 @@ impl Runtime {
             "docker" => Ok(Runtime::Docker),
             "podman" => Ok(Runtime::Podman),
             other => Err(format!(
-                "unknown container runtime {other:?}: use docker or podman"
+                "unknown container engine {other:?}: use podman, docker, auto or none"
             )),
         }
     }
@@ -37,12 +40,45 @@ impl Runtime {
     }
 }
 
+/// The container engine of this machine, as the server found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerEngine {
+    pub runtime: Runtime,
+    /// The docker or podman binary.
+    pub program: PathBuf,
+    /// Its version, for `kiln nodes`.
+    pub version: String,
+    /// The OCI runtime it runs containers with (runc, crun).
+    pub oci_runtime: String,
+    /// Options before the verb, the same for every command (podman's
+    /// `--runtime`, `--cgroup-manager`).
+    pub global_args: Vec<String>,
+    /// Whether `--cgroup-parent` takes a cgroup path here, so containers
+    /// can be made inside kiln's task groups (podman with cgroupfs).
+    pub cgroup_paths: bool,
+}
+
+impl ContainerEngine {
+    /// "podman 4.3.1 (runc)", for `kiln nodes` and the logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} ({})",
+            self.runtime.program(),
+            self.version,
+            self.oci_runtime
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
     pub runtime: Runtime,
     /// The docker or podman binary.
     pub program: PathBuf,
+    #[serde(default)]
+    pub global_args: Vec<String>,
     pub image: String,
     /// Unique per task run, so a stop can remove exactly this container.
     pub name: String,
@@ -51,41 +87,162 @@ pub struct Container {
     /// Host folder that becomes the task's private /tmp.
     pub tmp: PathBuf,
     pub shm_mb: u64,
-    /// Host GPU indices the task was placed on.
+    /// Host GPU indices handed to the container as devices (none for fake
+    /// GPUs, which have no device files).
     pub gpus: Vec<u32>,
     /// Working folder inside the container.
     pub workdir: PathBuf,
-    /// Variables handed in by name: their values come from the supervisor's
-    /// environment, so secrets never appear on a command line.
-    pub env_names: Vec<String>,
-    /// CPU limit in thousandths of a CPU (0: none).
+    /// The uid and gid inside (kiln as root); None: the image's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<RunAs>,
+    /// kiln's cgroup for the task, as the engine names a parent: the
+    /// container is made inside it and held by its limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+    /// Limits the engine sets on the container itself, for those kiln's
+    /// group does not hold. CPU in thousandths of a CPU; 0: none.
     pub cpu_millis: u64,
     pub memory_mb: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    /// Registry credentials for the pull (a file of the engine's
+    /// `auth.json` format, readable by root alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_file: Option<PathBuf>,
 }
 
+/// How the task's environment reaches the container. The engine's client
+/// runs as root, so the task's variables must not be its environment (the
+/// loader's, and the engine's own settings such as `CONTAINERS_CONF`, would
+/// act on it): they go through a file only root reads, except values with a
+/// line break, which a file of `NAME=value` lines cannot hold and which go
+/// by name from the client's environment, if their names are harmless.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EnvPlan {
+    pub file: Vec<(String, String)>,
+    pub by_name: Vec<(String, String)>,
+}
+
+/// Whether the engine's client (or the loader starting it) acts on a
+/// variable of this name.
+pub fn client_reads(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "CONTAINERS_",
+        "CONTAINER_",
+        "DOCKER_",
+        "PODMAN_",
+        "BUILDAH_",
+        "REGISTRY_",
+        "STORAGE_",
+        "XDG_",
+        "GO",
+        "SSL_",
+        "DBUS_",
+        "SYSTEMD_",
+        "LISTEN_",
+        "NOTIFY_",
+    ];
+    const NAMES: &[&str] = &["HOME", "PATH", "USER", "SHELL", "TERM", "NO_PROXY"];
+    let upper = name.to_ascii_uppercase();
+    super::loader_env::acts_at_start(name)
+        || PREFIXES.iter().any(|p| upper.starts_with(p))
+        || NAMES.contains(&upper.as_str())
+        || upper.ends_with("_PROXY")
+}
+
+/// Splits the task's environment; Err names a variable that can go
+/// neither way.
+pub fn plan_env(env: &[(String, String)]) -> Result<EnvPlan, String> {
+    let mut plan = EnvPlan::default();
+    for (k, v) in env {
+        if !v.contains('\n') {
+            plan.file.push((k.clone(), v.clone()));
+        } else if client_reads(k) {
+            return Err(format!(
+                "the variable {k} holds a line break, which a container's environment \
+                 can only get from the engine's own environment, where {k} would act on \
+                 the engine"
+            ));
+        } else {
+            plan.by_name.push((k.clone(), v.clone()));
+        }
+    }
+    Ok(plan)
+}
+
+/// The env file's text: one `NAME=value` per line, as docker and podman read
+/// it (no quoting; the value is the rest of the line).
+pub fn env_file_text(file: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for (k, v) in file {
+        text.push_str(k);
+        text.push('=');
+        text.push_str(v);
+        text.push('\n');
+    }
+    text
+}
+
+/// The task's command in the image: bash where the image has it (kiln's
+/// contract), else the image's sh, so images without bash (Alpine,
+/// busybox) still run.
+const SHELL: &str = "if command -v bash >/dev/null 2>&1; then exec bash -c \"$1\"; \
+                     else exec sh -c \"$1\"; fi";
+
 impl Container {
-    /// Arguments after the program, up to and including `bash -c` (the
-    /// supervisor adds the command).
-    pub fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> = [
+    fn verb(&self, verb: &[&str]) -> Vec<String> {
+        let mut a = self.global_args.clone();
+        a.extend(verb.iter().map(|s| (*s).to_owned()));
+        a
+    }
+
+    /// Arguments after the program, up to the image and the shell that
+    /// takes the command (the supervisor adds the command last).
+    /// `rlimits`: (name, soft, hard) the task gets, the supervisor's own.
+    pub fn run_args(
+        &self,
+        env_file: &std::path::Path,
+        by_name: &[String],
+        rlimits: &[(&str, u64, u64)],
+    ) -> Vec<String> {
+        let mut a = self.verb(&[
             "run",
-            "--rm",
             "--init",
+            "--pull",
+            "never",
+            "--log-driver",
+            "none",
             "--network",
             "host",
             "--ipc",
             "private",
-        ]
-        .map(String::from)
-        .into();
+            "--cap-drop",
+            "all",
+            "--security-opt",
+            "no-new-privileges",
+        ]);
         a.extend(["--name".into(), self.name.clone()]);
-        a.extend(["--shm-size".into(), format!("{}m", self.shm_mb)]);
+        if let Some(u) = self.user {
+            a.extend(["--user".into(), format!("{}:{}", u.uid, u.gid)]);
+        }
+        if let Some(p) = &self.cgroup_parent {
+            a.extend(["--cgroup-parent".into(), p.clone()]);
+        }
         if self.cpu_millis > 0 {
             let cpus = self.cpu_millis as f64 / 1000.0;
             a.extend(["--cpus".into(), format!("{cpus}")]);
         }
         if self.memory_mb > 0 {
+            // Swap off, as kiln's own limits have it.
             a.extend(["--memory".into(), format!("{}m", self.memory_mb)]);
+            a.extend(["--memory-swap".into(), format!("{}m", self.memory_mb)]);
+        }
+        if let Some(n) = self.pids_max {
+            a.extend(["--pids-limit".into(), n.to_string()]);
+        }
+        a.extend(["--shm-size".into(), format!("{}m", self.shm_mb)]);
+        for (name, soft, hard) in rlimits {
+            a.extend(["--ulimit".into(), format!("{name}={soft}:{hard}")]);
         }
         a.extend(["--volume".into(), format!("{}:/tmp", self.tmp.display())]);
         for b in &self.binds {
@@ -113,18 +270,50 @@ impl Container {
                 }
             }
         }
-        for name in &self.env_names {
+        a.extend(["--env-file".into(), env_file.display().to_string()]);
+        for name in by_name {
             a.extend(["--env".into(), name.clone()]);
         }
         a.extend(["--workdir".into(), self.workdir.display().to_string()]);
-        a.extend([self.image.clone(), "bash".into(), "-c".into()]);
+        a.extend([
+            self.image.clone(),
+            "/bin/sh".into(),
+            "-c".into(),
+            SHELL.into(),
+            "kiln-task".into(),
+        ]);
         a
     }
 
-    /// Removes the container should the runtime's client die before it
-    /// (SIGKILL at the end of the grace period reaches only the client).
+    /// Whether the image is here already (exit status 0).
+    pub fn exists_args(&self) -> Vec<String> {
+        match self.runtime {
+            Runtime::Podman => self.verb(&["image", "exists", &self.image]),
+            Runtime::Docker => self.verb(&["image", "inspect", "--format", "{{.Id}}", &self.image]),
+        }
+    }
+
+    pub fn pull_args(&self) -> Vec<String> {
+        let mut a = self.verb(&["pull"]);
+        if let (Some(f), Runtime::Podman) = (&self.auth_file, self.runtime) {
+            a.extend(["--authfile".into(), f.display().to_string()]);
+        }
+        a.push(self.image.clone());
+        a
+    }
+
+    /// The engine's own word on an OOM kill, where kiln's group cannot
+    /// tell (no cgroup parent).
+    pub fn oom_args(&self) -> Vec<String> {
+        self.verb(&["inspect", "--format", "{{.State.OOMKilled}}", &self.name])
+    }
+
+    /// Removes the container, at once: it ended, or its grace period did.
     pub fn cleanup_args(&self) -> Vec<String> {
-        vec!["rm".into(), "--force".into(), self.name.clone()]
+        match self.runtime {
+            Runtime::Podman => self.verb(&["rm", "--force", "--time", "0", &self.name]),
+            Runtime::Docker => self.verb(&["rm", "--force", &self.name]),
+        }
     }
 }
 
@@ -136,6 +325,7 @@ mod tests {
         Container {
             runtime,
             program: PathBuf::from(format!("/usr/bin/{}", runtime.program())),
+            global_args: vec!["--runtime".into(), "runc".into()],
             image: "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime".into(),
             name: "kiln-ab12-7-a0-worker-1-0".into(),
             binds: vec![
@@ -156,9 +346,15 @@ mod tests {
             shm_mb: 8192,
             gpus,
             workdir: "/mnt/Output/ddp".into(),
-            env_names: vec!["RANK".into(), "KILN_SECRET_WANDB".into()],
+            user: Some(RunAs {
+                uid: 1_500_000_001,
+                gid: 1_500_000_001,
+            }),
+            cgroup_parent: None,
             cpu_millis: 4000,
             memory_mb: 16384,
+            pids_max: Some(4096),
+            auth_file: None,
         }
     }
 
@@ -169,14 +365,26 @@ mod tests {
             .collect()
     }
 
+    fn run(c: &Container) -> Vec<String> {
+        c.run_args(
+            std::path::Path::new("/jobs/7/env"),
+            &["MULTI".into()],
+            &[("nofile", 1024, 4096)],
+        )
+    }
+
     #[test]
     fn docker_gets_the_sandbox_view_host_network_and_its_gpus() {
-        let a = container(Runtime::Docker, vec![1, 3]).args();
-        assert_eq!(&a[..3], ["run", "--rm", "--init"]);
+        let a = run(&container(Runtime::Docker, vec![1, 3]));
+        assert_eq!(&a[..4], ["--runtime", "runc", "run", "--init"]);
+        assert_eq!(after(&a, "--pull"), ["never"]);
         assert_eq!(after(&a, "--network"), ["host"]);
         assert_eq!(after(&a, "--shm-size"), ["8192m"]);
         assert_eq!(after(&a, "--cpus"), ["4"]);
         assert_eq!(after(&a, "--memory"), ["16384m"]);
+        assert_eq!(after(&a, "--memory-swap"), ["16384m"]);
+        assert_eq!(after(&a, "--pids-limit"), ["4096"]);
+        assert_eq!(after(&a, "--ulimit"), ["nofile=1024:4096"]);
         assert_eq!(
             after(&a, "--volume"),
             [
@@ -188,40 +396,122 @@ mod tests {
         assert_eq!(after(&a, "--gpus"), ["\"device=1,3\""]);
         assert!(after(&a, "--device").is_empty());
         // Values stay out of the command line.
-        assert_eq!(after(&a, "--env"), ["RANK", "KILN_SECRET_WANDB"]);
+        assert_eq!(after(&a, "--env-file"), ["/jobs/7/env"]);
+        assert_eq!(after(&a, "--env"), ["MULTI"]);
         assert_eq!(after(&a, "--workdir"), ["/mnt/Output/ddp"]);
         assert_eq!(
-            &a[a.len() - 3..],
+            &a[a.len() - 5..a.len() - 2],
             [
                 "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime",
-                "bash",
+                "/bin/sh",
                 "-c"
             ]
         );
     }
 
     #[test]
+    fn the_task_is_its_users_uid_without_privileges() {
+        let a = run(&container(Runtime::Podman, vec![]));
+        assert_eq!(after(&a, "--user"), ["1500000001:1500000001"]);
+        assert_eq!(after(&a, "--cap-drop"), ["all"]);
+        assert_eq!(after(&a, "--security-opt"), ["no-new-privileges"]);
+        for never in ["--privileged", "--pid", "--userns", "--rm"] {
+            assert!(!a.iter().any(|x| x == never), "{never}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn inside_kilns_group_the_engine_sets_no_limits_of_its_own() {
+        let mut c = container(Runtime::Podman, vec![]);
+        c.cgroup_parent = Some("/kiln.service/kiln-ab12-7-a0-worker-1-0".into());
+        (c.cpu_millis, c.memory_mb, c.pids_max) = (0, 0, None);
+        let a = run(&c);
+        assert_eq!(
+            after(&a, "--cgroup-parent"),
+            ["/kiln.service/kiln-ab12-7-a0-worker-1-0"]
+        );
+        for flag in ["--cpus", "--memory", "--memory-swap", "--pids-limit"] {
+            assert!(after(&a, flag).is_empty(), "{flag}");
+        }
+    }
+
+    #[test]
     fn podman_names_gpus_through_cdi_and_no_gpus_means_no_flags() {
-        let a = container(Runtime::Podman, vec![0, 2]).args();
+        let a = run(&container(Runtime::Podman, vec![0, 2]));
         assert_eq!(
             after(&a, "--device"),
             ["nvidia.com/gpu=0", "nvidia.com/gpu=2"]
         );
         assert!(after(&a, "--gpus").is_empty());
-        let none = container(Runtime::Docker, vec![]).args();
+        let none = run(&container(Runtime::Docker, vec![]));
         assert!(after(&none, "--gpus").is_empty() && after(&none, "--device").is_empty());
     }
 
     #[test]
-    fn cleanup_removes_exactly_this_container() {
-        let c = container(Runtime::Docker, vec![]);
+    fn pull_cleanup_and_inspect_name_exactly_this_image_and_container() {
+        let mut c = container(Runtime::Podman, vec![]);
+        c.auth_file = Some("/jobs/7/auth.json".into());
         assert_eq!(
             c.cleanup_args(),
-            ["rm", "--force", "kiln-ab12-7-a0-worker-1-0"]
+            [
+                "--runtime",
+                "runc",
+                "rm",
+                "--force",
+                "--time",
+                "0",
+                "kiln-ab12-7-a0-worker-1-0"
+            ]
+        );
+        assert_eq!(
+            c.pull_args(),
+            [
+                "--runtime",
+                "runc",
+                "pull",
+                "--authfile",
+                "/jobs/7/auth.json",
+                "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime"
+            ]
         );
         assert_eq!(Runtime::parse("podman"), Ok(Runtime::Podman));
         assert!(Runtime::parse("lxc")
             .unwrap_err()
-            .contains("docker or podman"));
+            .contains("podman, docker"));
+    }
+
+    #[test]
+    fn the_environment_goes_through_a_file_and_never_acts_on_the_client() {
+        let env: Vec<(String, String)> = [
+            ("RANK", "0"),
+            ("LD_PRELOAD", "/mnt/evil.so"),
+            ("CONTAINERS_CONF", "/mnt/evil.conf"),
+            ("KEY", "-----BEGIN\nabc\n-----END"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let plan = plan_env(&env).expect("plan");
+        assert_eq!(plan.file.len(), 3);
+        assert_eq!(
+            plan.by_name,
+            [("KEY".into(), "-----BEGIN\nabc\n-----END".into())]
+        );
+        assert_eq!(
+            env_file_text(&plan.file),
+            "RANK=0\nLD_PRELOAD=/mnt/evil.so\nCONTAINERS_CONF=/mnt/evil.conf\n"
+        );
+        let bad = [("LD_PRELOAD".to_owned(), "/a.so\n/b.so".to_owned())];
+        assert!(plan_env(&bad).unwrap_err().contains("LD_PRELOAD"));
+        for name in [
+            "https_proxy",
+            "XDG_CONFIG_HOME",
+            "GODEBUG",
+            "PATH",
+            "DOCKER_HOST",
+        ] {
+            assert!(client_reads(name), "{name}");
+        }
+        assert!(!client_reads("MASTER_ADDR"));
     }
 }

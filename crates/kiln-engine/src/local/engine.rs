@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tracing::{error, warn};
 
-use super::container::Runtime;
+use super::container::ContainerEngine;
 use super::ports::Ports;
 use super::resources::Discovered;
 use super::sandbox::RootEntry;
@@ -50,7 +50,12 @@ pub struct LocalConfig {
     /// The host's top-level folders, read once at start for every sandbox.
     pub host_root: Vec<RootEntry>,
     /// docker or podman, for tasks that name an image (needs `bwrap`).
-    pub containers: Option<(Runtime, PathBuf)>,
+    pub containers: Option<ContainerEngine>,
+    /// Why there is no container engine, for `kiln nodes`.
+    pub containers_note: Option<String>,
+    /// Host folders every container gets read-only (the admin's site
+    /// software: a shared Python, CUDA), host path and path inside.
+    pub container_mounts: Vec<(PathBuf, PathBuf)>,
     /// util-linux's setpriv, with which a sandboxed task becomes its uid.
     pub setpriv: Option<PathBuf>,
 }
@@ -199,6 +204,9 @@ impl LocalEngine {
     /// One small thread per supervisor, blocked on its pidfd until it
     /// exits; then how the run ended goes to the loop.
     pub(super) fn watch(&self, task: TaskRef, sup: Arc<Supervisor>, dir: TaskDir) {
+        if self.cfg.containers.is_some() && dir.read_launch().is_ok_and(|l| l.container.is_some()) {
+            self.watch_pull(task.clone(), dir.clone());
+        }
         let events = Arc::clone(&self.events);
         let spawned = std::thread::Builder::new()
             .name(format!("kiln-watch-{}", sup.pid()))
@@ -209,6 +217,50 @@ impl LocalEngine {
             });
         if let Err(e) = spawned {
             error!(error = %e, "cannot start a watcher thread");
+        }
+    }
+}
+
+/// How often a container's pull is looked at for progress.
+const PULL_POLL: Duration = Duration::from_millis(250);
+
+impl LocalEngine {
+    /// Turns a container's pull progress (`image.json`, written by its
+    /// supervisor) into events, until the pull is done or the task runs
+    /// or ended.
+    fn watch_pull(&self, task: TaskRef, dir: TaskDir) {
+        let events = Arc::clone(&self.events);
+        let spawned = std::thread::Builder::new()
+            .name("kiln-pull".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let file = super::container_run::progress_file(&dir);
+                let mut said = String::new();
+                loop {
+                    let progress = std::fs::read(&file).ok().and_then(|b| {
+                        serde_json::from_slice::<super::container_run::ImageProgress>(&b).ok()
+                    });
+                    if let Some(p) = &progress {
+                        if p.message != said {
+                            said.clone_from(&p.message);
+                            events(crate::engine::EngineEvent::Progress {
+                                task: task.clone(),
+                                kind: "image".into(),
+                                message: p.message.clone(),
+                            });
+                        }
+                    }
+                    let over = progress.as_ref().is_some_and(|p| p.done)
+                        || (progress.is_none() && dir.started().exists())
+                        || dir.exit().exists();
+                    if over {
+                        break;
+                    }
+                    std::thread::sleep(PULL_POLL);
+                }
+            });
+        if let Err(e) = spawned {
+            error!(error = %e, "cannot start a thread to follow an image pull");
         }
     }
 }

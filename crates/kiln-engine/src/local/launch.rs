@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::container::Container;
+use super::container::{Container, ContainerEngine};
 use super::engine::{group_of, LocalConfig, LocalEngine};
 use super::perms::{give, set_mode};
 use super::sandbox::SwitchUser;
@@ -62,6 +62,88 @@ fn limits(cfg: &LocalConfig, t: &TaskRef, shape: &TaskShape) -> Option<Limits> {
         cpu_root: cg.cpu_root.clone(),
         group: group_of(&cfg.instance, t),
     })
+}
+
+/// GPUs handed to a container as devices are numbered from 0 inside it.
+fn renumber_gpus(env: &mut [(String, String)], count: usize) {
+    let inside = (0..count)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for (k, v) in env.iter_mut() {
+        if k == "CUDA_VISIBLE_DEVICES" || k == "NVIDIA_VISIBLE_DEVICES" {
+            v.clone_from(&inside);
+        }
+    }
+}
+
+/// A task in its image (see `container`): the sandbox's binds, the
+/// admin's site folders read-only, and kiln's cgroup for the task as the
+/// container's parent where the engine takes one.
+fn container(
+    cfg: &LocalConfig,
+    engine: &ContainerEngine,
+    image: &str,
+    t: &TaskLaunch,
+    sb: Sandbox,
+) -> Container {
+    let mut binds: Vec<Bind> = cfg
+        .container_mounts
+        .iter()
+        .map(|(source, target)| Bind {
+            source: source.clone(),
+            target: target.clone(),
+            read_only: true,
+            beneath: None,
+        })
+        .collect();
+    binds.extend(sb.binds);
+    let limits = limits(cfg, &t.task, &t.shape);
+    let held = limits
+        .as_ref()
+        .filter(|_| engine.cgroup_paths)
+        .map(super::cgroup::held_for_children)
+        .unwrap_or_default();
+    let memory_mb = if held.memory { 0 } else { t.shape.memory_mb };
+    let cpu_millis = if held.cpu {
+        0
+    } else {
+        u64::from(t.shape.cpus) * 1000
+    };
+    let pids_max = if held.pids {
+        None
+    } else {
+        Some(
+            t.shape
+                .pids
+                .map_or(super::cgroup::DEFAULT_PIDS_MAX, u64::from),
+        )
+    };
+    Container {
+        runtime: engine.runtime,
+        program: engine.program.clone(),
+        global_args: engine.global_args.clone(),
+        image: image.to_owned(),
+        // Unique per run of a task, so a stop or a cleanup names exactly it.
+        name: group_of(&cfg.instance, &t.task),
+        binds,
+        tmp: sb.tmp,
+        shm_mb: sb.shm_mb,
+        // Fake GPUs have no device files to hand in.
+        gpus: t
+            .gpus
+            .iter()
+            .copied()
+            .filter(|g| Path::new(&format!("/dev/nvidia{g}")).exists())
+            .collect(),
+        workdir: sb.workdir,
+        user: t.run_as,
+        cgroup_parent: held.parent,
+        cpu_millis,
+        memory_mb,
+        pids_max,
+        auth_file: None,
+    }
 }
 
 /// The file system view of one task (see `sandbox`).
@@ -124,30 +206,21 @@ impl LocalEngine {
         // A role's image (or the job's) runs in a container showing what
         // the sandbox would.
         let (sandbox, container) = match (&cfg.containers, &t.image, sandbox) {
-            (Some((runtime, program)), Some(image), Some(sb)) => {
-                let container = Container {
-                    runtime: *runtime,
-                    program: program.clone(),
-                    image: image.clone(),
-                    name: format!(
-                        "kiln-{}-{}-a{}-{}-0",
-                        cfg.instance, t.task.attempt.key, t.task.attempt.attempt, t.task.task
-                    ),
-                    binds: sb.binds,
-                    tmp: sb.tmp,
-                    shm_mb: sb.shm_mb,
-                    gpus: t.gpus.clone(),
-                    workdir: sb.workdir,
-                    env_names: t.env.iter().map(|(k, _)| k.clone()).collect(),
-                    cpu_millis: u64::from(t.shape.cpus) * 1000,
-                    memory_mb: t.shape.memory_mb,
-                };
-                (None, Some(container))
+            (Some(engine), Some(image), Some(sb)) => {
+                (None, Some(container(cfg, engine, image, t, sb)))
             }
             (_, _, sb) => (sb, None),
         };
         let inside = sandbox.is_some() || container.is_some();
         let mut all = base_env(if inside { Path::new("/tmp") } else { &tmp });
+        let mut task_env = t.env.clone();
+        if let Some(ct) = &container {
+            // The image's own PATH, not the host's.
+            all.retain(|(k, _)| k != "PATH");
+            if !ct.gpus.is_empty() {
+                renumber_gpus(&mut task_env, ct.gpus.len());
+            }
+        }
         if t.run_as.is_some() {
             // The task's own name and a home it can write to (the server's
             // HOME is root's).
@@ -161,7 +234,7 @@ impl LocalEngine {
             all.push(("LOGNAME".into(), t.files.user.clone()));
             all.push(("HOME".into(), home));
         }
-        all.extend(t.env.iter().cloned());
+        all.extend(task_env);
         // The working folder: inside the sandbox it is bwrap's to enter (the
         // supervisor starts bwrap from the task folder).
         let working_dir = if inside {
@@ -213,10 +286,21 @@ impl LocalEngine {
         }
         let tmp = dir.path().join("tmp");
         task_folder(&tmp, launch.run_as).map_err(EngineError::Folder)?;
-        match &mut launch.sandbox {
+        let group = group_of(&self.cfg.instance, &task);
+        match (&mut launch.sandbox, &mut launch.container) {
             // Inside the sandbox the new folder is the task's /tmp.
-            Some(sb) => sb.tmp = tmp.clone(),
-            None => {
+            (Some(sb), _) => sb.tmp = tmp.clone(),
+            (None, Some(ct)) => {
+                ct.tmp = tmp.clone();
+                ct.name = group.clone();
+                if let Some(parent) = &mut ct.cgroup_parent {
+                    *parent = Path::new(parent.as_str())
+                        .with_file_name(&group)
+                        .display()
+                        .to_string();
+                }
+            }
+            (None, None) => {
                 for (k, v) in &mut launch.env {
                     if k == "TMPDIR" {
                         *v = tmp.display().to_string();
@@ -225,7 +309,7 @@ impl LocalEngine {
             }
         }
         if let Some(l) = &mut launch.limits {
-            l.group = group_of(&self.cfg.instance, &task);
+            l.group = group;
         }
         dir.write_launch(&launch)
             .map_err(|e| EngineError::Folder(format!("cannot write its launch record: {e}")))?;
@@ -264,6 +348,12 @@ pub(super) fn node_state(cfg: &LocalConfig) -> NodeState {
         serde_json::to_value(&cg.controllers).unwrap_or_else(|_| json!([])),
     );
     details.insert("pidsLimit".into(), Value::String(pids_limit));
+    let containers = match (&cfg.containers, &cfg.containers_note) {
+        (Some(e), _) => e.describe(),
+        (None, Some(why)) => why.clone(),
+        (None, None) => "off".into(),
+    };
+    details.insert("containers".into(), Value::String(containers));
     details.insert("notes".into(), json!(cfg.discovered.notes));
     NodeState {
         node: cfg.discovered.node.clone(),

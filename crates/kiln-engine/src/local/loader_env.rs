@@ -29,9 +29,12 @@ pub fn acts_at_start(name: &str) -> bool {
     name.starts_with("LD_") || name.starts_with("MALLOC_") || AT_START.contains(&name)
 }
 
+/// Variables in order, as a task gets them.
+pub type Env = Vec<(String, String)>;
+
 /// Splits an environment into what a root helper may be started with and
 /// what must wait for the task's own process (in their order).
-pub fn split(env: Vec<(String, String)>) -> (Vec<(String, String)>, Vec<(String, String)>) {
+pub fn split(env: Env) -> (Env, Env) {
     env.into_iter().partition(|(k, _)| !acts_at_start(k))
 }
 

@@ -3,6 +3,7 @@
 pub mod binds;
 pub mod cgroup;
 pub mod container;
+pub mod container_run;
 pub mod delegation;
 mod engine;
 pub mod files;

@@ -172,8 +172,10 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
         Some(Ok(g)) => (Some(g), None),
         Some(Err(e)) => (None, Some(format!("limits not enforced: {e}"))),
     };
+    // A container's client stays out of the group: the container is made
+    // inside it (see `container`).
     let join = match cgroup.as_ref().map(TaskGroup::join_files) {
-        Some(Ok(files)) => files,
+        Some(Ok(files)) if spec.container.is_none() => files,
         _ => Vec::new(),
     };
     let ended_early = |launch_error: Option<String>, refused: bool, cgroup: Option<TaskGroup>| {
@@ -214,8 +216,9 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
     }
     let resolved = match (spec.sandbox.as_mut(), spec.container.as_mut()) {
         (Some(sb), _) => pin_binds(sb, dir),
-        // The container engine binds by path: checked now, not pinned.
-        (None, Some(ct)) => super::binds::resolve(&mut ct.binds, &dir.path().join("binds"), false),
+        // As root, pinned in a mount namespace of the supervisor's own,
+        // which the engine's client and the runtime inherit.
+        (None, Some(ct)) => pin_container_binds(ct, dir),
         (None, None) => Ok(()),
     };
     if let Err(e) = resolved {
@@ -225,6 +228,17 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
             refused,
             cgroup,
         );
+    }
+
+    if let Some(ct) = &spec.container {
+        let mut stop_came = || signals.pending().any(|sig| sig == SIGTERM || sig == SIGINT);
+        match super::container_run::ensure_image(ct, dir, &mut stop_came) {
+            Ok(super::container_run::Pulled::Ready) => {}
+            Ok(super::container_run::Pulled::Stopped) => return ended_early(None, false, cgroup),
+            // The image is the user's choice: a missing one fails the task
+            // at once, never retried for free.
+            Err(why) => return ended_early(Some(why), true, cgroup),
+        }
     }
 
     // bwrap and setpriv run as root: what the loader acts on is set by
@@ -238,11 +252,10 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
         None => Vec::new(),
     };
     let mut cmd = match (&spec.container, &spec.sandbox) {
-        (Some(ct), _) => {
-            let mut c = Command::new(&ct.program);
-            c.args(ct.args());
-            c
-        }
+        (Some(ct), _) => match super::container_run::command(ct, &spec.env, dir) {
+            Ok(c) => c,
+            Err(why) => return ended_early(Some(why), true, cgroup),
+        },
         (None, Some(sb)) => {
             let mut c = Command::new(&sb.bwrap);
             // bash by its full path: the task's PATH may start with folders
@@ -264,10 +277,13 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
             c
         }
     };
-    cmd.arg(&spec.command)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.working_dir)
+    cmd.arg(&spec.command);
+    // A container's client keeps the supervisor's environment; the task's
+    // goes in through a file (`container_run::command`).
+    if spec.container.is_none() {
+        cmd.env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    }
+    cmd.current_dir(&spec.working_dir)
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -389,16 +405,12 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
     if let Some(g) = &cgroup {
         g.kill_all();
     }
-    // The container lives under the runtime's daemon, not in our group: a
+    // The container lives under the engine, not in our process group: a
     // client killed at the end of the grace period leaves it behind.
-    if let Some(ct) = &spec.container {
-        let _ = Command::new(&ct.program)
-            .args(ct.cleanup_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
+    let engine_oom = spec
+        .container
+        .as_ref()
+        .is_some_and(super::container_run::finish);
     let deadline = std::time::Instant::now() + DRAIN_AFTER_EXIT;
     for _ in 0..copiers {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -414,10 +426,22 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
     // they survive any process dying, and only a power cut could lose their
     // last lines; three fsyncs per task cost more than that protects.
 
-    let oom_killed = cgroup.as_ref().is_some_and(TaskGroup::oom_killed);
+    // cgroup v1 counts an OOM kill only in the killed process's own group:
+    // a container's, gone with it. A task ended by SIGKILL, not by a stop,
+    // in a group that hit its memory limit is the sign there.
+    let killed = status.is_some_and(|s| s.code() == Some(137) || s.signal() == Some(9));
+    let oom_killed = engine_oom
+        || cgroup.as_ref().is_some_and(TaskGroup::oom_killed)
+        || (spec.container.is_some()
+            && killed
+            && !stopped
+            && cgroup.as_ref().is_some_and(TaskGroup::v1_limit_hit));
     let pids_limited = cgroup.as_ref().is_some_and(TaskGroup::pids_limited);
     if let Some(g) = cgroup {
         g.remove();
+    }
+    if let Some(ct) = &spec.container {
+        super::container_run::remove_parents(ct);
     }
     if status.is_none() && launch_error.is_none() {
         launch_error = Some("the supervisor lost track of the task".into());
@@ -454,6 +478,25 @@ fn pin_binds(sb: &mut super::sandbox::Sandbox, dir: &TaskDir) -> Result<(), Engi
         super::binds::mount_inside(&mut sb.binds, &inside, owner)?;
     }
     Ok(())
+}
+
+/// A container's mount sources, resolved beneath their folders; as root,
+/// pinned onto mount points in the task's folder in a mount namespace of
+/// the supervisor's own, which the engine's client and runtime inherit
+/// (the engine would otherwise open them by path, through any link a task
+/// of the same user left on the way).
+fn pin_container_binds(
+    ct: &mut super::container::Container,
+    dir: &TaskDir,
+) -> Result<(), EngineError> {
+    if !ct.binds.iter().any(|b| b.beneath.is_some()) {
+        return Ok(());
+    }
+    let pin = super::sandbox::running_as_root();
+    if pin {
+        super::binds::private_mount_namespace()?;
+    }
+    super::binds::resolve(&mut ct.binds, &dir.path().join("binds"), pin)
 }
 
 /// Becomes the task's own uid and gid for good, with no supplementary

@@ -14,7 +14,38 @@ impl Loop {
             EngineEvent::Exited { task, exit, notes } => self.on_exited(task, Ok(exit), notes),
             EngineEvent::Lost { task, why, notes } => self.on_exited(task, Err(why), notes),
             EngineEvent::Unstarted { task } => self.on_unstarted(task),
+            EngineEvent::Progress {
+                task,
+                kind,
+                message,
+            } => self.on_progress(task, &kind, message),
         }
+    }
+
+    /// A task run's progress before its command starts, as one event line
+    /// that each newer word replaces.
+    fn on_progress(&mut self, t: TaskRef, kind: &str, message: String) {
+        let Some(i) = self.slot_of(&t) else {
+            return;
+        };
+        let key = t.attempt.key;
+        let running = self
+            .active
+            .get(&key)
+            .is_some_and(|a| !a.slots[i].rec.state.is_finished());
+        if !running {
+            return;
+        }
+        let change = Change {
+            events: vec![task_event(
+                t.attempt.attempt,
+                &t.task,
+                kind,
+                format!("{}: {message}", t.task),
+            )],
+            ..Change::default()
+        };
+        self.apply(key, &change);
     }
 
     /// A task run ended: how (`Err`: lost, and why), and what its start

@@ -116,6 +116,11 @@ impl Server {
         } else {
             cmd.arg("server").arg("--data").arg(self.data.path());
         }
+        // Jobs of the seeds name images no registry here has: they run on
+        // the host's software unless a test asks for a container engine.
+        if !self.args.iter().any(|a| a == "--containers") {
+            cmd.args(["--containers", "none"]);
+        }
         let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)

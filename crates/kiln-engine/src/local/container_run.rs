@@ -1,0 +1,376 @@
+//! The container engine's side of a supervisor's life: the image pulled
+//! (once, then cached by the engine) with its progress in `image.json` for
+//! the server to turn into job events, the client's command with the
+//! task's environment in a file only root reads, and the container removed
+//! once the task ended.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::container::{env_file_text, plan_env, Container};
+use super::files::{write_atomic, TaskDir};
+
+/// What `image.json` says while and after the image is pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageProgress {
+    /// The words for the job's event ("pulling …", "pulled …").
+    pub message: String,
+    /// The pull ended (well or not).
+    pub done: bool,
+}
+
+/// The progress file of a task run.
+pub fn progress_file(dir: &TaskDir) -> PathBuf {
+    dir.path().join("image.json")
+}
+
+pub(super) enum Pulled {
+    /// Here already, or pulled now.
+    Ready,
+    /// A stop came while pulling.
+    Stopped,
+}
+
+fn gb(bytes: u64) -> String {
+    let g = bytes as f64 / 1e9;
+    if g >= 0.1 {
+        format!("{g:.1} GB")
+    } else {
+        format!("{:.0} MB", (bytes as f64 / 1e6).max(1.0))
+    }
+}
+
+/// "pulling IMAGE (1.2 of 3.4 GB)", from what has been downloaded and the
+/// layers' total where the registry said it.
+pub fn pulling_words(image: &str, done: u64, total: Option<u64>) -> String {
+    match (done, total) {
+        (0, None) => format!("pulling {image}"),
+        (0, Some(t)) => format!("pulling {image} ({})", gb(t)),
+        (d, Some(t)) if t >= d => {
+            // "1.2 of 3.4 GB": the unit once, where both have it.
+            let (done, total) = (gb(d), gb(t));
+            match (done.rsplit_once(' '), total.rsplit_once(' ')) {
+                (Some((n, u)), Some((_, tu))) if u == tu => {
+                    format!("pulling {image} ({n} of {total})")
+                }
+                _ => format!("pulling {image} ({done} of {total})"),
+            }
+        }
+        (d, _) => format!("pulling {image} ({} so far)", gb(d)),
+    }
+}
+
+/// The registry's words from the engine's output: its last `Error:` line
+/// (podman), or `Error response from daemon:` (docker), else the last line.
+pub fn pull_error(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| {
+            l.strip_prefix("Error: ")
+                .or_else(|| l.strip_prefix("Error response from daemon: "))
+        })
+        .or_else(|| lines.last().copied())
+        .unwrap_or("the engine said nothing")
+        .to_owned()
+}
+
+/// The compressed size of the image's layers, where skopeo is installed
+/// and the registry answers at once; None otherwise (progress then counts
+/// what arrived).
+fn layers_total(ct: &Container) -> Option<u64> {
+    let skopeo = super::sandbox::find_program("skopeo")?;
+    let mut cmd = Command::new(skopeo);
+    cmd.arg("inspect");
+    if let Some(f) = &ct.auth_file {
+        cmd.arg("--authfile").arg(f);
+    }
+    let out = cmd
+        .arg(format!("docker://{}", ct.image))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let sizes = v.get("LayersData")?.as_array()?;
+    Some(
+        sizes
+            .iter()
+            .filter_map(|l| l.get("Size").and_then(serde_json::Value::as_u64))
+            .sum(),
+    )
+}
+
+/// Bytes downloaded so far: the engine writes each blob into a temporary
+/// file under the pull's TMPDIR and removes it once stored, so the largest
+/// size seen of each file, summed, is what arrived.
+fn downloaded(tmp: &Path, seen: &mut HashMap<PathBuf, u64>) -> u64 {
+    fn walk(dir: &Path, seen: &mut HashMap<PathBuf, u64>, depth: u8) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() && depth < 4 {
+                walk(&e.path(), seen, depth + 1);
+            } else if meta.is_file() {
+                let size = seen.entry(e.path()).or_default();
+                *size = (*size).max(meta.len());
+            }
+        }
+    }
+    walk(tmp, seen, 0);
+    seen.values().sum()
+}
+
+/// Makes sure the image is here, pulling it when it is not. `stopped`
+/// says whether a stop came meanwhile: the pull is then ended.
+pub(super) fn ensure_image(
+    ct: &Container,
+    dir: &TaskDir,
+    stopped: &mut dyn FnMut() -> bool,
+) -> Result<Pulled, String> {
+    let here = Command::new(&ct.program)
+        .args(ct.exists_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", ct.program.display()))?;
+    if here.success() {
+        return Ok(Pulled::Ready);
+    }
+    let progress = progress_file(dir);
+    let say = |message: String, done: bool| {
+        let _ = write_atomic(&progress, &ImageProgress { message, done });
+    };
+    say(pulling_words(&ct.image, 0, None), false);
+    let started = Instant::now();
+    let tmp = dir.path().join("pull");
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let mut child = Command::new(&ct.program)
+        .args(ct.pull_args())
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", ct.program.display()))?;
+    let output = Arc::new(Mutex::new(String::new()));
+    let reader = child.stderr.take().map(|err| {
+        let output = Arc::clone(&output);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Ok(mut o) = output.lock() {
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            }
+        })
+    });
+    // The total is asked for beside the pull, so a slow answer never
+    // delays it.
+    let total: Arc<Mutex<Option<u64>>> = Arc::default();
+    {
+        let (ct, total) = (ct.clone(), Arc::clone(&total));
+        std::thread::spawn(move || {
+            let t = layers_total(&ct);
+            if let Ok(mut slot) = total.lock() {
+                *slot = t;
+            }
+        });
+    }
+    let mut seen = HashMap::new();
+    let mut last = String::new();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Ok(s),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        if stopped() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            say(format!("pulling {} stopped", ct.image), true);
+            return Ok(Pulled::Stopped);
+        }
+        let t = total.lock().ok().and_then(|t| *t);
+        let words = pulling_words(&ct.image, downloaded(&tmp, &mut seen), t);
+        if words != last {
+            say(words.clone(), false);
+            last = words;
+        }
+        // A timer: how often progress is looked at.
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    let text = output.lock().map(|o| o.clone()).unwrap_or_default();
+    match status {
+        Ok(s) if s.success() => {
+            let size = total.lock().ok().and_then(|t| *t);
+            let size = size.map(|b| format!(" ({})", gb(b))).unwrap_or_default();
+            say(
+                format!(
+                    "pulled {}{size} in {:.1} s",
+                    ct.image,
+                    started.elapsed().as_secs_f64()
+                ),
+                true,
+            );
+            Ok(Pulled::Ready)
+        }
+        Ok(_) => {
+            let why = format!("cannot pull image {}: {}", ct.image, pull_error(&text));
+            say(why.clone(), true);
+            Err(why)
+        }
+        Err(e) => Err(format!("lost the pull of {}: {e}", ct.image)),
+    }
+}
+
+/// The client's command for the task: everything but the task's own
+/// command. The task's environment goes into `container.env` (root's
+/// alone), the client's own environment stays the supervisor's.
+pub(super) fn command(
+    ct: &Container,
+    env: &[(String, String)],
+    dir: &TaskDir,
+) -> Result<Command, String> {
+    let plan = plan_env(env)?;
+    let file = dir.path().join("container.env");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&file)
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    std::io::Write::write_all(&mut f, env_file_text(&plan.file).as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    let names: Vec<String> = plan.by_name.iter().map(|(k, _)| k.clone()).collect();
+    let mut cmd = Command::new(&ct.program);
+    cmd.args(ct.run_args(&file, &names, &rlimits()));
+    cmd.envs(plan.by_name.iter().map(|(k, v)| (k, v)));
+    Ok(cmd)
+}
+
+/// The supervisor's own open-file and process limits, for the task: what
+/// a task outside a container gets. The engine's default would raise
+/// them past what a host without CAP_SYS_RESOURCE may give, and fail.
+fn rlimits() -> Vec<(&'static str, u64, u64)> {
+    let get = |r| nix::sys::resource::getrlimit(r).ok();
+    let cap = |v: u64| v.min(1 << 20);
+    let mut out = Vec::new();
+    if let Some((s, h)) = get(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        out.push(("nofile", cap(s), cap(h)));
+    }
+    if let Some((s, h)) = get(nix::sys::resource::Resource::RLIMIT_NPROC) {
+        // conmon, which starts the container, runs with podman's own
+        // process limit (32768), above which it cannot raise the task's.
+        out.push(("nproc", s.min(32768), h.min(32768)));
+    }
+    out
+}
+
+/// Removes the container once the task ended, and the engine's `conmon`
+/// groups inside kiln's, so kiln's can go; returns the engine's word on an
+/// OOM kill (asked only where kiln's group cannot tell).
+pub(super) fn finish(ct: &Container) -> bool {
+    let quiet = |args: Vec<String>| {
+        Command::new(&ct.program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+    };
+    let oom = ct.cgroup_parent.is_none()
+        && quiet(ct.oom_args())
+            .is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true");
+    let _ = quiet(ct.cleanup_args());
+    if let Some(parent) = &ct.cgroup_parent {
+        for dir in engine_groups(parent) {
+            let _ = std::fs::remove_dir(dir.join("conmon"));
+        }
+    }
+    oom
+}
+
+/// The engine makes the parent in every cgroup hierarchy it uses, not
+/// only in those kiln holds: once kiln removed its own, the rest go.
+pub(super) fn remove_parents(ct: &Container) {
+    if let Some(parent) = &ct.cgroup_parent {
+        for dir in engine_groups(parent) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn engine_groups(parent: &str) -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 3 && matches!(f[2], "cgroup" | "cgroup2"))
+                .then(|| Path::new(f[1]).join(parent.trim_start_matches('/')))
+        })
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_reads_as_sizes_once_known() {
+        assert_eq!(
+            pulling_words("pytorch/pytorch:2.4.0", 0, None),
+            "pulling pytorch/pytorch:2.4.0"
+        );
+        assert_eq!(
+            pulling_words("pytorch/pytorch:2.4.0", 1_200_000_000, Some(3_400_000_000)),
+            "pulling pytorch/pytorch:2.4.0 (1.2 of 3.4 GB)"
+        );
+        assert_eq!(
+            pulling_words("x", 30_000_000, None),
+            "pulling x (30 MB so far)"
+        );
+    }
+
+    #[test]
+    fn the_registrys_words_are_kept() {
+        let podman = "Trying to pull 127.0.0.1:5077/kiln/nope:1...\nError: initializing source docker://127.0.0.1:5077/kiln/nope:1: reading manifest 1 in 127.0.0.1:5077/kiln/nope: manifest unknown: manifest unknown\n";
+        assert!(pull_error(podman).ends_with("manifest unknown: manifest unknown"));
+        assert!(!pull_error(podman).starts_with("Error"));
+        let docker =
+            "Error response from daemon: pull access denied for nope, repository does not exist\n";
+        assert_eq!(
+            pull_error(docker),
+            "pull access denied for nope, repository does not exist"
+        );
+        assert_eq!(pull_error(""), "the engine said nothing");
+    }
+}

@@ -1,0 +1,509 @@
+//! Jobs that name an image, run by a real podman (runc as its runtime: crun
+//! refuses this machine's hybrid cgroups) against a real registry
+//! (Debian's docker-registry on a free port), with images made here:
+//! `kiln-test/busybox` from busybox-static, `kiln-test/python` from
+//! debootstrap, both made by `scripts/test`. PyTorch comes from the test
+//! venv, given to every container read-only (`--container-mount`).
+//!
+//! scripts/test runs as root with all of it and sets
+//! KILN_REQUIRE_CONTAINERS, so nothing skips there; elsewhere a test that
+//! cannot run says SKIPPED.
+
+#[allow(unused_macros)]
+mod cases;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use cases::seeds::make_dataset;
+use common::{until, Server};
+use serde_json::Value;
+
+const BUSYBOX: &str = "kiln-test/busybox";
+const PYTHON: &str = "kiln-test/python";
+
+/// The registry of this test binary, and the registries.conf that lets
+/// podman reach it over plain HTTP.
+struct Registry {
+    address: String,
+    conf: PathBuf,
+    _dir: tempfile::TempDir,
+    _child: Child,
+}
+
+fn skip(why: &str) -> bool {
+    assert!(
+        std::env::var_os("KILN_REQUIRE_CONTAINERS").is_none(),
+        "KILN_REQUIRE_CONTAINERS is set: {why}"
+    );
+    eprintln!("SKIPPED: {why}");
+    true
+}
+
+fn have(program: &str) -> bool {
+    kiln_engine::local::sandbox::find_program(program).is_some()
+}
+
+fn podman(args: &[&str]) -> std::process::Output {
+    Command::new("podman")
+        .args(["--runtime", "runc"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("podman ran")
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("config");
+        let conf = dir.path().join("registries.conf");
+        std::fs::write(
+            &conf,
+            format!("[[registry]]\nlocation = \"{address}\"\ninsecure = true\n"),
+        )
+        .expect("registries.conf");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry started");
+        until(30, "the registry to answer", || {
+            std::net::TcpStream::connect(&address)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        Registry {
+            address,
+            conf,
+            _dir: dir,
+            _child: child,
+        }
+    })
+}
+
+/// `image` pushed to this binary's registry as `name`; returns its
+/// reference there (never pulled here before: the registry's port is new).
+fn pushed(image: &str, name: &str) -> String {
+    let r = registry();
+    let target = format!("{}/kiln/{name}", r.address);
+    let out = podman(&["push", "--tls-verify=false", image, &target]);
+    assert!(out.status.success(), "push {image}: {out:?}");
+    target
+}
+
+/// Root, bubblewrap, podman with runc, the registry and both images; None
+/// (SKIPPED) where this machine lacks one.
+fn ready() -> Option<()> {
+    if !kiln_engine::local::sandbox::running_as_root() {
+        skip("needs root");
+        return None;
+    }
+    for p in ["bwrap", "podman", "runc", "docker-registry"] {
+        if !have(p) {
+            skip(&format!("{p} is not installed (scripts/test installs it)"));
+            return None;
+        }
+    }
+    for image in [BUSYBOX, PYTHON] {
+        if !podman(&["image", "exists", image]).status.success() {
+            skip(&format!("no image {image} (scripts/test makes it)"));
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// A server that runs images with podman, reaching the test registry, with
+/// the venv (when there is one) in every container.
+fn server(venv: Option<&Path>) -> Server {
+    let conf = registry().conf.display().to_string();
+    let mut args = vec![
+        "--cpus",
+        "8",
+        "--memory",
+        "32Gi",
+        "--stop-grace",
+        "2",
+        "--containers",
+        "podman",
+    ];
+    let mount;
+    if let Some(v) = venv {
+        mount = v.display().to_string();
+        args.extend(["--container-mount", &mount]);
+    }
+    Server::start_env(&args, &[("CONTAINERS_REGISTRIES_CONF", &conf)])
+}
+
+fn token(s: &Server, name: &str) -> String {
+    let v: Value =
+        serde_json::from_str(&s.ok(&["user", "add", name, "-o", "json"])).expect("token json");
+    v["token"].as_str().expect("token").to_owned()
+}
+
+/// The venv's folder (what `--container-mount` binds) and its bin.
+fn venv() -> Option<(PathBuf, PathBuf)> {
+    let bin = common::torch_bin()?;
+    let root = bin.parent().expect("venv").to_owned();
+    Some((root, bin))
+}
+
+/// Crater's workflow in the image: the code uploaded into the space, `cd
+/// /mnt/mnist; python3 train.py` in a container of an image pulled from a
+/// registry, and the model back in the space.
+#[test]
+fn the_crater_mnist_flow_runs_in_a_pulled_image() {
+    let Some(()) = ready() else { return };
+    let Some((venv, bin)) = venv() else { return };
+    let image = pushed(PYTHON, "python:mnist");
+    let s = server(Some(&venv));
+    let local = tempfile::tempdir().expect("tmp");
+    let mnist = local.path().join("mnist");
+    std::fs::create_dir(&mnist).expect("mkdir");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mnist/train.py"),
+        mnist.join("train.py"),
+    )
+    .expect("copy");
+    make_dataset(&bin, &local.path().join("data"), "MNIST");
+    s.ok(&["files", "put", mnist.to_str().expect("utf8"), "mnist"]);
+    s.ok(&[
+        "files",
+        "put",
+        local.path().join("data").to_str().expect("utf8"),
+        "data",
+    ]);
+    let id = s.submit(
+        "crater",
+        &format!(
+            "name: crater\nimage: {image}\ncpus: 2\nmemory: 4Gi\nshm: 256Mi\nenv:\n  PATH: {}:/usr/bin:/bin\ncommand: |\n  cd /mnt/mnist; python3 train.py --epochs 1\n  python3 -c 'import sys; print(\"python\", sys.version.split()[0], \"from\", sys.base_prefix)'\n",
+            bin.display()
+        ),
+    );
+    let j = s.ended(&id, 600);
+    let log = s.logs(&id, "main-0");
+    assert_eq!(j["state"], "SUCCEEDED", "{j}\n{log}");
+    assert!(log.contains("Test set: Average loss"), "{log}");
+    // The image's Python (Debian's, under /usr), not the host's.
+    assert!(log.contains("from /usr"), "{log}");
+    let shown = s.ok(&["show", &id]);
+    assert!(
+        shown.contains(&format!("main-0: pulled {image}")),
+        "{shown}"
+    );
+    let back = local.path().join("model.pt");
+    s.ok(&[
+        "files",
+        "get",
+        "mnist/mnist_cnn.pt",
+        back.to_str().expect("utf8"),
+    ]);
+    assert!(back.metadata().expect("downloaded").len() > 100_000);
+}
+
+/// A master and a worker in containers of their own join one gloo group
+/// over the host's network.
+#[test]
+fn a_two_task_ddp_job_all_reduces_across_containers() {
+    let Some(()) = ready() else { return };
+    let Some((venv, bin)) = venv() else { return };
+    let s = server(Some(&venv));
+    let script = "import os, torch, torch.distributed as dist\n\
+        dist.init_process_group('gloo')\n\
+        t = torch.tensor([float(dist.get_rank() + 1)])\n\
+        dist.all_reduce(t)\n\
+        print(f'rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f} host={os.uname().nodename}')\n\
+        dist.barrier()\n\
+        dist.destroy_process_group()\n";
+    let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
+    let role = |name: &str| {
+        format!(
+            "  - name: {name}\n    memory: 1Gi\n    command: |\n      cat /proc/1/cgroup | grep -c libpod || true\n      {}/python3 - <<'PY'\n{indented}      PY\n",
+            bin.display()
+        )
+    };
+    let id = s.submit(
+        "ddp",
+        &format!(
+            "name: ddp\nimage: {PYTHON}\npytorch: {{}}\nroles:\n{}{}",
+            role("master"),
+            role("worker")
+        ),
+    );
+    let j = s.ended(&id, 300);
+    for t in ["master-0", "worker-0"] {
+        let log = s.logs(&id, t);
+        assert_eq!(j["state"], "SUCCEEDED", "{j}\n{t}: {log}");
+        assert!(log.contains("world=2 sum=3"), "{t}: {log}");
+        // In a container of the engine's (its own PID 1 is catatonit's).
+        assert!(!log.starts_with("0\n"), "{t}: {log}");
+    }
+}
+
+/// A stop reaches the task in its container (SIGTERM, then the grace
+/// period), and the container is gone afterwards.
+#[test]
+fn a_stop_reaches_the_task_and_removes_its_container() {
+    let Some(()) = ready() else { return };
+    let s = server(None);
+    let id = s.submit(
+        "stopme",
+        &format!(
+            "name: stopme\nimage: {BUSYBOX}\ncommand: |\n  trap 'echo got TERM; exit 0' TERM\n  echo waiting\n  while true; do sleep 0.1; done\n"
+        ),
+    );
+    until(60, "the task to print", || {
+        let log = s.logs(&id, "main-0");
+        log.contains("waiting").then_some(()).ok_or(log)
+    });
+    let name = container_of(&s, &id);
+    assert!(running(&name), "{name} runs");
+    s.ok(&["stop", &id]);
+    let j = s.wait_state(&id, "STOPPED", 60);
+    assert!(s.logs(&id, "main-0").contains("got TERM"), "{j}");
+    assert!(!exists(&name), "{name} is removed");
+}
+
+/// Over its memory limit the task ends OOMKilled, as outside a container.
+#[test]
+fn a_task_over_its_memory_ends_oom_killed() {
+    let Some(()) = ready() else { return };
+    let s = server(None);
+    let id = s.submit(
+        "hog",
+        &format!(
+            "name: hog\nimage: {BUSYBOX}\nmemory: 128Mi\ncommand: 'a=x; while true; do a=\"$a$a\"; done'\n"
+        ),
+    );
+    let j = s.wait_state(&id, "FAILED", 120);
+    assert_eq!(j["tasks"][0]["reason"], "OOMKilled", "{j}");
+}
+
+/// An image no registry has fails the job at once, in the registry's
+/// words, and is not retried for free.
+#[test]
+fn a_missing_image_fails_fast_with_the_registrys_words() {
+    let Some(()) = ready() else { return };
+    let s = server(None);
+    let image = format!("{}/kiln/nothing-here:1", registry().address);
+    let id = s.submit(
+        "missing",
+        &format!("name: missing\nimage: {image}\ncommand: echo never\n"),
+    );
+    let j = s.wait_state(&id, "FAILED", 60);
+    let why = j["tasks"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let shown = s.ok(&["show", &id]);
+    assert!(
+        shown.contains(&format!("cannot pull image {image}")),
+        "{shown}"
+    );
+    assert!(shown.contains("manifest unknown"), "{shown}");
+    assert_eq!(j["attempt"], 0, "{j} {why}");
+}
+
+/// Another user's space is not in a container, nor reachable from it; the
+/// task is its user's uid, with no capabilities, in its own PID namespace.
+#[test]
+fn another_users_space_is_invisible_inside() {
+    let Some(()) = ready() else { return };
+    let s = server(None);
+    let alice = token(&s, "alice");
+    let bob = token(&s, "bob");
+    let (status, v) = s.api_as(
+        &bob,
+        "PUT",
+        "/files/private/secret.txt",
+        Some("bob-secret-1234"),
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = s.api_as(&alice, "PUT", "/files/mine.txt", Some("alice-file"));
+    assert_eq!(status, 201, "{v}");
+    let data = s.data.path().display().to_string();
+    let id = s.submit_as(
+        &alice,
+        "peek",
+        &format!(
+            "name: peek\nimage: {BUSYBOX}\ncommand: |\n  id -u\n  cat /mnt/mine.txt; echo\n  grep CapEff /proc/self/status\n  ls /proc | grep -c '^[0-9]'\n  cat {data}/spaces/bob/private/secret.txt 2>/dev/null || echo no-bob-by-path\n  ls /mnt/../bob 2>/dev/null || echo no-bob-beside\n  find / -xdev -name secret.txt 2>/dev/null | head -3; echo searched\n  cat {data}/admin.token 2>/dev/null || echo no-token\n"
+        ),
+    );
+    let j = s.ended(&id, 60);
+    let log = s.logs(&id, "main-0");
+    assert_eq!(j["state"], "SUCCEEDED", "{j}\n{log}");
+    let uid: u64 = log.lines().next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    assert!(uid >= 1000, "{log}");
+    for want in [
+        "alice-file",
+        "CapEff:\t0000000000000000",
+        "no-bob-by-path",
+        "no-bob-beside",
+        "searched",
+        "no-token",
+    ] {
+        assert!(log.lines().any(|l| l == want), "{want}: {log}");
+    }
+    assert!(!log.contains("bob-secret"), "{log}");
+    assert!(!log.contains("secret.txt"), "{log}");
+    // Its own processes only (sh, ls, grep and the init).
+    let procs: u32 = log
+        .lines()
+        .nth(3)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(99);
+    assert!(procs < 10, "{log}");
+}
+
+/// What the engine's client would act on (the loader's variables, the
+/// engine's own settings) stays out of its environment: a user's
+/// `CONTAINERS_CONF` could otherwise bind the host's /etc into the
+/// container, and `LD_PRELOAD` run the user's code as root.
+#[test]
+fn the_users_environment_never_acts_on_the_engines_client() {
+    let Some(()) = ready() else { return };
+    let s = server(None);
+    let alice = token(&s, "alice");
+    let evil = s.data.path().join("evil");
+    std::fs::create_dir_all(&evil).expect("dir");
+    let conf = evil.join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\nvolumes = [\"/etc:/hostetc:ro\"]\ndefault_capabilities = [\"SYS_ADMIN\"]\n",
+    )
+    .expect("conf");
+    let lib = isolation_library(&evil);
+    let id = s.submit_as(
+        &alice,
+        "env",
+        &format!(
+            "name: env\nimage: {BUSYBOX}\nenv:\n  CONTAINERS_CONF: {}\n  LD_PRELOAD: {}\n  MULTI: |\n    line one\n    line two\ncommand: |\n  ls /hostetc >/dev/null 2>&1 && echo has-host-etc || echo no-host-etc\n  grep CapEff /proc/self/status\n  printf '%s' \"$MULTI\" | wc -l\n  echo \"conf=$CONTAINERS_CONF\"\n",
+            conf.display(),
+            lib.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+        ),
+    );
+    let j = s.ended(&id, 60);
+    let log = s.logs(&id, "main-0");
+    assert_eq!(j["state"], "SUCCEEDED", "{j}\n{log}");
+    assert!(log.lines().any(|l| l == "no-host-etc"), "{log}");
+    assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
+    // The task itself still gets every variable, line breaks included.
+    assert!(log.lines().any(|l| l.trim() == "2"), "{log}");
+    assert!(log.contains(&format!("conf={}", conf.display())), "{log}");
+    if lib.is_some() {
+        let pwned = std::fs::read_to_string(evil.join("pwned")).unwrap_or_default();
+        assert!(pwned.is_empty(), "the user's library ran as root: {pwned}");
+    }
+}
+
+/// The library of the isolation tests: loaded as root, it leaves `pwned`.
+fn isolation_library(dir: &Path) -> Option<PathBuf> {
+    let src = dir.join("p.c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdio.h>\n#include <unistd.h>\n__attribute__((constructor)) static void p(void) {{ if (geteuid() == 0) {{ FILE *f = fopen(\"{}\", \"a\"); if (f) {{ fprintf(f, \"root %d\\n\", getpid()); fclose(f); }} }} }}\n",
+            dir.join("pwned").display()
+        ),
+    )
+    .ok()?;
+    let lib = dir.join("p.so");
+    Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status()
+        .ok()?
+        .success()
+        .then_some(lib)
+}
+
+/// A kill -9 of the server while a container runs: the restarted server
+/// finds the same container's task again and records its end, and the
+/// task ran once.
+#[test]
+fn a_server_killed_mid_run_reattaches_to_the_running_container() {
+    let Some(()) = ready() else { return };
+    let mut s = server(None);
+    let id = s.submit(
+        "long",
+        &format!(
+            "name: long\nimage: {BUSYBOX}\ncommand: |\n  echo started once\n  i=0; while [ $i -lt 600 ]; do [ -e /mnt/go ] && break; sleep 0.1; i=$((i+1)); done\n  echo finished\n"
+        ),
+    );
+    until(60, "the task to start", || {
+        let log = s.logs(&id, "main-0");
+        log.contains("started once").then_some(()).ok_or(log)
+    });
+    let name = container_of(&s, &id);
+    let before = container_id(&name);
+    s.kill9();
+    assert!(running(&name), "the container outlives the server");
+    s.boot();
+    s.wait_state(&id, "RUNNING", 30);
+    assert_eq!(
+        container_id(&name),
+        before,
+        "the same container, not a new one"
+    );
+    // The task's end comes through the restarted server.
+    let (status, v) = s.api("PUT", "/files/go", Some("go"));
+    assert_eq!(status, 201, "{v}");
+    let j = s.wait_state(&id, "SUCCEEDED", 120);
+    let log = s.logs(&id, "main-0");
+    assert_eq!(log.matches("started once").count(), 1, "{log}\n{j}");
+    assert!(log.contains("finished"), "{log}");
+    assert_eq!(j["attempt"], 0, "{j}");
+    assert!(!exists(&name), "{name} is removed");
+}
+
+/// The container of the server's one job's first task (named like its
+/// cgroup: kiln-INSTANCE-KEY-a0-main-0-GEN).
+fn container_of(s: &Server, _id: &str) -> String {
+    let instance = std::fs::read_to_string(s.data.path().join("instance")).expect("instance");
+    let prefix = format!("kiln-{}-", instance.trim());
+    until(30, "the job's container", || {
+        let out = podman(&["ps", "--format", "{{.Names}}"]);
+        let names = String::from_utf8_lossy(&out.stdout).into_owned();
+        names
+            .lines()
+            .find(|n| n.starts_with(&prefix) && n.contains("-a0-main-0-"))
+            .map(str::to_owned)
+            .ok_or(names)
+    })
+}
+
+fn running(name: &str) -> bool {
+    String::from_utf8_lossy(&podman(&["inspect", "--format", "{{.State.Running}}", name]).stdout)
+        .trim()
+        == "true"
+}
+
+fn exists(name: &str) -> bool {
+    podman(&["container", "exists", name]).status.success()
+}
+
+fn container_id(name: &str) -> String {
+    String::from_utf8_lossy(&podman(&["inspect", "--format", "{{.Id}}", name]).stdout)
+        .trim()
+        .to_owned()
+}
