@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use kiln_sched::{Node, Placed};
 use kiln_spec::TaskId;
+use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 
@@ -210,7 +211,58 @@ pub struct TaskLaunch {
     pub env: Vec<(String, String)>,
     pub files: FileView,
     pub image: Option<String>,
+    /// How the image is pulled: with whose credentials, and whether afresh.
+    pub pull: ImagePull,
     pub run_as: Option<RunAs>,
+}
+
+/// How a task's image is pulled. Images of a registry someone stored a
+/// credential for are private to those it lets pull them: the engine's
+/// image store is shared by all users, so such an image is pulled afresh
+/// (its layers stay cached) with the starting user's own rights at every
+/// start, never run because another user pulled it before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePull {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ImageAuth>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub always: bool,
+}
+
+/// Credentials for the pull of a task's image.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ImageAuth {
+    /// The user's credential stored in kiln for the image's registry.
+    Stored {
+        registry: String,
+        username: String,
+        secret: String,
+    },
+    /// OpenPAI's `authFile`: a file of the user's space (`path`, beneath
+    /// `space`) holding the registry, the user name and the password on
+    /// three lines, read as the task starts.
+    SpaceFile { space: PathBuf, path: PathBuf },
+}
+
+impl std::fmt::Debug for ImageAuth {
+    // Never the secret, in logs or panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageAuth::Stored {
+                registry, username, ..
+            } => write!(f, "Stored {{ registry: {registry}, username: {username} }}"),
+            ImageAuth::SpaceFile { space, path } => {
+                write!(
+                    f,
+                    "SpaceFile {{ space: {}, path: {} }}",
+                    space.display(),
+                    path.display()
+                )
+            }
+        }
+    }
 }
 
 /// How a task ended, as the engine saw it.

@@ -99,12 +99,21 @@ pub fn admit(spec: &JobSpec, engine: Engine) -> Admission {
             }
         }
     }
-    if spec.auth_file.is_some() {
-        a.warnings.push(Issue::new(
-            "authFile",
-            "the registry credentials are not used: images come from registries the \
-             kiln server's machine is logged in to",
-        ));
+    if let Some(f) = &spec.auth_file {
+        if crate::control::auth_file_in_space(f).is_none() {
+            a.errors.push(Issue::new(
+                "authFile",
+                format!(
+                    "must be a file of your space (/mnt/PATH or PATH), got {f}; \
+                     or store the credential once with `kiln registry login`"
+                ),
+            ));
+        } else if !engine.containers {
+            a.warnings.push(Issue::new(
+                "authFile",
+                ignored("the registry credentials are not used"),
+            ));
+        }
     }
     // codeDir and dataDir are folders of the space: they need it at /mnt.
     for (field, value) in [("codeDir", &spec.code_dir), ("dataDir", &spec.data_dir)] {

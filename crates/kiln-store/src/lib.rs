@@ -7,6 +7,7 @@
 //! the job's fields, its tasks and the events that explain the change land
 //! together or not at all.
 
+mod credentials;
 mod error;
 mod queues;
 mod records;
@@ -14,8 +15,8 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use records::{
-    Change, Event, Identity, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, QueueRecord, Revoke,
-    TaskRecord, TokenLife, Usage, User,
+    Change, Event, Identity, JobFilter, JobPatch, JobRecord, NewEvent, NewJob, QueueRecord,
+    RegistryCredential, Revoke, TaskRecord, TokenLife, Usage, User,
 };
 pub use sqlite::SqliteStore;
 
@@ -98,4 +99,17 @@ pub trait Store: Send + Sync {
 
     /// Takes `queue` away from `user`; false when it was not granted.
     fn revoke_queue(&self, queue: &str, user: &str) -> Result<bool, StoreError>;
+
+    /// Stores a user's credential for a registry, replacing theirs for it.
+    fn put_credential(&self, credential: &RegistryCredential) -> Result<(), StoreError>;
+
+    /// Forgets a user's credential for a registry; false when there was none.
+    fn remove_credential(&self, user: &str, registry: &str) -> Result<bool, StoreError>;
+
+    /// A user's credentials, by registry.
+    fn credentials(&self, user: &str) -> Result<Vec<RegistryCredential>, StoreError>;
+
+    /// Every registry some user has a credential for: its images are
+    /// private to those its registry lets pull them.
+    fn credential_registries(&self) -> Result<Vec<String>, StoreError>;
 }

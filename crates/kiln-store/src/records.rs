@@ -238,3 +238,15 @@ impl QueueRecord {
         }
     }
 }
+
+/// A user's credential for a container registry ("ghcr.io",
+/// "registry.lab:5000"). `secret` is the password or token: used for the
+/// user's pulls, never shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryCredential {
+    pub user: String,
+    pub registry: String,
+    pub username: String,
+    pub secret: String,
+    pub updated_at_ms: u64,
+}

@@ -13,11 +13,12 @@ use kiln_spec::{JobId, TaskId};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::error::StoreError;
+use crate::records::RegistryCredential;
 use crate::records::{
     Change, Event, Identity, JobFilter, JobRecord, NewJob, QueueRecord, Revoke, TaskRecord,
     TokenLife, Usage, User,
 };
-use crate::{queues, Store};
+use crate::{credentials, queues, Store};
 
 /// Schema versions, applied in order; `PRAGMA user_version` says how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -122,6 +123,17 @@ CREATE TABLE usage (
     user  TEXT PRIMARY KEY,
     value REAL NOT NULL,
     at_ms INTEGER NOT NULL
+);
+"#,
+    // Registry credentials for containers (issue 20).
+    r#"
+CREATE TABLE registry_credentials (
+    user          TEXT NOT NULL,
+    registry      TEXT NOT NULL,
+    username      TEXT NOT NULL,
+    secret        TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (user, registry)
 );
 "#,
 ];
@@ -933,6 +945,22 @@ impl Store for SqliteStore {
 
     fn grant_queue(&self, queue: &str, user: &str) -> Result<(), StoreError> {
         self.with(|conn| queues::grant(conn, queue, user))
+    }
+
+    fn put_credential(&self, c: &RegistryCredential) -> Result<(), StoreError> {
+        self.with(|conn| credentials::put(conn, c))
+    }
+
+    fn remove_credential(&self, user: &str, registry: &str) -> Result<bool, StoreError> {
+        self.with(|conn| credentials::remove(conn, user, registry))
+    }
+
+    fn credentials(&self, user: &str) -> Result<Vec<RegistryCredential>, StoreError> {
+        self.with(|conn| credentials::of_user(conn, user))
+    }
+
+    fn credential_registries(&self) -> Result<Vec<String>, StoreError> {
+        self.with(credentials::registries)
     }
 
     fn revoke_queue(&self, queue: &str, user: &str) -> Result<bool, StoreError> {

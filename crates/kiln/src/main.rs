@@ -11,6 +11,7 @@ mod files_cmds;
 mod job_cmds;
 mod progress;
 mod queue_cmds;
+mod registry_cmds;
 mod run_cmd;
 mod spec_cmds;
 mod user_cmds;
@@ -98,6 +99,28 @@ enum DatasetCommand {
     },
     /// Remove a dataset and its files.
     Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Store your credential for REGISTRY (host[:port], as images name it);
+    /// your tasks' pulls from it use it. The password or token is asked
+    /// for, unechoed, or read from standard input.
+    Login {
+        registry: String,
+        #[arg(short = 'u', long)]
+        username: String,
+        /// Read the password or token from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the registries you stored a credential for (never the secret).
+    Ls {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Forget your credential for REGISTRY.
+    Logout { registry: String },
 }
 
 #[derive(Subcommand)]
@@ -261,6 +284,11 @@ enum Command {
     Dataset {
         #[command(subcommand)]
         command: DatasetCommand,
+    },
+    /// Your credentials for private container registries.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
     },
     /// Users and their API tokens.
     User {
@@ -759,6 +787,15 @@ fn main() -> ExitCode {
             }
             DatasetCommand::Ls { output } => files_cmds::dataset_list(json(output)),
             DatasetCommand::Rm { name } => files_cmds::dataset_remove(&name),
+        },
+        Command::Registry { command } => match command {
+            RegistryCommand::Login {
+                registry,
+                username,
+                password_stdin,
+            } => registry_cmds::login(&registry, &username, password_stdin),
+            RegistryCommand::Ls { output } => registry_cmds::list(json(output)),
+            RegistryCommand::Logout { registry } => registry_cmds::logout(&registry),
         },
         Command::User { command } => match command {
             UserCommand::Add {

@@ -54,7 +54,7 @@ impl Drop for RestoreTerminal {
 
 /// Prints `prompt` on stderr and reads one line from the terminal on stdin
 /// with echo off (the Enter still moves to the next line).
-fn ask_hidden(prompt: &str) -> Result<String> {
+pub(crate) fn ask_hidden(prompt: &str) -> Result<String> {
     // SAFETY: an all-zero termios is a valid value for tcgetattr to fill.
     let mut term: libc::termios = unsafe { std::mem::zeroed() };
     // SAFETY: fd 0 is open (a terminal, checked by the caller); `term` is ours.

@@ -24,14 +24,18 @@ use serde_json::Value;
 const BUSYBOX: &str = "kiln-test/busybox";
 const PYTHON: &str = "kiln-test/python";
 
-/// The registry of this test binary, and the registries.conf that lets
-/// podman reach it over plain HTTP.
-struct Registry {
-    address: String,
+/// The registries of this test binary: one open, one that wants a user
+/// name and password (`alice`/`REGISTRY_PASSWORD`), and the
+/// registries.conf that lets podman reach both over plain HTTP.
+struct Registries {
+    open: String,
+    private: String,
     conf: PathBuf,
     _dir: tempfile::TempDir,
-    _child: Child,
+    _children: Vec<Child>,
 }
+
+const REGISTRY_PASSWORD: &str = "pw-Zq81-registry";
 
 fn skip(why: &str) -> bool {
     assert!(
@@ -55,47 +59,83 @@ fn podman(args: &[&str]) -> std::process::Output {
         .expect("podman ran")
 }
 
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tmp");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
+/// docker-registry serving from `dir` on a free port; with `htpasswd`, it
+/// wants those users.
+fn start_registry(dir: &Path, htpasswd: Option<&Path>) -> (String, Child) {
+    std::fs::create_dir_all(dir).expect("registry dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let auth = htpasswd
+        .map(|h| {
             format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-                dir.path().join("data").display()
-            ),
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                h.display()
+            )
+        })
+        .unwrap_or_default();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n{auth}",
+            dir.join("data").display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry started");
+    until(30, "the registry to answer", || {
+        std::net::TcpStream::connect(&address)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    (address, child)
+}
+
+fn registry() -> &'static Registries {
+    static REGISTRIES: OnceLock<Registries> = OnceLock::new();
+    REGISTRIES.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tmp");
+        // docker-registry takes bcrypt only; Python's crypt makes it.
+        let hash = Command::new("python3")
+            .args([
+                "-W",
+                "ignore",
+                "-c",
+                &format!("import crypt; print(crypt.crypt('{REGISTRY_PASSWORD}', crypt.mksalt(crypt.METHOD_BLOWFISH)))"),
+            ])
+            .output()
+            .expect("python3 ran");
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(
+            &htpasswd,
+            format!("alice:{}", String::from_utf8_lossy(&hash.stdout).trim()),
         )
-        .expect("config");
+        .expect("htpasswd");
+        let (open, a) = start_registry(&dir.path().join("open"), None);
+        let (private, b) = start_registry(&dir.path().join("private"), Some(&htpasswd));
         let conf = dir.path().join("registries.conf");
         std::fs::write(
             &conf,
-            format!("[[registry]]\nlocation = \"{address}\"\ninsecure = true\n"),
+            format!(
+                "[[registry]]\nlocation = \"{open}\"\ninsecure = true\n[[registry]]\nlocation = \"{private}\"\ninsecure = true\n"
+            ),
         )
         .expect("registries.conf");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry started");
-        until(30, "the registry to answer", || {
-            std::net::TcpStream::connect(&address)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        });
-        Registry {
-            address,
+        Registries {
+            open,
+            private,
             conf,
             _dir: dir,
-            _child: child,
+            _children: vec![a, b],
         }
     })
 }
@@ -103,8 +143,7 @@ fn registry() -> &'static Registry {
 /// `image` pushed to this binary's registry as `name`; returns its
 /// reference there (never pulled here before: the registry's port is new).
 fn pushed(image: &str, name: &str) -> String {
-    let r = registry();
-    let target = format!("{}/kiln/{name}", r.address);
+    let target = format!("{}/kiln/{name}", registry().open);
     let out = podman(&["push", "--tls-verify=false", image, &target]);
     assert!(out.status.success(), "push {image}: {out:?}");
     target
@@ -304,7 +343,7 @@ fn a_task_over_its_memory_ends_oom_killed() {
 fn a_missing_image_fails_fast_with_the_registrys_words() {
     let Some(()) = ready() else { return };
     let s = server(None);
-    let image = format!("{}/kiln/nothing-here:1", registry().address);
+    let image = format!("{}/kiln/nothing-here:1", registry().open);
     let id = s.submit(
         "missing",
         &format!("name: missing\nimage: {image}\ncommand: echo never\n"),
@@ -506,4 +545,120 @@ fn container_id(name: &str) -> String {
     String::from_utf8_lossy(&podman(&["inspect", "--format", "{{.Id}}", name]).stdout)
         .trim()
         .to_owned()
+}
+
+/// A private registry: a user's stored credential pulls its image (never
+/// shown back), another user without one is refused by the registry even
+/// though the image is now on the machine, and OpenPAI's authFile in the
+/// space works as the credential.
+#[test]
+fn private_images_pull_with_their_users_own_credentials() {
+    let Some(()) = ready() else { return };
+    let r = registry();
+    let image = format!("{}/kiln/private-busybox:1", r.private);
+    let out = podman(&[
+        "push",
+        "--tls-verify=false",
+        "--creds",
+        &format!("alice:{REGISTRY_PASSWORD}"),
+        BUSYBOX,
+        &image,
+    ]);
+    assert!(out.status.success(), "push: {out:?}");
+    let s = server(None);
+    let alice = token(&s, "alice");
+    let bob = token(&s, "bob");
+    let job = |name: &str, extra: &str| {
+        format!("name: {name}\nimage: {image}\n{extra}command: echo pulled-and-ran\n")
+    };
+
+    // Without a credential: the registry's refusal, at once.
+    let refused = s.submit_as(&alice, "before", &job("before", ""));
+    let j = s.wait_state(&refused, "FAILED", 60);
+    let shown = s.ok(&["show", &refused]);
+    assert!(
+        shown.contains("unauthorized") || shown.contains("authentication required"),
+        "{shown}\n{j}"
+    );
+
+    // alice stores hers: the CLI reads it from standard input.
+    let mut login = Command::new(common::kiln_exe())
+        .args([
+            "registry",
+            "login",
+            &r.private,
+            "-u",
+            "alice",
+            "--password-stdin",
+        ])
+        .env("KILN_URL", &s.url)
+        .env("KILN_TOKEN", &alice)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("login");
+    std::io::Write::write_all(
+        login.stdin.as_mut().expect("stdin"),
+        format!("{REGISTRY_PASSWORD}\n").as_bytes(),
+    )
+    .expect("password");
+    let out = login.wait_with_output().expect("login ran");
+    assert!(out.status.success(), "{out:?}");
+    let listed = s.cli_as(&alice, &["registry", "ls", "-o", "json"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.contains(&r.private) && listed.contains("alice"),
+        "{listed}"
+    );
+    let (status, v) = s.api_as(&alice, "GET", "/registries", None);
+    assert_eq!(status, 200);
+    assert!(
+        !v.to_string().contains(REGISTRY_PASSWORD),
+        "the secret is never shown: {v}"
+    );
+    let (_, v) = s.api_as(&bob, "GET", "/registries", None);
+    assert_eq!(v, serde_json::json!([]), "bob sees none of alice's");
+
+    let ok = s.submit_as(&alice, "with", &job("with", ""));
+    let j = s.wait_state(&ok, "SUCCEEDED", 120);
+    assert!(s.logs(&ok, "main-0").contains("pulled-and-ran"), "{j}");
+    assert!(podman(&["image", "exists", &image]).status.success());
+
+    // bob names the same image, now on the machine: pulled afresh with his
+    // rights (none), refused.
+    let theirs = s.submit_as(&bob, "bobs", &job("bobs", ""));
+    let j = s.wait_state(&theirs, "FAILED", 60);
+    assert!(!s.logs(&theirs, "main-0").contains("pulled-and-ran"), "{j}");
+
+    // OpenPAI's authFile, a file of bob's space.
+    let (status, v) = s.api_as(
+        &bob,
+        "PUT",
+        "/files/secrets/registry-auth",
+        Some(&format!("{}\nalice\n{REGISTRY_PASSWORD}\n", r.private)),
+    );
+    assert_eq!(status, 201, "{v}");
+    let with_file = s.submit_as(
+        &bob,
+        "file",
+        &job("file", "authFile: /mnt/secrets/registry-auth\n"),
+    );
+    let j = s.wait_state(&with_file, "SUCCEEDED", 120);
+    assert!(
+        s.logs(&with_file, "main-0").contains("pulled-and-ran"),
+        "{j}"
+    );
+
+    // The secret is in no job's events or logs.
+    for id in [&refused, &ok, &theirs, &with_file] {
+        let shown = s.ok(&["show", id]);
+        assert!(!shown.contains(REGISTRY_PASSWORD), "{shown}");
+    }
+    let (status, _) = s.api_as(
+        &alice,
+        "DELETE",
+        &format!("/registries/{}", r.private),
+        None,
+    );
+    assert_eq!(status, 204);
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::files::RunAs;
 use super::sandbox::Bind;
+use crate::engine::ImagePull;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,10 +106,53 @@ pub struct Container {
     pub memory_mb: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
-    /// Registry credentials for the pull (a file of the engine's
-    /// `auth.json` format, readable by root alone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_file: Option<PathBuf>,
+    /// With whose credentials the image is pulled, and whether afresh.
+    #[serde(default)]
+    pub pull: ImagePull,
+}
+
+/// The registry an image reference names: its first part where that is a
+/// host (has a dot or a port, or is localhost), else Docker Hub's.
+pub fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// The engines' credentials file (`auth.json` for podman, `config.json`
+/// for docker): one registry, user name and secret. Docker Hub is also
+/// written under the name docker's client looks it up by.
+pub fn auth_json(registry: &str, username: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{secret}"));
+    let mut auths = serde_json::Map::new();
+    auths.insert(registry.to_owned(), serde_json::json!({ "auth": auth }));
+    if registry == "docker.io" {
+        auths.insert(
+            "https://index.docker.io/v1/".to_owned(),
+            serde_json::json!({ "auth": auth }),
+        );
+    }
+    serde_json::json!({ "auths": auths }).to_string()
+}
+
+/// OpenPAI's authFile: the registry, the user name and the password, one
+/// per line.
+pub fn parse_auth_file(text: &str) -> Result<(String, String, String), String> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    match (lines.next(), lines.next(), lines.next()) {
+        (Some(r), Some(u), Some(p)) => {
+            let registry = r
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            Ok((registry.to_owned(), u.to_owned(), p.to_owned()))
+        }
+        _ => Err(
+            "an authFile holds three lines: the registry, the user name and the password".into(),
+        ),
+    }
 }
 
 /// How the task's environment reaches the container. The engine's client
@@ -293,9 +337,11 @@ impl Container {
         }
     }
 
-    pub fn pull_args(&self) -> Vec<String> {
+    /// `auth`: the credentials file, for podman (docker reads it from
+    /// `DOCKER_CONFIG`, see `container_run`).
+    pub fn pull_args(&self, auth: Option<&std::path::Path>) -> Vec<String> {
         let mut a = self.verb(&["pull"]);
-        if let (Some(f), Runtime::Podman) = (&self.auth_file, self.runtime) {
+        if let (Some(f), Runtime::Podman) = (auth, self.runtime) {
             a.extend(["--authfile".into(), f.display().to_string()]);
         }
         a.push(self.image.clone());
@@ -354,7 +400,7 @@ mod tests {
             cpu_millis: 4000,
             memory_mb: 16384,
             pids_max: Some(4096),
-            auth_file: None,
+            pull: ImagePull::default(),
         }
     }
 
@@ -449,8 +495,7 @@ mod tests {
 
     #[test]
     fn pull_cleanup_and_inspect_name_exactly_this_image_and_container() {
-        let mut c = container(Runtime::Podman, vec![]);
-        c.auth_file = Some("/jobs/7/auth.json".into());
+        let c = container(Runtime::Podman, vec![]);
         assert_eq!(
             c.cleanup_args(),
             [
@@ -464,7 +509,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            c.pull_args(),
+            c.pull_args(Some(std::path::Path::new("/jobs/7/auth.json"))),
             [
                 "--runtime",
                 "runc",
@@ -478,6 +523,27 @@ mod tests {
         assert!(Runtime::parse("lxc")
             .unwrap_err()
             .contains("podman, docker"));
+    }
+
+    #[test]
+    fn registries_credentials_and_auth_files() {
+        assert_eq!(registry_of("pytorch/pytorch:2.4.0"), "docker.io");
+        assert_eq!(registry_of("ubuntu"), "docker.io");
+        assert_eq!(registry_of("ghcr.io/alice/train:1"), "ghcr.io");
+        assert_eq!(registry_of("registry.lab:5000/x"), "registry.lab:5000");
+        assert_eq!(registry_of("localhost/kiln-test/busybox"), "localhost");
+        let v: serde_json::Value =
+            serde_json::from_str(&auth_json("ghcr.io", "alice", "s3:cret")).expect("json");
+        // base64("alice:s3:cret")
+        assert_eq!(v["auths"]["ghcr.io"]["auth"], "YWxpY2U6czM6Y3JldA==");
+        let hub: serde_json::Value =
+            serde_json::from_str(&auth_json("docker.io", "a", "b")).expect("json");
+        assert!(hub["auths"]["https://index.docker.io/v1/"]["auth"].is_string());
+        assert_eq!(
+            parse_auth_file("https://registry.lab:5000/\nalice\npw\n"),
+            Ok(("registry.lab:5000".into(), "alice".into(), "pw".into()))
+        );
+        assert!(parse_auth_file("only-a-registry\n").is_err());
     }
 
     #[test]

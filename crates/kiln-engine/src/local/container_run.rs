@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::container::{env_file_text, plan_env, Container};
+use super::container::{auth_json, env_file_text, parse_auth_file, plan_env, Container, Runtime};
 use super::files::{write_atomic, TaskDir};
+use crate::engine::ImageAuth;
 
 /// What `image.json` says while and after the image is pulled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,11 +93,11 @@ pub fn pull_error(output: &str) -> String {
 /// The compressed size of the image's layers, where skopeo is installed
 /// and the registry answers at once; None otherwise (progress then counts
 /// what arrived).
-fn layers_total(ct: &Container) -> Option<u64> {
+fn layers_total(ct: &Container, auth: Option<&Path>) -> Option<u64> {
     let skopeo = super::sandbox::find_program("skopeo")?;
     let mut cmd = Command::new(skopeo);
     cmd.arg("inspect");
-    if let Some(f) = &ct.auth_file {
+    if let Some(f) = auth {
         cmd.arg("--authfile").arg(f);
     }
     let out = cmd
@@ -137,6 +138,49 @@ fn downloaded(tmp: &Path, seen: &mut HashMap<PathBuf, u64>) -> u64 {
     seen.values().sum()
 }
 
+/// The pull's credentials file (`registry/config.json` in the task's
+/// folder, root's alone, removed after the pull), from the user's stored
+/// credential or their authFile, read now beneath their space.
+fn auth_file(ct: &Container, dir: &TaskDir) -> Result<Option<PathBuf>, String> {
+    let (registry, username, secret) = match &ct.pull.auth {
+        None => return Ok(None),
+        Some(ImageAuth::Stored {
+            registry,
+            username,
+            secret,
+        }) => (registry.clone(), username.clone(), secret.clone()),
+        Some(ImageAuth::SpaceFile { space, path }) => {
+            let fd = super::binds::open_beneath(space, path)
+                .map_err(|e| format!("cannot read the authFile {}: {e}", path.display()))?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut std::fs::File::open(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                ))
+                .map_err(|e| format!("cannot read the authFile {}: {e}", path.display()))?,
+                &mut text,
+            )
+            .map_err(|e| format!("cannot read the authFile {}: {e}", path.display()))?;
+            parse_auth_file(&text).map_err(|e| format!("authFile {}: {e}", path.display()))?
+        }
+    };
+    let folder = dir.path().join("registry");
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    let file = folder.join("config.json");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&file)
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    std::io::Write::write_all(&mut f, auth_json(&registry, &username, &secret).as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(Some(file))
+}
+
 /// Makes sure the image is here, pulling it when it is not. `stopped`
 /// says whether a stop came meanwhile: the pull is then ended.
 pub(super) fn ensure_image(
@@ -144,16 +188,19 @@ pub(super) fn ensure_image(
     dir: &TaskDir,
     stopped: &mut dyn FnMut() -> bool,
 ) -> Result<Pulled, String> {
-    let here = Command::new(&ct.program)
-        .args(ct.exists_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", ct.program.display()))?;
-    if here.success() {
-        return Ok(Pulled::Ready);
+    if !ct.pull.always {
+        let here = Command::new(&ct.program)
+            .args(ct.exists_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", ct.program.display()))?;
+        if here.success() {
+            return Ok(Pulled::Ready);
+        }
     }
+    let auth = auth_file(ct, dir)?;
     let progress = progress_file(dir);
     let say = |message: String, done: bool| {
         let _ = write_atomic(&progress, &ImageProgress { message, done });
@@ -162,8 +209,14 @@ pub(super) fn ensure_image(
     let started = Instant::now();
     let tmp = dir.path().join("pull");
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let mut child = Command::new(&ct.program)
-        .args(ct.pull_args())
+    let mut pull = Command::new(&ct.program);
+    pull.args(ct.pull_args(auth.as_deref()));
+    if let (Some(f), Runtime::Docker) = (&auth, ct.runtime) {
+        if let Some(d) = f.parent() {
+            pull.env("DOCKER_CONFIG", d);
+        }
+    }
+    let mut child = pull
         .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -187,9 +240,9 @@ pub(super) fn ensure_image(
     // delays it.
     let total: Arc<Mutex<Option<u64>>> = Arc::default();
     {
-        let (ct, total) = (ct.clone(), Arc::clone(&total));
+        let (ct, total, auth) = (ct.clone(), Arc::clone(&total), auth.clone());
         std::thread::spawn(move || {
-            let t = layers_total(&ct);
+            let t = layers_total(&ct, auth.as_deref());
             if let Ok(mut slot) = total.lock() {
                 *slot = t;
             }
@@ -225,6 +278,9 @@ pub(super) fn ensure_image(
         let _ = r.join();
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    if let Some(f) = &auth {
+        let _ = std::fs::remove_file(f);
+    }
     let text = output.lock().map(|o| o.clone()).unwrap_or_default();
     match status {
         Ok(s) if s.success() => {

@@ -142,7 +142,7 @@ fn container(
         cpu_millis,
         memory_mb,
         pids_max,
-        auth_file: None,
+        pull: t.pull.clone(),
     }
 }
 

@@ -14,6 +14,7 @@ mod openapi;
 mod problem;
 mod queue_live;
 pub mod queues;
+pub mod registries;
 mod sources;
 mod tensorboard;
 mod ui;
@@ -115,6 +116,11 @@ pub fn router(state: AppState) -> Router {
             get(queues::show)
                 .patch(queues::patch)
                 .delete(queues::remove),
+        )
+        .route("/api/v1/registries", get(registries::list))
+        .route(
+            "/api/v1/registries/{registry}",
+            axum::routing::put(registries::put).delete(registries::remove),
         )
         .route("/api/v1/logout", post(users::logout))
         .route(

@@ -23,7 +23,7 @@ use kiln_sched::Node;
 use kiln_store::JobRecord;
 use serde::Serialize;
 
-pub use run::{start, ControlConfig, QueuesLive};
+pub use run::{auth_file_in_space, start, ControlConfig, QueuesLive};
 
 /// Why a job waits: the scheduler's reason as data, or a launch failure
 /// in words. Kept as data and put into words only when someone asks, so a

@@ -60,6 +60,11 @@ mod start;
 #[path = "exits.rs"]
 mod exits;
 
+/// Whose credentials pull a task's image.
+#[path = "images.rs"]
+mod images;
+pub use images::auth_file_in_space;
+
 /// The scheduling pass on its own thread, over a snapshot.
 #[path = "pass.rs"]
 pub(super) mod pass;

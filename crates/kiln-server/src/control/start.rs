@@ -252,6 +252,14 @@ impl Loop {
                         set_mode(&output, 0o700);
                     }
                 }
+                // A role's image, or the job's.
+                let image = role.image.clone().or_else(|| spec.image.clone());
+                let pull = self.image_pull(
+                    job.id.user(),
+                    image.as_deref(),
+                    spec.auth_file.as_deref(),
+                    space.as_deref(),
+                );
                 launches.push(TaskLaunch {
                     task: TaskRef {
                         attempt,
@@ -272,8 +280,8 @@ impl Loop {
                         workdir_host,
                         workdir_inside,
                     },
-                    // A role's image, or the job's.
-                    image: role.image.clone().or_else(|| spec.image.clone()),
+                    image,
+                    pull,
                     run_as,
                 });
             }

@@ -294,7 +294,7 @@ fn read_prerequisites(
                 if m.contains_key("auth") {
                     r.warn(
                         field(&path, "auth"),
-                        "registry credentials are not used yet; kiln pulls images as the node is configured",
+                        "these credentials are not read: store yours once with `kiln registry login REGISTRY`",
                     );
                 }
                 if let Some(uri) = r.req_string(m, "uri", &path) {
