@@ -429,7 +429,14 @@ async fn choose_engine(
     // Slurm's task plugin limits CPUs, memory and devices; kiln's cgroups
     // are off, and task folders live on the shared path.
     local.discovered.cgroups.version = None;
-    local.containers = None;
+    // Images run on the nodes with the engine the admin names (they have
+    // it, at the same path); what this machine has says nothing of them.
+    if !matches!(config.containers, containers::Choice::Engine(_)) && local.containers.is_some() {
+        info!(
+            "on Slurm, jobs' images run only with --containers podman|docker (the nodes' engine)"
+        );
+        local.containers = None;
+    }
     // The nodes run this server's own binary from the shared path.
     let exe = {
         let (exe, shared) = (config.exe.clone(), shared.clone());

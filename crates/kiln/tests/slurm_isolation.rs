@@ -52,6 +52,10 @@ fn account(name: &str) -> u32 {
 /// A server on the Slurm engine with the sandbox on; its shared folder
 /// inside its data folder.
 fn slurm_server() -> (Server, PathBuf) {
+    slurm_server_with(&[])
+}
+
+fn slurm_server_with(extra: &[&str]) -> (Server, PathBuf) {
     let data = tempfile::tempdir().expect("tmp");
     common::open_tree(data.path());
     let shared = data.path().join("shared");
@@ -69,7 +73,11 @@ fn slurm_server() -> (Server, PathBuf) {
             "1",
             "--restart-backoff",
             "100ms",
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
     );
     (s, shared)
 }
@@ -210,4 +218,44 @@ fn a_space_on_the_shared_path_is_its_users_at_mnt_and_no_one_elses() {
         "bob's task is bob's: {log}"
     );
     assert!(!log.contains("7f3a") && !log.contains("LEAK"), "{log}");
+}
+
+/// A job's image on Slurm: the nodes run it with their podman, through the
+/// same supervisor code as one machine: the user's uid inside, the space at
+/// /mnt on the shared path, and the image's files, not the node's.
+#[test]
+fn a_jobs_image_runs_in_a_container_on_the_slurm_node() {
+    if !have_cluster() {
+        return;
+    }
+    let have = std::process::Command::new("podman")
+        .args(["--runtime", "runc", "image", "exists", "kiln-test/busybox"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("KILN_REQUIRE_CONTAINERS").is_none(),
+            "KILN_REQUIRE_CONTAINERS is set but podman or kiln-test/busybox is missing"
+        );
+        eprintln!("SKIPPED: no podman with the image kiln-test/busybox (scripts/test makes it)");
+        return;
+    }
+    let (s, _shared) = slurm_server_with(&["--containers", "podman"]);
+    let alice = user(&s, "alice", None);
+    let (status, v) = s.api_as(&alice, "PUT", "/files/hello.txt", Some("from-the-space"));
+    assert_eq!(status, 201, "{v}");
+    let id = s.submit_as(
+        &alice,
+        "img",
+        "name: img\nimage: kiln-test/busybox\ncommand: |\n  id -u\n  cat /mnt/hello.txt; echo\n  test -e /usr/bin/python3 && echo node-files || echo image-files\n  grep CapEff /proc/self/status\n",
+    );
+    let j = s.wait_state(&id, "SUCCEEDED", 120);
+    let t = task(&j, "main-0");
+    assert!(t["host"] == "n1" || t["host"] == "n2", "{j:#}");
+    let log = s.logs(&id, "main-0");
+    let uid: u64 = log.lines().next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    assert!(uid >= 1000, "{log}");
+    for want in ["from-the-space", "image-files", "CapEff:\t0000000000000000"] {
+        assert!(log.lines().any(|l| l == want), "{want}: {log}");
+    }
 }

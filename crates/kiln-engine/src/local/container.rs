@@ -111,6 +111,19 @@ pub struct Container {
     pub pull: ImagePull,
 }
 
+/// GPUs handed to a container as devices are numbered from 0 inside it.
+pub fn renumber_gpus(env: &mut [(String, String)], count: usize) {
+    let inside = (0..count)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for (k, v) in env.iter_mut() {
+        if k == "CUDA_VISIBLE_DEVICES" || k == "NVIDIA_VISIBLE_DEVICES" {
+            v.clone_from(&inside);
+        }
+    }
+}
+
 /// The registry an image reference names: its first part where that is a
 /// host (has a dot or a port, or is localhost), else Docker Hub's.
 pub fn registry_of(image: &str) -> &str {

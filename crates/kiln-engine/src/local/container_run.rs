@@ -305,6 +305,24 @@ pub(super) fn ensure_image(
     }
 }
 
+/// On an engine that binds GPUs to the step (Slurm), the container gets
+/// the devices bound here, numbered from 0 inside.
+pub(super) fn gpus_of_step(ct: &mut Container, env: &mut [(String, String)]) {
+    let bound = env
+        .iter()
+        .find(|(k, _)| k == "CUDA_VISIBLE_DEVICES")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    ct.gpus = bound
+        .split(',')
+        .filter_map(|g| g.trim().parse::<u32>().ok())
+        .filter(|g| Path::new(&format!("/dev/nvidia{g}")).exists())
+        .collect();
+    if !ct.gpus.is_empty() {
+        super::container::renumber_gpus(env, ct.gpus.len());
+    }
+}
+
 /// The client's command for the task: everything but the task's own
 /// command. The task's environment goes into `container.env` (root's
 /// alone), the client's own environment stays the supervisor's.

@@ -64,19 +64,6 @@ fn limits(cfg: &LocalConfig, t: &TaskRef, shape: &TaskShape) -> Option<Limits> {
     })
 }
 
-/// GPUs handed to a container as devices are numbered from 0 inside it.
-fn renumber_gpus(env: &mut [(String, String)], count: usize) {
-    let inside = (0..count)
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    for (k, v) in env.iter_mut() {
-        if k == "CUDA_VISIBLE_DEVICES" || k == "NVIDIA_VISIBLE_DEVICES" {
-            v.clone_from(&inside);
-        }
-    }
-}
-
 /// A task in its image (see `container`): the sandbox's binds, the
 /// admin's site folders read-only, and kiln's cgroup for the task as the
 /// container's parent where the engine takes one.
@@ -218,7 +205,7 @@ impl LocalEngine {
             // The image's own PATH, not the host's.
             all.retain(|(k, _)| k != "PATH");
             if !ct.gpus.is_empty() {
-                renumber_gpus(&mut task_env, ct.gpus.len());
+                super::container::renumber_gpus(&mut task_env, ct.gpus.len());
             }
         }
         if t.run_as.is_some() {

@@ -151,6 +151,9 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
     let mut spec = dir.read_launch()?;
     if spec.gpus_from_step {
         gpus_from_step(&mut spec.env);
+        if let Some(ct) = spec.container.as_mut() {
+            super::container_run::gpus_of_step(ct, &mut spec.env);
+        }
     }
 
     // Logs are the user's own: no other uid on the machine may read them.
