@@ -176,6 +176,8 @@ fn ready() -> Option<()> {
 fn server(venv: Option<&Path>) -> Server {
     let conf = registry().conf.display().to_string();
     let mut args = vec![
+        "--sample-every",
+        "1",
         "--cpus",
         "8",
         "--memory",
@@ -661,4 +663,40 @@ fn private_images_pull_with_their_users_own_credentials() {
         None,
     );
     assert_eq!(status, 204);
+}
+
+/// The container's processes are the task's in its metrics: one core
+/// spinning and ~200 MB held, not only the engine's client.
+#[test]
+fn a_containers_cpu_and_memory_are_its_tasks() {
+    let Some(()) = ready() else { return };
+    let s = server(None);
+    let id = s.submit(
+        "busy",
+        &format!(
+            "name: busy\nimage: {BUSYBOX}\nmemory: 1Gi\ncommand: |\n  x=$(head -c 200000000 /dev/zero | tr '\\0' a)\n  echo held\n  while :; do :; done\n"
+        ),
+    );
+    let last = |v: &Value, name: &str| {
+        v["series"].as_array().and_then(|a| {
+            a.iter()
+                .find(|s| s["task"] == "main-0" && s["name"] == name)?["points"]
+                .as_array()?
+                .last()?["value"]
+                .as_f64()
+        })
+    };
+    let (cpu, mem) = until(90, "the container's load in the metrics", || {
+        let (_, v) = s.api("GET", &format!("/jobs/{id}/metrics?last=true"), None);
+        let (cpu, mem) = (
+            last(&v, "cpu").unwrap_or(0.0),
+            last(&v, "memory").unwrap_or(0.0),
+        );
+        (cpu > 0.5 && mem > 190e6)
+            .then_some((cpu, mem))
+            .ok_or(format!("cpu={cpu} memory={mem}"))
+    });
+    assert!(cpu < 1.6 && mem < 1e9, "cpu={cpu} memory={mem}");
+    s.ok(&["stop", &id]);
+    s.wait_state(&id, "STOPPED", 60);
 }

@@ -367,6 +367,11 @@ impl Container {
         self.verb(&["inspect", "--format", "{{.State.OOMKilled}}", &self.name])
     }
 
+    /// The pid of the container's init on the host (0 until it runs).
+    pub fn pid_args(&self) -> Vec<String> {
+        self.verb(&["inspect", "--format", "{{.State.Pid}}", &self.name])
+    }
+
     /// Removes the container, at once: it ended, or its grace period did.
     pub fn cleanup_args(&self) -> Vec<String> {
         match self.runtime {

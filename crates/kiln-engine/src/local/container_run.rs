@@ -323,6 +323,45 @@ pub(super) fn gpus_of_step(ct: &mut Container, env: &mut [(String, String)]) {
     }
 }
 
+/// How long a started container may take to show its init's pid.
+const SESSION_WAIT: Duration = Duration::from_secs(120);
+
+/// Adds the container's session to `started.json` once the engine shows
+/// its init's pid, so its processes' CPU and memory count as the task's.
+pub(super) fn record_session(
+    ct: &Container,
+    dir: &TaskDir,
+    mut started: super::files::Started,
+    task_done: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (ct, dir) = (ct.clone(), dir.clone());
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + SESSION_WAIT;
+        while Instant::now() < deadline && !task_done.load(std::sync::atomic::Ordering::SeqCst) {
+            let pid = Command::new(&ct.program)
+                .args(ct.pid_args())
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<i32>()
+                        .ok()
+                })
+                .filter(|p| *p > 0);
+            if let Some(pid) = pid {
+                started.container_sid = Some(pid);
+                let _ = write_atomic(&dir.started(), &started);
+                return;
+            }
+            // A timer: how often the engine is asked while it starts it.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+}
+
 /// The client's command for the task: everything but the task's own
 /// command. The task's environment goes into `container.env` (root's
 /// alone), the client's own environment stays the supervisor's.

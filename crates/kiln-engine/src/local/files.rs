@@ -63,6 +63,10 @@ pub struct Started {
     /// Why limits asked for are not enforced, if they are not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits_note: Option<String>,
+    /// A task in a container: the session of its processes (its init's
+    /// pid), which the engine started outside the task's process group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_sid: Option<i32>,
 }
 
 /// Written by the supervisor when the task is over.

@@ -349,15 +349,18 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
         Arc::clone(&task_done),
     );
     let mut launch_error = None;
-    if let Err(e) = write_atomic(
-        &dir.started(),
-        &Started {
-            supervisor_pid: std::process::id() as i32,
-            pid,
-            started_at_ms: now_ms(),
-            limits_note,
-        },
-    ) {
+    let started = Started {
+        supervisor_pid: std::process::id() as i32,
+        pid,
+        started_at_ms: now_ms(),
+        limits_note,
+        container_sid: None,
+    };
+    let recorded = write_atomic(&dir.started(), &started);
+    if let (Ok(()), Some(ct)) = (&recorded, &spec.container) {
+        super::container_run::record_session(ct, dir, started, Arc::clone(&task_done));
+    }
+    if let Err(e) = recorded {
         // Without started.json nobody could find this task again: end it.
         eprintln!("kiln supervisor: {e}; stopping the task");
         launch_error = Some(format!("cannot record the task's start: {e}"));

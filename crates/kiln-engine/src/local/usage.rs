@@ -28,7 +28,17 @@ pub fn parse_stat(line: &str) -> Option<(i32, u64, u64)> {
     Some((pgrp, utime + stime, rss.max(0) as u64))
 }
 
-/// Usage of the process groups in `groups`, from one scan of /proc.
+/// The session id from a `/proc/<pid>/stat` line.
+pub fn session_of(line: &str) -> Option<i32> {
+    line[line.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// Usage of the process groups in `groups` (or of the sessions: a
+/// container's processes share its init's session), from one scan of /proc.
 pub fn scan(groups: &[i32]) -> HashMap<i32, GroupUsage> {
     let mut out: HashMap<i32, GroupUsage> = HashMap::new();
     if groups.is_empty() {
@@ -48,8 +58,14 @@ pub fn scan(groups: &[i32]) -> HashMap<i32, GroupUsage> {
             continue;
         };
         if let Some((pgrp, ticks, pages)) = parse_stat(&text) {
-            if groups.contains(&pgrp) {
-                let u = out.entry(pgrp).or_default();
+            // A container's processes are known by their session instead.
+            let key = if groups.contains(&pgrp) {
+                Some(pgrp)
+            } else {
+                session_of(&text).filter(|s| groups.contains(s))
+            };
+            if let Some(key) = key {
+                let u = out.entry(key).or_default();
                 u.cpu_ticks += ticks;
                 u.rss_bytes += pages * page;
                 if let Ok(pid) = name.to_string_lossy().parse() {
@@ -90,6 +106,8 @@ mod tests {
     fn stat_lines_with_awkward_names_parse() {
         let line = "4242 (python3 (train) x) R 1 4240 4240 0 -1 4194304 100 0 0 0 750 250 0 0 20 0 3 0 12345 1000000 2560 18446744073709551615";
         assert_eq!(parse_stat(line), Some((4240, 1000, 2560)));
+        assert_eq!(session_of(line), Some(0));
+        assert_eq!(session_of("7 (sh) S 1 7 5 0"), Some(5));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) R 1"), None);
     }

@@ -159,6 +159,8 @@ impl Hub {
         };
         // (job key, task id, process group, GPUs) of every running task.
         let mut tasks: Vec<(i64, String, i32, Vec<u32>)> = Vec::new();
+        // A container's processes: (the task's group, the container's session).
+        let mut sessions: Vec<(i32, i32)> = Vec::new();
         for job in &running {
             let Ok(list) = self.store.tasks(job.key, job.attempt) else {
                 continue;
@@ -170,11 +172,26 @@ impl Hub {
                 let Some(dir) = &t.dir else { continue };
                 if let Ok(Some(s)) = TaskDir::new(dir).read_started() {
                     tasks.push((job.key, t.task.to_string(), s.pid, t.gpus.clone()));
+                    if let Some(sid) = s.container_sid {
+                        sessions.push((s.pid, sid));
+                    }
                 }
             }
         }
-        let groups: Vec<i32> = tasks.iter().map(|t| t.2).collect();
-        let used = usage::scan(&groups);
+        let groups: Vec<i32> = tasks
+            .iter()
+            .map(|t| t.2)
+            .chain(sessions.iter().map(|s| s.1))
+            .collect();
+        let mut used = usage::scan(&groups);
+        for (pgid, sid) in sessions {
+            if let Some(c) = used.remove(&sid) {
+                let u = used.entry(pgid).or_default();
+                u.cpu_ticks += c.cpu_ticks;
+                u.rss_bytes += c.rss_bytes;
+                u.pids.extend(c.pids);
+            }
+        }
         let t_ms = now_ms();
         let now = Instant::now();
         let reading = self.read_gpus(&tasks);
