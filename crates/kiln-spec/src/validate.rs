@@ -150,6 +150,26 @@ impl Check<'_> {
         }
     }
 
+    /// An image reference (`[registry/]name[:tag][@digest]`), which becomes
+    /// an argument of the container engine: never an option.
+    fn image(&mut self, field: Field<'_>, v: &Option<String>) {
+        let Some(v) = v else { return };
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/:@".contains(c);
+        if v.is_empty()
+            || v.len() > 512
+            || !v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !v.chars().all(ok_char)
+        {
+            self.fail(
+                field,
+                format!(
+                    "{} is not an image reference ([registry/]name[:tag][@digest], starting with a letter or digit)",
+                    quoted(v)
+                ),
+            );
+        }
+    }
+
     fn text(&mut self, field: Field<'_>, v: &Option<String>) {
         if let Some(v) = v {
             if let Err(e) = plain_text(v) {
@@ -255,7 +275,7 @@ pub(crate) fn validate(
     if let Some(q) = &job.queue {
         c.name(Field::Queue, check_queue_name(q));
     }
-    c.text(Field::Image, &job.image);
+    c.image(Field::Image, &job.image);
     c.text(Field::GpuType, &job.gpu_type);
     if let Some(dir) = &job.working_dir {
         if let Err(e) = clean_path(dir, true) {
@@ -395,7 +415,7 @@ pub(crate) fn validate(
             c.range(Field::Pids(r), u64::from(p), 8, 4_194_304);
         }
         c.text(Field::RoleGpuType(r), &role.gpu_type);
-        c.text(Field::RoleImage(r), &role.image);
+        c.image(Field::RoleImage(r), &role.image);
         if role.command.trim().is_empty() {
             c.fail(Field::Command(r), "must not be empty");
         } else if role.command.contains('\0') {

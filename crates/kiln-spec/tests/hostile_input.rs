@@ -243,3 +243,36 @@ fn several_documents_in_one_file_are_an_error() {
     check(b"name: a\ncommand: x\n---\nname: b\ncommand: y\n");
     assert!(parse(b"name: a\ncommand: x\n---\nname: b\ncommand: y\n").is_err());
 }
+
+/// An image becomes an argument of the container engine, which runs as
+/// root: a name that reads as an option (`--privileged`), or holds spaces
+/// or line breaks, is refused at submit, in every format.
+#[test]
+fn an_image_that_reads_as_an_option_is_refused() {
+    for bad in [
+        "--privileged",
+        "-v=/:/host",
+        "alpine --privileged",
+        "a\nb",
+        "",
+        "../x",
+    ] {
+        let doc = serde_json::json!({"name": "x", "image": bad, "command": "true"}).to_string();
+        let issues = parse(doc.as_bytes()).expect_err(bad).issues().to_vec();
+        assert!(
+            issues.iter().any(|i| i.path == "image"),
+            "{bad:?}: {issues:?}"
+        );
+        let doc = serde_json::json!({"jobName": "x", "image": bad, "taskRoles": [{"name": "a", "taskNumber": 1, "cpuNumber": 1, "memoryMB": 1000, "command": "true"}]}).to_string();
+        assert!(parse(doc.as_bytes()).is_err(), "OpenPAI v1 {bad:?}");
+    }
+    for good in [
+        "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime",
+        "ghcr.io/alice/train@sha256:0123abcd",
+        "registry.lab:5000/x/y:z",
+        "ubuntu",
+    ] {
+        let doc = serde_json::json!({"name": "x", "image": good, "command": "true"}).to_string();
+        assert!(parse(doc.as_bytes()).is_ok(), "{good}");
+    }
+}

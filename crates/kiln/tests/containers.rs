@@ -700,3 +700,24 @@ fn a_containers_cpu_and_memory_are_its_tasks() {
     s.ok(&["stop", &id]);
     s.wait_state(&id, "STOPPED", 60);
 }
+
+/// A restart in place runs a fresh container (its own name, /tmp and
+/// cgroup) of the same image, after the back-off.
+#[test]
+fn a_restart_in_place_runs_a_fresh_container() {
+    let Some(()) = ready() else { return };
+    let s = server(None);
+    let id = s.submit(
+        "flaky",
+        &format!(
+            "name: flaky\nimage: {BUSYBOX}\nrestartPolicy: OnFailure\ncommand: |\n  echo run >> /mnt/runs\n  ls /tmp\n  touch /tmp/mine\n  if [ -e /mnt/once ]; then exit 0; fi\n  touch /mnt/once; exit 1\n"
+        ),
+    );
+    let j = s.wait_state(&id, "SUCCEEDED", 120);
+    assert_eq!(j["tasks"][0]["restarts"], 1, "{j}");
+    let (status, v) = s.api("GET", "/files/runs", None);
+    assert_eq!(status, 200, "{v}");
+    let log = s.logs(&id, "main-0");
+    // The second run's /tmp is its own: the first one's file is not there.
+    assert!(!log.contains("mine"), "{log}");
+}

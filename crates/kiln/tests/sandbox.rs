@@ -271,7 +271,7 @@ fn jobs_with_an_image_go_to_the_container_runtime() {
     let text = std::fs::read_to_string(&calls).expect("docker was called");
     assert!(
         text.lines()
-            .any(|l| l == "image inspect --format {{.Id}} pytorch/pytorch:2.4.0"),
+            .any(|l| l == "image inspect --format {{.Id}} -- pytorch/pytorch:2.4.0"),
         "{text}"
     );
     let run = text.lines().find(|l| l.starts_with("run ")).expect("run");

@@ -124,6 +124,20 @@ pub fn renumber_gpus(env: &mut [(String, String)], count: usize) {
     }
 }
 
+/// Docker Hub's full name for a short image name, as docker reads it
+/// ("pytorch/pytorch:2.4" is docker.io/pytorch/pytorch:2.4, "ubuntu" is
+/// docker.io/library/ubuntu); podman would otherwise ask which registry
+/// meant, and with no terminal, fail. Other names stay as they are.
+pub fn qualified(image: &str) -> String {
+    if registry_of(image) != "docker.io" || image.starts_with("docker.io/") {
+        image.to_owned()
+    } else if image.contains('/') {
+        format!("docker.io/{image}")
+    } else {
+        format!("docker.io/library/{image}")
+    }
+}
+
 /// The registry an image reference names: its first part where that is a
 /// host (has a dot or a port, or is localhost), else Docker Hub's.
 pub fn registry_of(image: &str) -> &str {
@@ -212,6 +226,13 @@ pub fn client_reads(name: &str) -> bool {
 pub fn plan_env(env: &[(String, String)]) -> Result<EnvPlan, String> {
     let mut plan = EnvPlan::default();
     for (k, v) in env {
+        // One `NAME=value` line each: a name with a break or a space would
+        // make lines of its own.
+        if k.is_empty() || k.contains(|c: char| c.is_whitespace() || c == '=' || c.is_control()) {
+            return Err(format!(
+                "{k:?} cannot be a container's environment variable name"
+            ));
+        }
         if !v.contains('\n') {
             plan.file.push((k.clone(), v.clone()));
         } else if client_reads(k) {
@@ -332,7 +353,9 @@ impl Container {
             a.extend(["--env".into(), name.clone()]);
         }
         a.extend(["--workdir".into(), self.workdir.display().to_string()]);
+        // The image is never taken for an option, whatever it says.
         a.extend([
+            "--".into(),
             self.image.clone(),
             "/bin/sh".into(),
             "-c".into(),
@@ -345,8 +368,10 @@ impl Container {
     /// Whether the image is here already (exit status 0).
     pub fn exists_args(&self) -> Vec<String> {
         match self.runtime {
-            Runtime::Podman => self.verb(&["image", "exists", &self.image]),
-            Runtime::Docker => self.verb(&["image", "inspect", "--format", "{{.Id}}", &self.image]),
+            Runtime::Podman => self.verb(&["image", "exists", "--", &self.image]),
+            Runtime::Docker => {
+                self.verb(&["image", "inspect", "--format", "{{.Id}}", "--", &self.image])
+            }
         }
     }
 
@@ -357,7 +382,7 @@ impl Container {
         if let (Some(f), Runtime::Podman) = (auth, self.runtime) {
             a.extend(["--authfile".into(), f.display().to_string()]);
         }
-        a.push(self.image.clone());
+        a.extend(["--".into(), self.image.clone()]);
         a
     }
 
@@ -464,8 +489,9 @@ mod tests {
         assert_eq!(after(&a, "--env"), ["MULTI"]);
         assert_eq!(after(&a, "--workdir"), ["/mnt/Output/ddp"]);
         assert_eq!(
-            &a[a.len() - 5..a.len() - 2],
+            &a[a.len() - 6..a.len() - 2],
             [
+                "--",
                 "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime",
                 "/bin/sh",
                 "-c"
@@ -534,6 +560,7 @@ mod tests {
                 "pull",
                 "--authfile",
                 "/jobs/7/auth.json",
+                "--",
                 "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime"
             ]
         );
@@ -550,6 +577,13 @@ mod tests {
         assert_eq!(registry_of("ghcr.io/alice/train:1"), "ghcr.io");
         assert_eq!(registry_of("registry.lab:5000/x"), "registry.lab:5000");
         assert_eq!(registry_of("localhost/kiln-test/busybox"), "localhost");
+        assert_eq!(
+            qualified("pytorch/pytorch:2.4.0"),
+            "docker.io/pytorch/pytorch:2.4.0"
+        );
+        assert_eq!(qualified("ubuntu:22.04"), "docker.io/library/ubuntu:22.04");
+        assert_eq!(qualified("docker.io/x/y"), "docker.io/x/y");
+        assert_eq!(qualified("ghcr.io/a/b"), "ghcr.io/a/b");
         let v: serde_json::Value =
             serde_json::from_str(&auth_json("ghcr.io", "alice", "s3:cret")).expect("json");
         // base64("alice:s3:cret")
@@ -587,6 +621,12 @@ mod tests {
         );
         let bad = [("LD_PRELOAD".to_owned(), "/a.so\n/b.so".to_owned())];
         assert!(plan_env(&bad).unwrap_err().contains("LD_PRELOAD"));
+        for name in ["A\nLD_PRELOAD", "A B", ""] {
+            assert!(
+                plan_env(&[(name.to_owned(), "x".to_owned())]).is_err(),
+                "{name:?}"
+            );
+        }
         for name in [
             "https_proxy",
             "XDG_CONFIG_HOME",

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::container::{auth_json, env_file_text, parse_auth_file, plan_env, Container, Runtime};
+use super::container::{
+    auth_json, env_file_text, parse_auth_file, plan_env, qualified, Container, Runtime,
+};
 use super::files::{write_atomic, TaskDir};
 use crate::engine::ImageAuth;
 
@@ -181,25 +183,38 @@ fn auth_file(ct: &Container, dir: &TaskDir) -> Result<Option<PathBuf>, String> {
     Ok(Some(file))
 }
 
-/// Makes sure the image is here, pulling it when it is not. `stopped`
+/// A pull that gets neither a byte nor a word from the engine for this long
+/// is given up (a registry that accepts connections and never answers).
+const PULL_STALL: Duration = Duration::from_secs(120);
+
+/// Makes sure the image is here, pulling it when it is not; `ct.image`
+/// becomes the name it is found by. `stopped`
 /// says whether a stop came meanwhile: the pull is then ended.
 pub(super) fn ensure_image(
-    ct: &Container,
+    ct: &mut Container,
     dir: &TaskDir,
     stopped: &mut dyn FnMut() -> bool,
 ) -> Result<Pulled, String> {
-    if !ct.pull.always {
-        let here = Command::new(&ct.program)
+    let here = |ct: &Container| {
+        Command::new(&ct.program)
             .args(ct.exists_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .map_err(|e| format!("cannot run {}: {e}", ct.program.display()))?;
-        if here.success() {
-            return Ok(Pulled::Ready);
-        }
+            .map(|s| s.success())
+            .map_err(|e| format!("cannot run {}: {e}", ct.program.display()))
+    };
+    // As written first (an image made on this machine), then by its full
+    // name, which is also what is pulled and run.
+    if !ct.pull.always && here(ct)? {
+        return Ok(Pulled::Ready);
     }
+    ct.image = qualified(&ct.image);
+    if !ct.pull.always && here(ct)? {
+        return Ok(Pulled::Ready);
+    }
+    let ct: &Container = ct;
     let auth = auth_file(ct, dir)?;
     let progress = progress_file(dir);
     let say = |message: String, done: bool| {
@@ -250,6 +265,7 @@ pub(super) fn ensure_image(
     }
     let mut seen = HashMap::new();
     let mut last = String::new();
+    let (mut got, mut moved) = (0u64, Instant::now());
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Ok(s),
@@ -266,6 +282,23 @@ pub(super) fn ensure_image(
             return Ok(Pulled::Stopped);
         }
         let t = total.lock().ok().and_then(|t| *t);
+        let now_got = downloaded(&tmp, &mut seen) + output.lock().map_or(0, |o| o.len() as u64);
+        if now_got != got {
+            (got, moved) = (now_got, Instant::now());
+        } else if moved.elapsed() > PULL_STALL {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            let why = format!(
+                "cannot pull image {}: nothing came from the registry for {} s",
+                ct.image,
+                PULL_STALL.as_secs()
+            );
+            say(why.clone(), true);
+            return Err(why);
+        }
         let words = pulling_words(&ct.image, downloaded(&tmp, &mut seen), t);
         if words != last {
             say(words.clone(), false);

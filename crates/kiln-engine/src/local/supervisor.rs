@@ -233,7 +233,7 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
         );
     }
 
-    if let Some(ct) = &spec.container {
+    if let Some(ct) = spec.container.as_mut() {
         let mut stop_came = || signals.pending().any(|sig| sig == SIGTERM || sig == SIGINT);
         match super::container_run::ensure_image(ct, dir, &mut stop_came) {
             Ok(super::container_run::Pulled::Ready) => {}
