@@ -173,6 +173,9 @@ fn ready() -> Option<()> {
 
 /// A server that runs images with podman, reaching the test registry, with
 /// the venv (when there is one) in every container.
+/// What the server's environment holds that no task may see.
+const SERVER_SECRET: &str = "server-secret-7f3e";
+
 fn server(venv: Option<&Path>) -> Server {
     let conf = registry().conf.display().to_string();
     let mut args = vec![
@@ -192,7 +195,13 @@ fn server(venv: Option<&Path>) -> Server {
         mount = v.display().to_string();
         args.extend(["--container-mount", &mount]);
     }
-    Server::start_env(&args, &[("CONTAINERS_REGISTRIES_CONF", &conf)])
+    Server::start_env(
+        &args,
+        &[
+            ("CONTAINERS_REGISTRIES_CONF", &conf),
+            ("KILN_TEST_ADMIN_KEY", SERVER_SECRET),
+        ],
+    )
 }
 
 fn token(s: &Server, name: &str) -> String {
@@ -437,7 +446,7 @@ fn the_users_environment_never_acts_on_the_engines_client() {
         &alice,
         "env",
         &format!(
-            "name: env\nimage: {BUSYBOX}\nenv:\n  CONTAINERS_CONF: {}\n  LD_PRELOAD: {}\n  MULTI: |\n    line one\n    line two\ncommand: |\n  ls /hostetc >/dev/null 2>&1 && echo has-host-etc || echo no-host-etc\n  grep CapEff /proc/self/status\n  printf '%s' \"$MULTI\" | wc -l\n  echo \"conf=$CONTAINERS_CONF\"\n",
+            "name: env\nimage: {BUSYBOX}\nenv:\n  CONTAINERS_CONF: {}\n  LD_PRELOAD: {}\n  MULTI: |\n    line one\n    line two\ncommand: |\n  env | grep KILN_TEST_ADMIN_KEY || echo no-server-env\n  ls /hostetc >/dev/null 2>&1 && echo has-host-etc || echo no-host-etc\n  grep CapEff /proc/self/status\n  printf '%s' \"$MULTI\" | wc -l\n  echo \"conf=$CONTAINERS_CONF\"\n",
             conf.display(),
             lib.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
         ),
@@ -446,6 +455,7 @@ fn the_users_environment_never_acts_on_the_engines_client() {
     let log = s.logs(&id, "main-0");
     assert_eq!(j["state"], "SUCCEEDED", "{j}\n{log}");
     assert!(log.lines().any(|l| l == "no-host-etc"), "{log}");
+    assert!(log.lines().any(|l| l == "no-server-env"), "{log}");
     assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
     // The task itself still gets every variable, line breaks included.
     assert!(log.lines().any(|l| l.trim() == "2"), "{log}");
@@ -454,6 +464,21 @@ fn the_users_environment_never_acts_on_the_engines_client() {
         let pwned = std::fs::read_to_string(evil.join("pwned")).unwrap_or_default();
         assert!(pwned.is_empty(), "the user's library ran as root: {pwned}");
     }
+    // podman's `--env *` would bring the server's whole environment: such a
+    // name is refused, and the client has none of it anyway.
+    let star = s.submit_as(
+        &alice,
+        "star",
+        &format!("name: star\nimage: {BUSYBOX}\nenv:\n  '*': |\n    a\n    b\ncommand: env | grep KILN_TEST_ADMIN_KEY || echo no-server-env\n"),
+    );
+    let j = s.ended(&star, 60);
+    let log = s.logs(&star, "main-0");
+    assert!(!log.contains(SERVER_SECRET), "{log}\n{j}");
+    assert_eq!(j["state"], "FAILED", "{j}\n{log}");
+    assert!(
+        s.ok(&["show", &star]).contains("letters, digits and _"),
+        "{j}"
+    );
 }
 
 /// The library of the isolation tests: loaded as root, it leaves `pwned`.

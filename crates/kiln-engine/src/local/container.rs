@@ -221,6 +221,51 @@ pub fn client_reads(name: &str) -> bool {
         || upper.ends_with("_PROXY")
 }
 
+/// What of the supervisor's (the server's) environment the engine's client
+/// runs with: what configures the engine and reaches its registries, and
+/// nothing else (no token or key the admin's shell holds can be pulled into
+/// a container by name).
+pub fn client_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "TMPDIR",
+        "XDG_RUNTIME_DIR",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "REGISTRY_AUTH_FILE",
+        "DOCKER_HOST",
+        "DOCKER_CONFIG",
+        "DOCKER_CERT_PATH",
+        "DOCKER_TLS_VERIFY",
+        "CONTAINER_HOST",
+        "CONTAINER_CONNECTION",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ];
+    vars.filter(|(k, _)| NAMES.contains(&k.as_str()) || k.starts_with("CONTAINERS_"))
+        .collect()
+}
+
+/// A name a shell and both engines take as a variable's: a letter or `_`,
+/// then letters, digits and `_` (never a pattern like podman's `NAME*`).
+fn plain_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Splits the task's environment; Err names a variable that can go
 /// neither way.
 pub fn plan_env(env: &[(String, String)]) -> Result<EnvPlan, String> {
@@ -235,6 +280,11 @@ pub fn plan_env(env: &[(String, String)]) -> Result<EnvPlan, String> {
         }
         if !v.contains('\n') {
             plan.file.push((k.clone(), v.clone()));
+        } else if !plain_name(k) {
+            return Err(format!(
+                "the variable {k:?} holds a line break, which a container gets only for \
+                 names of letters, digits and _"
+            ));
         } else if client_reads(k) {
             return Err(format!(
                 "the variable {k} holds a line break, which a container's environment \

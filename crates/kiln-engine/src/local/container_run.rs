@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::container::{
-    auth_json, env_file_text, parse_auth_file, plan_env, qualified, Container, Runtime,
+    auth_json, client_env, env_file_text, parse_auth_file, plan_env, qualified, Container, Runtime,
 };
 use super::files::{write_atomic, TaskDir};
 use crate::engine::ImageAuth;
@@ -196,7 +196,7 @@ pub(super) fn ensure_image(
     stopped: &mut dyn FnMut() -> bool,
 ) -> Result<Pulled, String> {
     let here = |ct: &Container| {
-        Command::new(&ct.program)
+        engine(ct)
             .args(ct.exists_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -224,7 +224,7 @@ pub(super) fn ensure_image(
     let started = Instant::now();
     let tmp = dir.path().join("pull");
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let mut pull = Command::new(&ct.program);
+    let mut pull = engine(ct);
     pull.args(ct.pull_args(auth.as_deref()));
     if let (Some(f), Runtime::Docker) = (&auth, ct.runtime) {
         if let Some(d) = f.parent() {
@@ -356,6 +356,15 @@ pub(super) fn gpus_of_step(ct: &mut Container, env: &mut [(String, String)]) {
     }
 }
 
+/// A command of the container engine's client, with only the part of the
+/// supervisor's environment that configures the engine (see
+/// `container::client_env`).
+fn engine(ct: &Container) -> Command {
+    let mut c = Command::new(&ct.program);
+    c.env_clear().envs(client_env(std::env::vars()));
+    c
+}
+
 /// How long a started container may take to show its init's pid.
 const SESSION_WAIT: Duration = Duration::from_secs(120);
 
@@ -371,7 +380,7 @@ pub(super) fn record_session(
     std::thread::spawn(move || {
         let deadline = Instant::now() + SESSION_WAIT;
         while Instant::now() < deadline && !task_done.load(std::sync::atomic::Ordering::SeqCst) {
-            let pid = Command::new(&ct.program)
+            let pid = engine(&ct)
                 .args(ct.pid_args())
                 .stdin(Stdio::null())
                 .stderr(Stdio::null())
@@ -415,7 +424,7 @@ pub(super) fn command(
     std::io::Write::write_all(&mut f, env_file_text(&plan.file).as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     let names: Vec<String> = plan.by_name.iter().map(|(k, _)| k.clone()).collect();
-    let mut cmd = Command::new(&ct.program);
+    let mut cmd = engine(ct);
     cmd.args(ct.run_args(&file, &names, &rlimits()));
     cmd.envs(plan.by_name.iter().map(|(k, v)| (k, v)));
     Ok(cmd)
@@ -444,7 +453,7 @@ fn rlimits() -> Vec<(&'static str, u64, u64)> {
 /// OOM kill (asked only where kiln's group cannot tell).
 pub(super) fn finish(ct: &Container) -> bool {
     let quiet = |args: Vec<String>| {
-        Command::new(&ct.program)
+        engine(ct)
             .args(args)
             .stdin(Stdio::null())
             .stderr(Stdio::null())

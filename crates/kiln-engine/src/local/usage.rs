@@ -106,7 +106,7 @@ mod tests {
     fn stat_lines_with_awkward_names_parse() {
         let line = "4242 (python3 (train) x) R 1 4240 4240 0 -1 4194304 100 0 0 0 750 250 0 0 20 0 3 0 12345 1000000 2560 18446744073709551615";
         assert_eq!(parse_stat(line), Some((4240, 1000, 2560)));
-        assert_eq!(session_of(line), Some(0));
+        assert_eq!(session_of(line), Some(4240));
         assert_eq!(session_of("7 (sh) S 1 7 5 0"), Some(5));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) R 1"), None);
