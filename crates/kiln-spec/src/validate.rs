@@ -155,10 +155,36 @@ impl Check<'_> {
     fn image(&mut self, field: Field<'_>, v: &Option<String>) {
         let Some(v) = v else { return };
         let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/:@".contains(c);
+        // A first part with a colon is a registry's host:port when a path
+        // follows; podman would read other forms (`oci:/path`,
+        // `containers-storage:…`) as transports, which copy from anywhere.
+        const TRANSPORTS: &[&str] = &[
+            "docker",
+            "docker-archive",
+            "docker-daemon",
+            "oci",
+            "oci-archive",
+            "dir",
+            "containers-storage",
+            "sif",
+            "tarball",
+            "ostree",
+            "atomic",
+        ];
+        let transport = v
+            .split_once(':')
+            .is_some_and(|(t, _)| TRANSPORTS.contains(&t));
+        let bad_host = v.split_once('/').is_some_and(|(first, _)| {
+            first.split_once(':').is_some_and(|(_, port)| {
+                port.is_empty() || !port.chars().all(|c| c.is_ascii_digit())
+            })
+        });
         if v.is_empty()
             || v.len() > 512
             || !v.starts_with(|c: char| c.is_ascii_alphanumeric())
             || !v.chars().all(ok_char)
+            || transport
+            || bad_host
         {
             self.fail(
                 field,

@@ -271,6 +271,8 @@ fn an_image_that_reads_as_an_option_is_refused() {
         "ghcr.io/alice/train@sha256:0123abcd",
         "registry.lab:5000/x/y:z",
         "ubuntu",
+        "ubuntu:22.04",
+        "localhost/kiln-test/busybox",
     ] {
         let doc = serde_json::json!({"name": "x", "image": good, "command": "true"}).to_string();
         assert!(parse(doc.as_bytes()).is_ok(), "{good}");

@@ -1,6 +1,7 @@
 //! Each user's container registry credentials, in SQLite. The secret is
 //! kept for the pulls of the user's own tasks and never read back out
-//! through the API: only the registry and user name are listed.
+//! through the API: only the registry and user name are listed. Image
+//! repositories pulled with credentials are remembered as private.
 
 use rusqlite::{params, Connection};
 
@@ -65,13 +66,21 @@ pub(crate) fn of_user(
         .map_err(StoreError::sql("reading registry credentials"))
 }
 
-pub(crate) fn registries(conn: &mut Connection) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT DISTINCT registry FROM registry_credentials ORDER BY registry")
-        .map_err(StoreError::sql("reading registries"))?;
-    let rows = stmt
-        .query_map([], |r| r.get(0))
-        .map_err(StoreError::sql("reading registries"))?;
-    rows.collect::<Result<_, _>>()
-        .map_err(StoreError::sql("reading registries"))
+pub(crate) fn mark_private(
+    conn: &mut Connection,
+    repository: &str,
+    at_ms: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO private_images (repository, marked_at_ms) VALUES (?1, ?2)",
+        params![repository, to_i64(at_ms)],
+    )
+    .map_err(StoreError::sql("marking a private image"))?;
+    Ok(())
+}
+
+pub(crate) fn is_private(conn: &mut Connection, repository: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM private_images WHERE repository = ?1")
+        .and_then(|mut s| s.exists([repository]))
+        .map_err(StoreError::sql("reading private images"))
 }

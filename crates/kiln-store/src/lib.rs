@@ -109,7 +109,11 @@ pub trait Store: Send + Sync {
     /// A user's credentials, by registry.
     fn credentials(&self, user: &str) -> Result<Vec<RegistryCredential>, StoreError>;
 
-    /// Every registry some user has a credential for: its images are
-    /// private to those its registry lets pull them.
-    fn credential_registries(&self) -> Result<Vec<String>, StoreError>;
+    /// Records that an image repository was pulled with credentials: from
+    /// then on every start pulls it afresh with the starting user's own
+    /// rights. Never forgotten (a logout leaves the image on machines).
+    fn mark_private_image(&self, repository: &str, at_ms: u64) -> Result<(), StoreError>;
+
+    /// Whether anyone pulled this image repository with credentials.
+    fn is_private_image(&self, repository: &str) -> Result<bool, StoreError>;
 }

@@ -135,6 +135,10 @@ CREATE TABLE registry_credentials (
     updated_at_ms INTEGER NOT NULL,
     PRIMARY KEY (user, registry)
 );
+CREATE TABLE private_images (
+    repository   TEXT PRIMARY KEY,
+    marked_at_ms INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -959,8 +963,12 @@ impl Store for SqliteStore {
         self.with(|conn| credentials::of_user(conn, user))
     }
 
-    fn credential_registries(&self) -> Result<Vec<String>, StoreError> {
-        self.with(credentials::registries)
+    fn mark_private_image(&self, repository: &str, at_ms: u64) -> Result<(), StoreError> {
+        self.with(|conn| credentials::mark_private(conn, repository, at_ms))
+    }
+
+    fn is_private_image(&self, repository: &str) -> Result<bool, StoreError> {
+        self.with(|conn| credentials::is_private(conn, repository))
     }
 
     fn revoke_queue(&self, queue: &str, user: &str) -> Result<bool, StoreError> {

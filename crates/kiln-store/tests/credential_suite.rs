@@ -1,6 +1,7 @@
 //! Registry credentials against every store backend: each user's own,
 //! replaced not duplicated, removable, and the registries any user has one
-//! for (whose images are pulled afresh for each user).
+//! for, and the image repositories pulled with credentials (pulled afresh
+//! for each user from then on).
 
 use kiln_store::{RegistryCredential, SqliteStore, Store};
 
@@ -40,20 +41,23 @@ fn suite(store: &dyn Store) {
     );
     assert_eq!(store.credentials("bob").expect("bob's").len(), 1);
     assert!(store.credentials("carol").expect("none").is_empty());
-    assert_eq!(
-        store.credential_registries().expect("registries"),
-        ["ghcr.io", "registry.lab:5000"]
-    );
     assert!(store
         .remove_credential("alice", "registry.lab:5000")
         .expect("rm"));
     assert!(!store
         .remove_credential("alice", "registry.lab:5000")
         .expect("rm twice"));
-    assert_eq!(
-        store.credential_registries().expect("registries"),
-        ["ghcr.io"]
-    );
+    assert_eq!(store.credentials("alice").expect("alice's").len(), 1);
+    // Private repositories: marked once, never forgotten.
+    assert!(!store.is_private_image("ghcr.io/alice/train").expect("read"));
+    store
+        .mark_private_image("ghcr.io/alice/train", 1)
+        .expect("mark");
+    store
+        .mark_private_image("ghcr.io/alice/train", 2)
+        .expect("mark again");
+    assert!(store.is_private_image("ghcr.io/alice/train").expect("read"));
+    assert!(!store.is_private_image("ghcr.io/alice").expect("read"));
 }
 
 #[test]

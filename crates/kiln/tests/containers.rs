@@ -21,8 +21,8 @@ use cases::seeds::make_dataset;
 use common::{until, Server};
 use serde_json::Value;
 
-const BUSYBOX: &str = "kiln-test/busybox";
-const PYTHON: &str = "kiln-test/python";
+const BUSYBOX: &str = "localhost/kiln-test/busybox";
+const PYTHON: &str = "localhost/kiln-test/python";
 
 /// The registries of this test binary: one open, one that wants a user
 /// name and password (`alice`/`REGISTRY_PASSWORD`), and the
@@ -657,6 +657,34 @@ fn private_images_pull_with_their_users_own_credentials() {
     let j = s.wait_state(&theirs, "FAILED", 60);
     assert!(!s.logs(&theirs, "main-0").contains("pulled-and-ran"), "{j}");
 
+    // Nor by another name that finds it here: the tail of its name, or its
+    // id (both would be another registry's image, or refused).
+    let id_prefix = String::from_utf8_lossy(
+        &podman(&["image", "inspect", "--format", "{{.Id}}", &image]).stdout,
+    )
+    .trim()
+    .chars()
+    .take(12)
+    .collect::<String>();
+    for (n, alias) in ["kiln/private-busybox:1", id_prefix.as_str()]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("alias{n}");
+        let spec = format!("name: {name}\nimage: {alias}\ncommand: echo pulled-and-ran\n");
+        let (status, v) = s.api_as(&bob, "POST", "/jobs", Some(&spec));
+        if status != 201 {
+            continue; // refused at submit: fine too
+        }
+        let id = v["id"].as_str().expect("id").to_owned();
+        let j = s.ended(&id, 60);
+        assert_eq!(j["state"], "FAILED", "{alias}: {j}");
+        assert!(
+            !s.logs(&id, "main-0").contains("pulled-and-ran"),
+            "{alias}: {j}"
+        );
+    }
+
     // OpenPAI's authFile, a file of bob's space.
     let (status, v) = s.api_as(
         &bob,
@@ -675,6 +703,15 @@ fn private_images_pull_with_their_users_own_credentials() {
         s.logs(&with_file, "main-0").contains("pulled-and-ran"),
         "{j}"
     );
+
+    // An authFile that is a FIFO (read as root, it would hang the start)
+    // fails the task at once.
+    let fifo = s.data.path().join("spaces/bob/secrets/fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let hang = s.submit_as(&bob, "fifo", &job("fifo", "authFile: /mnt/secrets/fifo\n"));
+    let j = s.wait_state(&hang, "FAILED", 60);
+    assert!(s.ok(&["show", &hang]).contains("not a plain file"), "{j}");
 
     // The secret is in no job's events or logs.
     for id in [&refused, &ok, &theirs, &with_file] {

@@ -247,7 +247,7 @@ fn a_jobs_image_runs_in_a_container_on_the_slurm_node() {
     let id = s.submit_as(
         &alice,
         "img",
-        "name: img\nimage: kiln-test/busybox\ncommand: |\n  id -u\n  cat /mnt/hello.txt; echo\n  test -e /usr/bin/python3 && echo node-files || echo image-files\n  grep CapEff /proc/self/status\n",
+        "name: img\nimage: localhost/kiln-test/busybox\ncommand: |\n  id -u\n  cat /mnt/hello.txt; echo\n  test -e /usr/bin/python3 && echo node-files || echo image-files\n  grep CapEff /proc/self/status\n",
     );
     let j = s.wait_state(&id, "SUCCEEDED", 120);
     let t = task(&j, "main-0");

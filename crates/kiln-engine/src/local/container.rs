@@ -138,6 +138,19 @@ pub fn qualified(image: &str) -> String {
     }
 }
 
+/// A full image name without its tag or digest: what one user's pull with
+/// credentials makes private to those the registry lets pull it.
+pub fn repository_of(qualified: &str) -> &str {
+    let name = qualified.split('@').next().unwrap_or(qualified);
+    match name.rsplit_once('/') {
+        Some((path, last)) => match last.split_once(':') {
+            Some((repo, _)) => &name[..path.len() + 1 + repo.len()],
+            None => name,
+        },
+        None => name.split(':').next().unwrap_or(name),
+    }
+}
+
 /// The registry an image reference names: its first part where that is a
 /// host (has a dot or a port, or is localhost), else Docker Hub's.
 pub fn registry_of(image: &str) -> &str {
@@ -634,6 +647,15 @@ mod tests {
         assert_eq!(qualified("ubuntu:22.04"), "docker.io/library/ubuntu:22.04");
         assert_eq!(qualified("docker.io/x/y"), "docker.io/x/y");
         assert_eq!(qualified("ghcr.io/a/b"), "ghcr.io/a/b");
+        assert_eq!(
+            repository_of("registry.lab:5000/a/b:1"),
+            "registry.lab:5000/a/b"
+        );
+        assert_eq!(
+            repository_of("docker.io/library/ubuntu@sha256:ab"),
+            "docker.io/library/ubuntu"
+        );
+        assert_eq!(repository_of("localhost/x"), "localhost/x");
         let v: serde_json::Value =
             serde_json::from_str(&auth_json("ghcr.io", "alice", "s3:cret")).expect("json");
         // base64("alice:s3:cret")

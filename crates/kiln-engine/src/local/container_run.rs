@@ -152,18 +152,8 @@ fn auth_file(ct: &Container, dir: &TaskDir) -> Result<Option<PathBuf>, String> {
             secret,
         }) => (registry.clone(), username.clone(), secret.clone()),
         Some(ImageAuth::SpaceFile { space, path }) => {
-            let fd = super::binds::open_beneath(space, path)
+            let text = read_auth_file(space, path)
                 .map_err(|e| format!("cannot read the authFile {}: {e}", path.display()))?;
-            let mut text = String::new();
-            std::io::Read::read_to_string(
-                &mut std::fs::File::open(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&fd)
-                ))
-                .map_err(|e| format!("cannot read the authFile {}: {e}", path.display()))?,
-                &mut text,
-            )
-            .map_err(|e| format!("cannot read the authFile {}: {e}", path.display()))?;
             parse_auth_file(&text).map_err(|e| format!("authFile {}: {e}", path.display()))?
         }
     };
@@ -187,6 +177,32 @@ fn auth_file(ct: &Container, dir: &TaskDir) -> Result<Option<PathBuf>, String> {
 /// is given up (a registry that accepts connections and never answers).
 const PULL_STALL: Duration = Duration::from_secs(120);
 
+/// The most of an authFile read: three short lines.
+const AUTH_FILE_MAX: u64 = 64 * 1024;
+
+/// An authFile of the user's space, opened beneath it without following a
+/// link out, as root: a plain file only (a FIFO would hang the start), and
+/// no more than `AUTH_FILE_MAX` of it.
+fn read_auth_file(space: &Path, path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let fd = super::binds::open_beneath(space, path).map_err(|e| e.to_string())?;
+    let magic = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    let meta = std::fs::metadata(&magic).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a plain file".into());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&magic)
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(AUTH_FILE_MAX)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
 /// Makes sure the image is here, pulling it when it is not; `ct.image`
 /// becomes the name it is found by. `stopped`
 /// says whether a stop came meanwhile: the pull is then ended.
@@ -205,11 +221,8 @@ pub(super) fn ensure_image(
             .map(|s| s.success())
             .map_err(|e| format!("cannot run {}: {e}", ct.program.display()))
     };
-    // As written first (an image made on this machine), then by its full
-    // name, which is also what is pulled and run.
-    if !ct.pull.always && here(ct)? {
-        return Ok(Pulled::Ready);
-    }
+    // By its full name only: a short one would also match another
+    // registry's image here by its tail, or an image id.
     ct.image = qualified(&ct.image);
     if !ct.pull.always && here(ct)? {
         return Ok(Pulled::Ready);

@@ -1,13 +1,13 @@
 //! How each task's image is pulled: with the job's OpenPAI `authFile` (a
 //! file of the user's space), else the user's credential stored in kiln
-//! for the image's registry; and afresh at every start when anyone stored
-//! a credential for that registry, so an image one user could pull is
+//! for the image's registry; and afresh at every start once anyone pulled
+//! that repository with credentials, so an image one user could pull is
 //! never run by another because it was already on the machine.
 
 use std::path::{Path, PathBuf};
 
 use kiln_engine::engine::{ImageAuth, ImagePull};
-use kiln_engine::local::container::registry_of;
+use kiln_engine::local::container::{qualified, registry_of, repository_of};
 use tracing::warn;
 
 use super::*;
@@ -38,7 +38,8 @@ impl Loop {
         let Some(image) = image else {
             return ImagePull::default();
         };
-        let registry = registry_of(image);
+        let full = qualified(image);
+        let registry = registry_of(&full);
         let from_file = match (auth_file.and_then(auth_file_in_space), space) {
             (Some(path), Some(space)) => Some(ImageAuth::SpaceFile {
                 space: space.to_owned(),
@@ -62,11 +63,14 @@ impl Loop {
             }
         };
         let auth = from_file.or_else(stored);
-        let private = match self.store.credential_registries() {
-            Ok(all) => all.iter().any(|r| r == registry),
-            // Unknown: pulled afresh, the safe way.
-            Err(_) => true,
-        };
+        let repository = repository_of(&full);
+        if auth.is_some() {
+            if let Err(e) = self.store.mark_private_image(repository, crate::now_ms()) {
+                warn!(error = %e, repository, "cannot record a private image");
+            }
+        }
+        // Unknown: pulled afresh, the safe way.
+        let private = self.store.is_private_image(repository).unwrap_or(true);
         ImagePull {
             always: private || auth.is_some(),
             auth,
