@@ -72,10 +72,18 @@ pub fn admit(spec: &JobSpec, engine: Engine) -> Admission {
                     }
                 }
             }
-            if !m.target.starts_with('/') || m.target.split('/').any(|c| c == "..") {
+            // ':' and ',' would read as options in a container engine's
+            // `--volume SOURCE:TARGET:OPTIONS`.
+            if !m.target.starts_with('/')
+                || m.target.split('/').any(|c| c == "..")
+                || m.target.contains([':', ','])
+            {
                 a.errors.push(Issue::new(
                     format!("mounts[{i}].target"),
-                    format!("must be an absolute path without '..', got {}", m.target),
+                    format!(
+                        "must be an absolute path without '..', ':' or ',', got {}",
+                        m.target
+                    ),
                 ));
             }
         }
@@ -236,6 +244,36 @@ mod tests {
 
     fn spec(text: &str) -> JobSpec {
         kiln_spec::parse(text.as_bytes()).expect("valid").job
+    }
+
+    #[test]
+    fn mount_targets_and_auth_files_that_would_read_as_options_are_refused() {
+        let bad = spec("name: a\ncommand: 'true'\nmounts:\n  - {space: w, target: '/data:U'}\n  - {space: w, target: '/d,z'}\n");
+        let a = admit(&bad, ON);
+        assert_eq!(
+            a.errors.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["mounts[0].target", "mounts[1].target"]
+        );
+        let hdfs = spec("name: a\nimage: x/y\nauthFile: hdfs://nn/auth\ncommand: 'true'\n");
+        let a = admit(
+            &hdfs,
+            Engine {
+                containers: true,
+                ..ON
+            },
+        );
+        assert_eq!(a.errors[0].path, "authFile");
+        let space = spec("name: a\nimage: x/y\nauthFile: /mnt/auth\ncommand: 'true'\n");
+        assert_eq!(
+            admit(
+                &space,
+                Engine {
+                    containers: true,
+                    ..ON
+                }
+            ),
+            Admission::default()
+        );
     }
 
     #[test]

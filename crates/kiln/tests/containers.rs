@@ -783,3 +783,41 @@ fn a_restart_in_place_runs_a_fresh_container() {
     // The second run's /tmp is its own: the first one's file is not there.
     assert!(!log.contains("mine"), "{log}");
 }
+
+/// Datasets and space folders in a container: a dataset at /mnt/NAME
+/// read-only (its mount point made by kiln inside the space, not by the
+/// runtime by path), a folder of the space at /data.
+#[test]
+fn datasets_and_space_folders_are_mounted_in_the_container() {
+    let Some(()) = ready() else { return };
+    let s = server(None);
+    s.ok(&["files", "mkdir", "toy"]);
+    assert_eq!(
+        s.api("PUT", "/files/toy/labels.txt", Some("cat,dog")).0,
+        201
+    );
+    s.ok(&["dataset", "add", "toy", "toy"]);
+    let alice = token(&s, "alice");
+    let (status, v) = s.api_as(&alice, "PUT", "/files/work/notes.txt", Some("alice-notes"));
+    assert_eq!(status, 201, "{v}");
+    let id = s.submit_as(
+        &alice,
+        "mounted",
+        &format!(
+            "name: mounted\nimage: {BUSYBOX}\nmounts:\n  - dataset:toy\n  - {{space: work, target: /data}}\ncommand: |\n  cat /mnt/toy/labels.txt; echo\n  touch /mnt/toy/x 2>/dev/null || echo dataset-read-only\n  cat /data/notes.txt; echo\n  echo more > /data/written && echo data-writable\n"
+        ),
+    );
+    let j = s.ended(&id, 60);
+    let log = s.logs(&id, "main-0");
+    assert_eq!(j["state"], "SUCCEEDED", "{j}\n{log}");
+    for want in [
+        "cat,dog",
+        "dataset-read-only",
+        "alice-notes",
+        "data-writable",
+    ] {
+        assert!(log.lines().any(|l| l == want), "{want}: {log}");
+    }
+    let (status, _) = s.api_as(&alice, "GET", "/files/work/written", None);
+    assert_eq!(status, 200);
+}

@@ -74,17 +74,15 @@ fn container(
     t: &TaskLaunch,
     sb: Sandbox,
 ) -> Container {
-    let mut binds: Vec<Bind> = cfg
-        .container_mounts
-        .iter()
-        .map(|(source, target)| Bind {
-            source: source.clone(),
-            target: target.clone(),
-            read_only: true,
-            beneath: None,
-        })
-        .collect();
-    binds.extend(sb.binds);
+    // The space first (the supervisor mounts what lies inside it itself),
+    // then the admin's site folders.
+    let mut binds = sb.binds;
+    binds.extend(cfg.container_mounts.iter().map(|(source, target)| Bind {
+        source: source.clone(),
+        target: target.clone(),
+        read_only: true,
+        beneath: None,
+    }));
     let limits = limits(cfg, &t.task, &t.shape);
     let held = limits
         .as_ref()

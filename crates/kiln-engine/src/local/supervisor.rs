@@ -502,7 +502,15 @@ fn pin_container_binds(
     if pin {
         super::binds::private_mount_namespace()?;
     }
-    super::binds::resolve(&mut ct.binds, &dir.path().join("binds"), pin)
+    super::binds::resolve(&mut ct.binds, &dir.path().join("binds"), pin)?;
+    // Mount points inside the space are made here, one folder at a time
+    // without following links, not by the runtime by path; the engine's
+    // recursive bind of the space brings them along.
+    if let (true, Some(inside)) = (pin, ct.binds.first().map(|b| b.target.clone())) {
+        let owner = ct.user.map(|u| (u.uid, u.gid));
+        super::binds::mount_inside(&mut ct.binds, &inside, owner)?;
+    }
+    Ok(())
 }
 
 /// Becomes the task's own uid and gid for good, with no supplementary
