@@ -154,7 +154,19 @@ pub fn docker_from_info(program: &Path, info: &Value) -> Result<ContainerEngine,
     })
 }
 
+/// Why docker cannot run tasks for a root kiln: its daemon binds mount
+/// sources by path in its own mount namespace, where kiln cannot pin a
+/// user's folders (podman's runtime inherits the supervisor's, where they
+/// are pinned). A user could swap a folder for a link to anywhere between
+/// kiln's check and the daemon's bind.
+pub const DOCKER_AS_ROOT: &str = "docker's daemon binds a task's folders by path, in a mount \
+     namespace where kiln cannot pin them, so users could swap one for a link to the host's \
+     files: as root (many users), kiln runs images with podman only";
+
 fn try_engine(rt: Runtime, runtime: Option<&str>) -> Result<ContainerEngine, String> {
+    if rt == Runtime::Docker && kiln_engine::local::sandbox::running_as_root() {
+        return Err(DOCKER_AS_ROOT.into());
+    }
     if rt == Runtime::Docker && runtime.is_some() {
         // docker's runtime is the daemon's setting (or per container).
         return Err("--container-runtime is for podman; set docker's in its daemon.json".into());

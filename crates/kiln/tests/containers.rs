@@ -821,3 +821,46 @@ fn datasets_and_space_folders_are_mounted_in_the_container() {
     let (status, _) = s.api_as(&alice, "GET", "/files/work/written", None);
     assert_eq!(status, 200);
 }
+
+/// A supervisor killed with SIGKILL cannot remove its container: kiln
+/// does, when it sees the run lost, so nothing runs on unwatched.
+#[test]
+fn a_container_whose_supervisor_was_killed_is_removed() {
+    let Some(()) = ready() else { return };
+    let s = server(None);
+    let id = s.submit(
+        "orphan",
+        &format!("name: orphan\nimage: {BUSYBOX}\ncommand: echo up; sleep 600\n"),
+    );
+    until(60, "the task to print", || {
+        let log = s.logs(&id, "main-0");
+        log.contains("up").then_some(()).ok_or(log)
+    });
+    let name = container_of(&s, &id);
+    let started: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.data.path().join("jobs/1/attempt-0/main-0/started.json"))
+            .expect("started.json"),
+    )
+    .expect("json");
+    let sup = started["supervisorPid"].as_i64().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killed");
+    until(60, "the orphaned container to be removed", || {
+        (!exists(&name))
+            .then_some(())
+            .ok_or_else(|| format!("{name} still exists"))
+    });
+    // A platform failure: the job is tried again, in a fresh container.
+    let j = s.wait_job(&id, 60, "the next attempt", |j| {
+        j["attempt"] == 1 && j["state"] == "RUNNING"
+    });
+    assert!(
+        j["reason"].as_str().unwrap_or_default().contains("Lost"),
+        "{j}"
+    );
+    s.ok(&["stop", &id]);
+    s.wait_state(&id, "STOPPED", 60);
+}

@@ -218,12 +218,33 @@ fn openpai_code_data_and_output_folders_map_onto_the_space() {
 }
 
 /// `--containers docker` on a machine without a Docker engine (podman is
-/// tested for real in tests/containers.rs): a stand-in `docker` on PATH
+/// tested for real in tests/containers.rs); as root it is refused. Not as
+/// root, a stand-in `docker` on PATH
 /// answers `info` as a daemon would, records what kiln asks of it and runs
 /// the command with bash, so docker's path (server → supervisor → client →
 /// cleanup) runs; only the engine is missing.
 #[test]
 fn jobs_with_an_image_go_to_the_container_runtime() {
+    if kiln_engine::local::sandbox::running_as_root() {
+        // As root kiln refuses docker (its daemon binds folders by path,
+        // unpinned): the server says so and does not start.
+        let out = std::process::Command::new(common::kiln_exe())
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--containers",
+                "docker",
+                "--data",
+            ])
+            .arg(tempfile::tempdir().expect("tmp").path())
+            .output()
+            .expect("server ran");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("podman only"), "{err}");
+        return;
+    }
     if !common::have_program("bwrap", "KILN_REQUIRE_BWRAP") {
         return;
     }

@@ -102,12 +102,27 @@ fn layers_total(ct: &Container, auth: Option<&Path>) -> Option<u64> {
     if let Some(f) = auth {
         cmd.arg("--authfile").arg(f);
     }
-    let out = cmd
+    let mut child = cmd
         .arg(format!("docker://{}", ct.image))
+        .env_clear()
+        .envs(client_env(std::env::vars()))
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
+        .spawn()
         .ok()?;
+    // A size is worth a short wait only: a registry that never answers
+    // leaves no skopeo behind.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let sizes = v.get("LayersData")?.as_array()?;
     Some(
@@ -177,6 +192,17 @@ fn auth_file(ct: &Container, dir: &TaskDir) -> Result<Option<PathBuf>, String> {
 /// is given up (a registry that accepts connections and never answers).
 const PULL_STALL: Duration = Duration::from_secs(120);
 
+/// Removes the pull's credentials file when dropped.
+struct Forget(Option<PathBuf>);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
 /// The most of an authFile read: three short lines.
 const AUTH_FILE_MAX: u64 = 64 * 1024;
 
@@ -229,6 +255,8 @@ pub(super) fn ensure_image(
     }
     let ct: &Container = ct;
     let auth = auth_file(ct, dir)?;
+    // The credentials live as long as the pull, however it ends.
+    let _forget = Forget(auth.clone());
     let progress = progress_file(dir);
     let say = |message: String, done: bool| {
         let _ = write_atomic(&progress, &ImageProgress { message, done });
@@ -324,9 +352,7 @@ pub(super) fn ensure_image(
         let _ = r.join();
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    if let Some(f) = &auth {
-        let _ = std::fs::remove_file(f);
-    }
+
     let text = output.lock().map(|o| o.clone()).unwrap_or_default();
     match status {
         Ok(s) if s.success() => {
@@ -354,10 +380,16 @@ pub(super) fn ensure_image(
 /// On an engine that binds GPUs to the step (Slurm), the container gets
 /// the devices bound here, numbered from 0 inside.
 pub(super) fn gpus_of_step(ct: &mut Container, env: &mut [(String, String)]) {
-    let bound = env
-        .iter()
-        .find(|(k, _)| k == "CUDA_VISIBLE_DEVICES")
-        .map(|(_, v)| v.clone())
+    // The machine's own indices: with ConstrainDevices Slurm numbers
+    // CUDA_VISIBLE_DEVICES from 0 within the step.
+    let bound = std::env::var("SLURM_STEP_GPUS")
+        .or_else(|_| std::env::var("SLURM_JOB_GPUS"))
+        .ok()
+        .or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == "CUDA_VISIBLE_DEVICES")
+                .map(|(_, v)| v.clone())
+        })
         .unwrap_or_default();
     ct.gpus = bound
         .split(',')
@@ -483,6 +515,15 @@ pub(super) fn finish(ct: &Container) -> bool {
         }
     }
     oom
+}
+
+/// The container of a run whose supervisor died without an exit record
+/// (killed with SIGKILL): removed, so it runs on unwatched no longer.
+pub(crate) fn remove_orphan(dir: &TaskDir) {
+    if let Ok(Some(ct)) = dir.read_launch().map(|l| l.container) {
+        let _ = finish(&ct);
+        remove_parents(&ct);
+    }
 }
 
 /// The engine makes the parent in every cgroup hierarchy it uses, not

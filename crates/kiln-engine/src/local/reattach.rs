@@ -45,11 +45,15 @@ pub(crate) fn end_of(task: TaskRef, dir: &TaskDir) -> EngineEvent {
                 notes,
             }
         }
-        Ok(None) => EngineEvent::Lost {
-            task,
-            why: "its supervisor ended without recording how the task ended".into(),
-            notes,
-        },
+        Ok(None) => {
+            // A container outlives its killed supervisor: it goes too.
+            super::container_run::remove_orphan(dir);
+            EngineEvent::Lost {
+                task,
+                why: "its supervisor ended without recording how the task ended".into(),
+                notes,
+            }
+        }
         Err(e) => EngineEvent::Lost {
             task,
             why: format!("its exit record is unreadable: {e}"),
