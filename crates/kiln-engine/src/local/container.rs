@@ -212,6 +212,7 @@ pub struct EnvPlan {
 pub fn client_reads(name: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "CONTAINERS_",
+        "_CONTAINERS_",
         "CONTAINER_",
         "DOCKER_",
         "PODMAN_",
@@ -291,18 +292,21 @@ pub fn plan_env(env: &[(String, String)]) -> Result<EnvPlan, String> {
                 "{k:?} cannot be a container's environment variable name"
             ));
         }
-        if !v.contains('\n') {
+        // podman 5 reads quotes in an env file; a value that starts with
+        // one goes by name, as one with a line break does.
+        let by_name = v.contains('\n') || v.starts_with(['"', '\'']);
+        if !by_name {
             plan.file.push((k.clone(), v.clone()));
         } else if !plain_name(k) {
             return Err(format!(
-                "the variable {k:?} holds a line break, which a container gets only for \
-                 names of letters, digits and _"
+                "the variable {k:?} holds a line break or starts with a quote, which a \
+                 container gets only for names of letters, digits and _"
             ));
         } else if client_reads(k) {
             return Err(format!(
-                "the variable {k} holds a line break, which a container's environment \
-                 can only get from the engine's own environment, where {k} would act on \
-                 the engine"
+                "the variable {k} holds a line break or starts with a quote, which a \
+                 container's environment can only get from the engine's own environment, \
+                 where {k} would act on the engine"
             ));
         } else {
             plan.by_name.push((k.clone(), v.clone()));
