@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use cases::seeds::make_dataset;
+use cases::seeds::upload_mnist;
 use common::{until, Server};
 use serde_json::Value;
 
@@ -226,22 +226,7 @@ fn the_crater_mnist_flow_runs_in_a_pulled_image() {
     let Some((venv, bin)) = venv() else { return };
     let image = pushed(PYTHON, "python:mnist");
     let s = server(Some(&venv));
-    let local = tempfile::tempdir().expect("tmp");
-    let mnist = local.path().join("mnist");
-    std::fs::create_dir(&mnist).expect("mkdir");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mnist/train.py"),
-        mnist.join("train.py"),
-    )
-    .expect("copy");
-    make_dataset(&bin, &local.path().join("data"), "MNIST");
-    s.ok(&["files", "put", mnist.to_str().expect("utf8"), "mnist"]);
-    s.ok(&[
-        "files",
-        "put",
-        local.path().join("data").to_str().expect("utf8"),
-        "data",
-    ]);
+    let local = upload_mnist(&s, &bin);
     let id = s.submit(
         "crater",
         &format!(
@@ -268,6 +253,7 @@ fn the_crater_mnist_flow_runs_in_a_pulled_image() {
         back.to_str().expect("utf8"),
     ]);
     assert!(back.metadata().expect("downloaded").len() > 100_000);
+    forget(&image);
 }
 
 /// A master and a worker in containers of their own join one gloo group
@@ -322,7 +308,7 @@ fn a_stop_reaches_the_task_and_removes_its_container() {
         ),
     );
     until(60, "the task to print", || {
-        let log = s.logs(&id, "main-0");
+        let log = logs_now(&s, &id);
         log.contains("waiting").then_some(()).ok_or(log)
     });
     let name = container_of(&s, &id);
@@ -517,7 +503,7 @@ fn a_server_killed_mid_run_reattaches_to_the_running_container() {
         ),
     );
     until(60, "the task to start", || {
-        let log = s.logs(&id, "main-0");
+        let log = logs_now(&s, &id);
         log.contains("started once").then_some(()).ok_or(log)
     });
     let name = container_of(&s, &id);
@@ -556,6 +542,18 @@ fn container_of(s: &Server, _id: &str) -> String {
             .map(str::to_owned)
             .ok_or(names)
     })
+}
+
+/// The first task's log so far; empty while the job waits to start.
+fn logs_now(s: &Server, id: &str) -> String {
+    let out = s.cli(&["logs", id, "--task", "main-0"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Drops a test registry's name of an image from podman's store (the
+/// registry's port is new each run, so its names would pile up).
+fn forget(image: &str) {
+    let _ = podman(&["rmi", "--force", image]);
 }
 
 fn running(name: &str) -> bool {
@@ -833,7 +831,7 @@ fn a_container_whose_supervisor_was_killed_is_removed() {
         &format!("name: orphan\nimage: {BUSYBOX}\ncommand: echo up; sleep 600\n"),
     );
     until(60, "the task to print", || {
-        let log = s.logs(&id, "main-0");
+        let log = logs_now(&s, &id);
         log.contains("up").then_some(()).ok_or(log)
     });
     let name = container_of(&s, &id);

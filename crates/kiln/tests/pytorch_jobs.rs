@@ -8,16 +8,12 @@ mod common;
 #[macro_use]
 mod cases;
 
-use cases::seeds::make_dataset;
+use cases::seeds::upload_mnist;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{env_of, torch_bin, Server};
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
 
 /// A server whose tasks find the venv's python3, torchrun and packages first.
 fn torch_server(bin: &Path) -> Server {
@@ -63,18 +59,7 @@ fn crater_workflow_in_the_sandbox_leaves_the_model_in_the_space() {
         &["--cpus", "8", "--memory", "32Gi", "--stop-grace", "2"],
         &[("PATH", &path)],
     );
-    let local = tempfile::tempdir().expect("tmp");
-    let mnist = local.path().join("mnist");
-    std::fs::create_dir(&mnist).expect("mkdir");
-    std::fs::copy(examples().join("mnist/train.py"), mnist.join("train.py")).expect("copy");
-    make_dataset(&bin, &local.path().join("data"), "MNIST");
-    s.ok(&["files", "put", mnist.to_str().expect("utf8"), "mnist"]);
-    s.ok(&[
-        "files",
-        "put",
-        local.path().join("data").to_str().expect("utf8"),
-        "data",
-    ]);
+    let local = upload_mnist(&s, &bin);
     let id = s.submit(
         "crater-sandbox",
         "name: crater-sandbox\ncpus: 2\nmemory: 4Gi\nshm: 256Mi\ncommand: |\n  cd /mnt/mnist; python3 train.py --epochs 1\n",

@@ -176,21 +176,27 @@ fn auth_file(ct: &Container, dir: &TaskDir) -> Result<Option<PathBuf>, String> {
     std::fs::create_dir_all(&folder)
         .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
     let file = folder.join("config.json");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&file)
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    std::io::Write::write_all(&mut f, auth_json(&registry, &username, &secret).as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    write_private(&file, auth_json(&registry, &username, &secret).as_bytes())?;
     Ok(Some(file))
 }
 
 /// A pull that gets neither a byte nor a word from the engine for this long
 /// is given up (a registry that accepts connections and never answers).
 const PULL_STALL: Duration = Duration::from_secs(120);
+
+/// A file of the task folder only root reads (it holds the task's
+/// secrets or a registry credential).
+fn write_private(file: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    std::io::Write::write_all(&mut f, bytes)
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))
+}
 
 /// Removes the pull's credentials file when dropped.
 struct Forget(Option<PathBuf>);
@@ -459,15 +465,7 @@ pub(super) fn command(
 ) -> Result<Command, String> {
     let plan = plan_env(env)?;
     let file = dir.path().join("container.env");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&file)
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    std::io::Write::write_all(&mut f, env_file_text(&plan.file).as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    write_private(&file, env_file_text(&plan.file).as_bytes())?;
     let names: Vec<String> = plan.by_name.iter().map(|(k, _)| k.clone()).collect();
     let mut cmd = engine(ct);
     cmd.args(ct.run_args(&file, &names, &rlimits()));

@@ -24,6 +24,24 @@ pub fn make_dataset(bin: &Path, data: &Path, name: &str) {
     assert!(status.success());
 }
 
+/// Crater's layout in the server's space: train.py in `mnist`, a small
+/// generated MNIST in `data`. The local copy is kept in the returned folder.
+pub fn upload_mnist(s: &crate::common::Server, bin: &Path) -> tempfile::TempDir {
+    let local = tempfile::tempdir().expect("tmp");
+    let mnist = local.path().join("mnist");
+    std::fs::create_dir(&mnist).expect("mkdir");
+    std::fs::copy(examples().join("mnist/train.py"), mnist.join("train.py")).expect("copy");
+    make_dataset(bin, &local.path().join("data"), "MNIST");
+    s.ok(&["files", "put", mnist.to_str().expect("utf8"), "mnist"]);
+    s.ok(&[
+        "files",
+        "put",
+        local.path().join("data").to_str().expect("utf8"),
+        "data",
+    ]);
+    local
+}
+
 fn assert_spans_both_nodes(e: &Eng, j: &serde_json::Value) {
     if e.slurm() {
         let h: Vec<String> = hosts(j).into_iter().collect();
