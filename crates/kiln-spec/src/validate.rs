@@ -154,6 +154,10 @@ impl Check<'_> {
     /// an argument of the container engine: never an option.
     fn image(&mut self, field: Field<'_>, v: &Option<String>) {
         let Some(v) = v else { return };
+        if let Err(e) = plain_text(v) {
+            self.fail(field, e);
+            return;
+        }
         let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/:@".contains(c);
         // A first part with a colon is a registry's host:port when a path
         // follows; podman would read other forms (`oci:/path`,

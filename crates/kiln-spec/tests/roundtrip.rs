@@ -58,6 +58,10 @@ fn env_map() -> impl Strategy<Value = IndexMap<String, String>> {
     btree_map("U_[A-Z0-9_]{0,6}", text(), 0..3).prop_map(|m| m.into_iter().collect())
 }
 
+/// Image references (never a transport such as `oci:` or `dir:`, which are
+/// refused).
+const IMAGE: &str = "img[a-z0-9._-]{0,8}(/[a-z0-9_-]{1,8})?(:[a-z0-9._-]{1,8})?";
+
 fn ports() -> impl Strategy<Value = Vec<PortSpec>> {
     vec((0u16..3, 0u16..4), 0..3).prop_map(|specs| {
         specs
@@ -80,10 +84,7 @@ fn ports() -> impl Strategy<Value = Vec<PortSpec>> {
 fn role(i: usize) -> impl Strategy<Value = TaskRole> {
     (
         (1u32..6, 1u32..65, 100u64..100_000, 0u32..9),
-        (
-            option::of("[A-Za-z0-9]{1,8}"),
-            option::of("[a-z0-9./:]{1,20}"),
-        ),
+        (option::of("[A-Za-z0-9]{1,8}"), option::of(IMAGE)),
         ports(),
         command(),
         (any::<bool>(), option::of(1u32..6), env_map()),
@@ -156,7 +157,7 @@ fn job() -> impl Strategy<Value = JobSpec> {
         ),
         (
             -1000i32..=1000,
-            option::of("[a-z0-9./:]{1,20}"),
+            option::of(IMAGE),
             // codeDir / outputDir: folders of the space, as parsing leaves them.
             option::of("[a-z0-9_]{1,8}(/[a-z0-9_ ]{1,8}){0,2}"),
             option::of("[a-z0-9_]{1,8}(/[a-z0-9_ ]{1,8}){0,2}"),
@@ -213,7 +214,7 @@ fn job() -> impl Strategy<Value = JobSpec> {
 
 /// The subset of jobs OpenPAI v1 can describe.
 fn v1_job() -> impl Strategy<Value = JobSpec> {
-    (job(), "[a-z0-9./:]{1,20}").prop_map(|(mut j, image)| {
+    (job(), IMAGE).prop_map(|(mut j, image)| {
         j.user = None;
         j.description = None;
         j.priority = 0;
