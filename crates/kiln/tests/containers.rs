@@ -862,3 +862,65 @@ fn a_container_whose_supervisor_was_killed_is_removed() {
     s.ok(&["stop", &id]);
     s.wait_state(&id, "STOPPED", 60);
 }
+
+/// A pull's progress is a job event while it lasts: bytes that arrived (of
+/// the layers' total, where the registry says it), then `pulled`. The
+/// image is 400 MB of random bytes, so the pull takes seconds here.
+#[test]
+fn a_pull_shows_its_progress_as_an_event() {
+    let Some(()) = ready() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let blob = dir.path().join("blob");
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 400000000 /dev/urandom > {} && mkdir {d}/bin && cp /bin/busybox {d}/bin/ && ln -s busybox {d}/bin/sh",
+            blob.display(),
+            d = dir.path().display()
+        ))
+        .status()
+        .expect("head");
+    assert!(made.success());
+    let local = format!("localhost/kiln-test/random-{}", std::process::id());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | podman --runtime runc import - {local}",
+            dir.path().display()
+        ))
+        .output()
+        .expect("import");
+    assert!(out.status.success(), "{out:?}");
+    let image = pushed(&local, "random:1");
+    forget(&local);
+    let s = server(None);
+    let id = s.submit(
+        "big",
+        &format!("name: big\nimage: {image}\ncommand: echo ran\n"),
+    );
+    let mut seen = Vec::new();
+    let j = until(300, "the job to end", || {
+        let (_, v) = s.api("GET", &format!("/jobs/{id}/events"), None);
+        for e in v.as_array().into_iter().flatten() {
+            let m = e["message"].as_str().unwrap_or_default().to_owned();
+            if m.contains("pulling") && !seen.contains(&m) {
+                seen.push(m);
+            }
+        }
+        let j = s.job(&id);
+        matches!(j["state"].as_str(), Some("SUCCEEDED" | "FAILED"))
+            .then_some(j.clone())
+            .ok_or_else(|| j.to_string())
+    });
+    assert_eq!(j["state"], "SUCCEEDED", "{j}");
+    eprintln!("progress seen: {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|m| m.contains(" MB") && (m.contains(" of ") || m.contains("so far"))),
+        "no progress seen: {seen:?}"
+    );
+    assert!(s
+        .ok(&["show", &id])
+        .contains(&format!("main-0: pulled {image}")));
+    forget(&image);
+}
