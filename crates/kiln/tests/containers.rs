@@ -332,6 +332,17 @@ fn a_task_over_its_memory_ends_oom_killed() {
     );
     let j = s.wait_state(&id, "FAILED", 120);
     assert_eq!(j["tasks"][0]["reason"], "OOMKilled", "{j}");
+    // A worker process killed while the task's main one lives on and
+    // fails: still OOMKilled, as outside a container.
+    let id = s.submit(
+        "worker",
+        &format!(
+            "name: worker\nimage: {BUSYBOX}\nmemory: 128Mi\ncommand: |\n  sh -c 'a=x; while true; do a=\"$a$a\"; done' &\n  wait\n  sleep 1\n  exit 3\n"
+        ),
+    );
+    let j = s.wait_state(&id, "FAILED", 120);
+    assert_eq!(j["tasks"][0]["exitCode"], 3, "{j}");
+    assert_eq!(j["tasks"][0]["reason"], "OOMKilled", "{j}");
 }
 
 /// An image no registry has fails the job at once, in the registry's

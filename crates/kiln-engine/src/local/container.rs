@@ -382,9 +382,12 @@ impl Container {
             a.extend(["--memory".into(), format!("{}m", self.memory_mb)]);
             a.extend(["--memory-swap".into(), format!("{}m", self.memory_mb)]);
         }
-        if let Some(n) = self.pids_max {
-            a.extend(["--pids-limit".into(), n.to_string()]);
-        }
+        // Held by kiln's group (None), the engine's own default limit
+        // (2048 or 4096, by version) must not cap the job's `pids`.
+        let pids = self
+            .pids_max
+            .map_or_else(|| "-1".to_owned(), |n| n.to_string());
+        a.extend(["--pids-limit".into(), pids]);
         a.extend(["--shm-size".into(), format!("{}m", self.shm_mb)]);
         for (name, soft, hard) in rlimits {
             a.extend(["--ulimit".into(), format!("{name}={soft}:{hard}")]);
@@ -587,9 +590,10 @@ mod tests {
             after(&a, "--cgroup-parent"),
             ["/kiln.service/kiln-ab12-7-a0-worker-1-0"]
         );
-        for flag in ["--cpus", "--memory", "--memory-swap", "--pids-limit"] {
+        for flag in ["--cpus", "--memory", "--memory-swap"] {
             assert!(after(&a, flag).is_empty(), "{flag}");
         }
+        assert_eq!(after(&a, "--pids-limit"), ["-1"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -182,7 +183,16 @@ fn auth_file(ct: &Container, dir: &TaskDir) -> Result<Option<PathBuf>, String> {
 
 /// A pull that gets neither a byte nor a word from the engine for this long
 /// is given up (a registry that accepts connections and never answers).
-const PULL_STALL: Duration = Duration::from_secs(120);
+const PULL_STALL: Duration = Duration::from_secs(600);
+
+/// Removes a folder and what is in it when dropped.
+struct ForgetDir(PathBuf);
+
+impl Drop for ForgetDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A file of the task folder only root reads (it holds the task's
 /// secrets or a registry credential).
@@ -271,6 +281,8 @@ pub(super) fn ensure_image(
     let started = Instant::now();
     let tmp = dir.path().join("pull");
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    // Partial layers (GBs, perhaps) go however the pull ends.
+    let _partial = ForgetDir(tmp.clone());
     let mut pull = engine(ct);
     pull.args(ct.pull_args(auth.as_deref()));
     if let (Some(f), Runtime::Docker) = (&auth, ct.runtime) {
@@ -357,7 +369,6 @@ pub(super) fn ensure_image(
     if let Some(r) = reader {
         let _ = r.join();
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 
     let text = output.lock().map(|o| o.clone()).unwrap_or_default();
     match status {
@@ -425,12 +436,13 @@ pub(super) fn record_session(
     ct: &Container,
     dir: &TaskDir,
     mut started: super::files::Started,
-    task_done: Arc<std::sync::atomic::AtomicBool>,
+    task_done: Arc<AtomicBool>,
+    oom_seen: Arc<AtomicBool>,
 ) {
     let (ct, dir) = (ct.clone(), dir.clone());
     std::thread::spawn(move || {
         let deadline = Instant::now() + SESSION_WAIT;
-        while Instant::now() < deadline && !task_done.load(std::sync::atomic::Ordering::SeqCst) {
+        while Instant::now() < deadline && !task_done.load(Ordering::SeqCst) {
             let pid = engine(&ct)
                 .args(ct.pid_args())
                 .stdin(Stdio::null())
@@ -447,12 +459,61 @@ pub(super) fn record_session(
             if let Some(pid) = pid {
                 started.container_sid = Some(pid);
                 let _ = write_atomic(&dir.started(), &started);
+                watch_v1_oom(pid, &task_done, &oom_seen);
                 return;
             }
             // A timer: how often the engine is asked while it starts it.
             std::thread::sleep(Duration::from_millis(100));
         }
     });
+}
+
+/// cgroup v1 counts an OOM kill only in the killed process's own group:
+/// the container's, below kiln's, gone with the container. While the task
+/// runs, that group's counter is looked at, so a kill is seen (one that
+/// ends the container can still go unseen: the supervisor then judges by
+/// kiln's group, see `TaskGroup::v1_limit_hit`). v2 counts kills in kiln's
+/// group too, and needs none of this.
+fn watch_v1_oom(pid: i32, task_done: &AtomicBool, oom_seen: &AtomicBool) {
+    let Some(group) = v1_memory_group(pid) else {
+        return;
+    };
+    let file = group.join("memory.oom_control");
+    while !task_done.load(Ordering::SeqCst) {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            return;
+        };
+        let kills = text
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        if kills.is_some_and(|n| n > 0) {
+            oom_seen.store(true, Ordering::SeqCst);
+            return;
+        }
+        // A timer: how often the counter is read.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The v1 memory group of a process, as a folder.
+fn v1_memory_group(pid: i32) -> Option<PathBuf> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = own.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.to_owned())
+    })?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let mount = mounts.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 4 && f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory"))
+            .then(|| PathBuf::from(f[1]))
+    })?;
+    Some(mount.join(path.trim_start_matches('/')))
 }
 
 /// The client's command for the task: everything but the task's own
@@ -509,10 +570,36 @@ pub(super) fn finish(ct: &Container) -> bool {
     let _ = quiet(ct.cleanup_args());
     if let Some(parent) = &ct.cgroup_parent {
         for dir in engine_groups(parent) {
-            let _ = std::fs::remove_dir(dir.join("conmon"));
+            remove_child_groups(&dir);
         }
     }
     oom
+}
+
+/// Removes the engine's groups below kiln's (`conmon`, a `libpod-*` its
+/// cleanup has not removed yet): the kernel frees a group a moment after
+/// its last process, and the engine's own cleanup may still run. Looked at
+/// again for up to a second.
+fn remove_child_groups(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut wait = Duration::from_millis(2);
+    loop {
+        let left: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .filter(|p| std::fs::remove_dir(p).is_err())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if left.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        // A timer: the kernel's release of the groups has no event to wait on.
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// The container of a run whose supervisor died without an exit record

@@ -204,8 +204,9 @@ impl LocalEngine {
     /// One small thread per supervisor, blocked on its pidfd until it
     /// exits; then how the run ended goes to the loop.
     pub(super) fn watch(&self, task: TaskRef, sup: Arc<Supervisor>, dir: TaskDir) {
+        let gone = Arc::new(AtomicBool::new(false));
         if self.cfg.containers.is_some() && dir.read_launch().is_ok_and(|l| l.container.is_some()) {
-            self.watch_pull(task.clone(), dir.clone());
+            self.watch_pull(task.clone(), dir.clone(), Arc::clone(&gone));
         }
         let events = Arc::clone(&self.events);
         let spawned = std::thread::Builder::new()
@@ -213,6 +214,7 @@ impl LocalEngine {
             .stack_size(64 * 1024)
             .spawn(move || {
                 sup.wait();
+                gone.store(true, Ordering::SeqCst);
                 events(super::reattach::end_of(task, &dir));
             });
         if let Err(e) = spawned {
@@ -228,7 +230,7 @@ impl LocalEngine {
     /// Turns a container's pull progress (`image.json`, written by its
     /// supervisor) into events, until the pull is done or the task runs
     /// or ended.
-    fn watch_pull(&self, task: TaskRef, dir: TaskDir) {
+    fn watch_pull(&self, task: TaskRef, dir: TaskDir, supervisor_gone: Arc<AtomicBool>) {
         let events = Arc::clone(&self.events);
         let spawned = std::thread::Builder::new()
             .name("kiln-pull".into())
@@ -252,7 +254,8 @@ impl LocalEngine {
                     }
                     let over = progress.as_ref().is_some_and(|p| p.done)
                         || (progress.is_none() && dir.started().exists())
-                        || dir.exit().exists();
+                        || dir.exit().exists()
+                        || supervisor_gone.load(Ordering::SeqCst);
                     if over {
                         break;
                     }

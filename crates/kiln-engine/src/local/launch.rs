@@ -278,6 +278,7 @@ impl LocalEngine {
             (None, Some(ct)) => {
                 ct.tmp = tmp.clone();
                 ct.name = group.clone();
+                ct.user = run_as;
                 if let Some(parent) = &mut ct.cgroup_parent {
                     *parent = Path::new(parent.as_str())
                         .with_file_name(&group)

@@ -357,8 +357,15 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
         container_sid: None,
     };
     let recorded = write_atomic(&dir.started(), &started);
+    let oom_seen = Arc::new(AtomicBool::new(false));
     if let (Ok(()), Some(ct)) = (&recorded, &spec.container) {
-        super::container_run::record_session(ct, dir, started, Arc::clone(&task_done));
+        super::container_run::record_session(
+            ct,
+            dir,
+            started,
+            Arc::clone(&task_done),
+            Arc::clone(&oom_seen),
+        );
     }
     if let Err(e) = recorded {
         // Without started.json nobody could find this task again: end it.
@@ -437,6 +444,7 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
     // in a group that hit its memory limit is the sign there.
     let killed = status.is_some_and(|s| s.code() == Some(137) || s.signal() == Some(9));
     let oom_killed = engine_oom
+        || oom_seen.load(Ordering::SeqCst)
         || cgroup.as_ref().is_some_and(TaskGroup::oom_killed)
         || (spec.container.is_some()
             && killed
