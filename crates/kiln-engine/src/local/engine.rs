@@ -236,11 +236,11 @@ impl LocalEngine {
             .name("kiln-pull".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                let file = super::container_run::progress_file(&dir);
+                let file = super::image_pull::progress_file(&dir);
                 let mut said = String::new();
                 loop {
                     let progress = std::fs::read(&file).ok().and_then(|b| {
-                        serde_json::from_slice::<super::container_run::ImageProgress>(&b).ok()
+                        serde_json::from_slice::<super::image_pull::ImageProgress>(&b).ok()
                     });
                     if let Some(p) = &progress {
                         if p.message != said {

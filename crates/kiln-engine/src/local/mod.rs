@@ -9,6 +9,7 @@ mod engine;
 pub mod files;
 pub mod gpu_usage;
 pub mod handle;
+pub mod image_pull;
 mod launch;
 pub mod loader_env;
 pub mod perms;

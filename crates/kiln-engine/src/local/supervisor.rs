@@ -235,9 +235,9 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
 
     if let Some(ct) = spec.container.as_mut() {
         let mut stop_came = || signals.pending().any(|sig| sig == SIGTERM || sig == SIGINT);
-        match super::container_run::ensure_image(ct, dir, &mut stop_came) {
-            Ok(super::container_run::Pulled::Ready) => {}
-            Ok(super::container_run::Pulled::Stopped) => return ended_early(None, false, cgroup),
+        match super::image_pull::ensure_image(ct, dir, &mut stop_came) {
+            Ok(super::image_pull::Pulled::Ready) => {}
+            Ok(super::image_pull::Pulled::Stopped) => return ended_early(None, false, cgroup),
             // The image is the user's choice: a missing one fails the task
             // at once, never retried for free.
             Err(why) => return ended_early(Some(why), true, cgroup),
@@ -281,8 +281,8 @@ pub(super) fn supervise_with(dir: &TaskDir, mut signals: Signals) -> Result<(), 
         }
     };
     cmd.arg(&spec.command);
-    // A container's client keeps the supervisor's environment; the task's
-    // goes in through a file (`container_run::command`).
+    // A container's client has the server's engine settings only; the
+    // task's environment goes in through a file (`container_run::command`).
     if spec.container.is_none() {
         cmd.env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
     }
