@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use cases::seeds::upload_mnist;
+use cases::seeds::{assert_model_in_space, upload_mnist};
 use common::{until, Server};
 use serde_json::Value;
 
@@ -245,14 +245,7 @@ fn the_crater_mnist_flow_runs_in_a_pulled_image() {
         shown.contains(&format!("main-0: pulled {image}")),
         "{shown}"
     );
-    let back = local.path().join("model.pt");
-    s.ok(&[
-        "files",
-        "get",
-        "mnist/mnist_cnn.pt",
-        back.to_str().expect("utf8"),
-    ]);
-    assert!(back.metadata().expect("downloaded").len() > 100_000);
+    assert_model_in_space(&s, local.path());
     forget(&image);
 }
 

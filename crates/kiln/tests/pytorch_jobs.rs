@@ -8,7 +8,7 @@ mod common;
 #[macro_use]
 mod cases;
 
-use cases::seeds::upload_mnist;
+use cases::seeds::{assert_model_in_space, upload_mnist};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -66,14 +66,7 @@ fn crater_workflow_in_the_sandbox_leaves_the_model_in_the_space() {
     );
     s.wait_state(&id, "SUCCEEDED", 600);
     assert!(s.logs(&id, "main-0").contains("Test set: Average loss"));
-    let back = local.path().join("model.pt");
-    s.ok(&[
-        "files",
-        "get",
-        "mnist/mnist_cnn.pt",
-        back.to_str().expect("utf8"),
-    ]);
-    assert!(back.metadata().expect("downloaded").len() > 100_000);
+    assert_model_in_space(&s, local.path());
 }
 
 /// A master and a worker that join one gloo group and all-reduce their ranks.

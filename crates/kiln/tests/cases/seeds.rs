@@ -42,6 +42,19 @@ pub fn upload_mnist(s: &crate::common::Server, bin: &Path) -> tempfile::TempDir 
     local
 }
 
+/// The model Crater's train.py saved beside itself, fetched back from the
+/// space into `local`.
+pub fn assert_model_in_space(s: &crate::common::Server, local: &Path) {
+    let back = local.join("model.pt");
+    s.ok(&[
+        "files",
+        "get",
+        "mnist/mnist_cnn.pt",
+        back.to_str().expect("utf8"),
+    ]);
+    assert!(back.metadata().expect("downloaded").len() > 100_000);
+}
+
 fn assert_spans_both_nodes(e: &Eng, j: &serde_json::Value) {
     if e.slurm() {
         let h: Vec<String> = hosts(j).into_iter().collect();
