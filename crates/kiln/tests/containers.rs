@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use cases::seeds::{assert_model_in_space, upload_mnist};
+use cases::seeds::{allreduce_command, assert_model_in_space, upload_mnist};
 use common::{until, Server};
 use serde_json::Value;
 
@@ -256,18 +256,10 @@ fn a_two_task_ddp_job_all_reduces_across_containers() {
     let Some(()) = ready() else { return };
     let Some((venv, bin)) = venv() else { return };
     let s = server(Some(&venv));
-    let script = "import os, torch, torch.distributed as dist\n\
-        dist.init_process_group('gloo')\n\
-        t = torch.tensor([float(dist.get_rank() + 1)])\n\
-        dist.all_reduce(t)\n\
-        print(f'rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f} host={os.uname().nodename}')\n\
-        dist.barrier()\n\
-        dist.destroy_process_group()\n";
-    let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
+    let command = allreduce_command(&format!("{}/python3", bin.display()));
     let role = |name: &str| {
         format!(
-            "  - name: {name}\n    memory: 1Gi\n    command: |\n      cat /proc/1/cgroup | grep -c libpod || true\n      {}/python3 - <<'PY'\n{indented}      PY\n",
-            bin.display()
+            "  - name: {name}\n    memory: 1Gi\n    command: |\n      cat /proc/1/cgroup | grep -c libpod || true\n{command}"
         )
     };
     let id = s.submit(

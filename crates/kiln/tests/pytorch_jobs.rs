@@ -8,7 +8,7 @@ mod common;
 #[macro_use]
 mod cases;
 
-use cases::seeds::{assert_model_in_space, upload_mnist};
+use cases::seeds::{allreduce_command, assert_model_in_space, upload_mnist};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -71,16 +71,9 @@ fn crater_workflow_in_the_sandbox_leaves_the_model_in_the_space() {
 
 /// A master and a worker that join one gloo group and all-reduce their ranks.
 fn allreduce_job(name: &str) -> String {
-    let script = "import os, torch, torch.distributed as dist\n\
-        dist.init_process_group('gloo')\n\
-        t = torch.tensor([float(dist.get_rank() + 1)])\n\
-        dist.all_reduce(t)\n\
-        print(f'MASTER_PORT={os.environ[\"MASTER_PORT\"]} rank={dist.get_rank()} sum={t.item():.0f}')\n\
-        dist.barrier()\n\
-        dist.destroy_process_group()\n";
-    let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
+    let command = allreduce_command("python3");
     format!(
-        "name: {name}\npytorch: {{}}\nroles:\n  - name: master\n    memory: 1Gi\n    command: |\n      python3 - <<'PY'\n{indented}      PY\n  - name: worker\n    memory: 1Gi\n    command: |\n      python3 - <<'PY'\n{indented}      PY\n"
+        "name: {name}\npytorch: {{}}\nroles:\n  - name: master\n    memory: 1Gi\n    command: |\n{command}  - name: worker\n    memory: 1Gi\n    command: |\n{command}"
     )
 }
 

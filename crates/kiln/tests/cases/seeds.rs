@@ -42,6 +42,21 @@ pub fn upload_mnist(s: &crate::common::Server, bin: &Path) -> tempfile::TempDir 
     local
 }
 
+/// A task's command that joins the job's gloo group with `python`, all-reduces
+/// rank + 1 and prints `MASTER_PORT=… rank=… world=… sum=…` (a heredoc,
+/// indented for a role's `command: |`).
+pub fn allreduce_command(python: &str) -> String {
+    let script = "import os, torch, torch.distributed as dist\n\
+        dist.init_process_group('gloo')\n\
+        t = torch.tensor([float(dist.get_rank() + 1)])\n\
+        dist.all_reduce(t)\n\
+        print(f'MASTER_PORT={os.environ[\"MASTER_PORT\"]} rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f}')\n\
+        dist.barrier()\n\
+        dist.destroy_process_group()\n";
+    let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
+    format!("      {python} - <<'PY'\n{indented}      PY\n")
+}
+
 /// The model Crater's train.py saved beside itself, fetched back from the
 /// space into `local`.
 pub fn assert_model_in_space(s: &crate::common::Server, local: &Path) {
